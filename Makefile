@@ -1,0 +1,45 @@
+# entromix: two commands do all the set-up.
+#   make run   create .venv if missing, install the locked dependencies, run the DVC pipeline
+#   make test  same environment, run the test suite
+# Both are idempotent: the environment is (re)installed only when requirements.lock or
+# pyproject.toml change.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.entromix-installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test install lock bench clean-env
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dvc repro
+
+# pytest exits 5 when it collects no tests: treat that as a failure, not a pass.
+test: $(STAMP)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_ingest.py
+
+# Re-pin requirements.lock from the ranges in pyproject.toml (needs network access to PyPI).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[test]"
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^entromix' > requirements.lock.new
+	@echo "review requirements.lock.new (add the Linux x86_64 markers to the CUDA packages), then move it over requirements.lock"
+	rm -rf .lock-venv
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,27 @@
+"""DVC stage `demo`: draw the built-in blood-smear dataset into data/demo.
+
+Reads params section `demo`. Writes data/demo/{real,synthetic}/<class>/*.png, groups.csv and
+synthetic_quality.csv (see entromix.demo).
+"""
+
+from pathlib import Path
+
+from entromix.demo import DemoConfig, generate_demo
+from entromix.params import load_params, section
+from entromix.stage import run_stage, stage_args
+
+OUT = Path("data/demo")
+
+
+def main() -> None:
+    args = stage_args(__doc__)
+    config = section(load_params(args.params), "demo", DemoConfig, args.params)
+    n_syn = config.syn_good + config.syn_degraded + config.syn_hallucinated
+    print(f"entromix demo: drawing {config.n_benign} benign + {config.n_malignant} malignant real and "
+          f"{n_syn} synthetic {config.image_size}px images into {OUT} (seed {config.seed})")
+    summary = generate_demo(config, OUT)
+    print(f"entromix demo: wrote {summary}")
+
+
+if __name__ == "__main__":
+    run_stage("demo", main)

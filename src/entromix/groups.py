@@ -1,0 +1,77 @@
+"""Patient (group) ids for real images, read from a CSV with columns ``path,group``.
+
+``path`` is relative to the real-images folder (``Benign/img_001.jpg``, or
+``train/Benign/img_001.jpg`` in the pre-split layout), exactly as ingest lists it in the
+manifest. ``group`` is any id (a patient or slide). Every image must have a group, and every
+row must name an image that exists: a split that keeps patients together is only as good as
+that mapping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from entromix.errors import DataError
+
+MAX_LISTED = 10
+
+
+def read_groups(csv_path: str | Path, image_paths: Sequence[str]) -> list[str]:
+    """Return the group of each image in ``image_paths`` (same order).
+
+    Raises :class:`DataError` when the CSV is missing or malformed, names an image that is not in
+    the folder, maps one image to two groups, or leaves an image without a group.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: groups CSV not found. Fix ingest.groups_csv, or set it to null.")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{csv_path}: cannot read the groups CSV ({exc}).") from None
+    missing_cols = {"path", "group"} - set(table.columns)
+    if missing_cols:
+        raise DataError(
+            f"{csv_path}: needs columns 'path' and 'group' (found {', '.join(table.columns)}). "
+            "Rename the header row."
+        )
+    table["path"] = table["path"].str.strip().str.replace("\\", "/", regex=False)
+    table["group"] = table["group"].str.strip()
+    blank = table.index[(table["group"] == "") | (table["path"] == "")]
+    if len(blank):
+        raise DataError(f"{csv_path}: line(s) {_lines(blank)} have an empty path or group. Fill them in.")
+    conflicting = table.groupby("path")["group"].nunique()
+    conflicting = conflicting[conflicting > 1]
+    if len(conflicting):
+        raise DataError(
+            f"{csv_path}: image(s) mapped to more than one group: {_names(conflicting.index)}. "
+            "Keep one row per image."
+        )
+    mapping = dict(zip(table["path"], table["group"]))
+    known = set(image_paths)
+    unknown = [p for p in mapping if p not in known]
+    if unknown:
+        raise DataError(
+            f"{csv_path}: {len(unknown)} row(s) name images that are not in the real-images folder: "
+            f"{_names(unknown)}. Paths must be relative to that folder (as in "
+            f"'{next(iter(known), 'Benign/img.jpg')}'); fix or delete those rows."
+        )
+    ungrouped = [p for p in image_paths if p not in mapping]
+    if ungrouped:
+        raise DataError(
+            f"{csv_path}: {len(ungrouped)} image(s) have no group: {_names(ungrouped)}. Add a row "
+            "for each (a patient id; use the image's own name if it is its only image)."
+        )
+    return [mapping[p] for p in image_paths]
+
+
+def _names(items) -> str:
+    items = list(items)
+    return ", ".join(items[:MAX_LISTED]) + (f", ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+def _lines(index) -> str:
+    return _names([str(i + 2) for i in index])  # +2: 1-based and the header line

@@ -1,0 +1,81 @@
+"""Shared helpers: tiny image folders generated on the fly (no test reads real data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from entromix.ingest import IngestConfig, SplitFractions
+
+
+def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 40), fmt: str | None = None) -> Path:
+    """Write a small random RGB image; distinct seeds give distinct files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return path
+
+
+def make_folder(root: Path, counts: dict[str, int], seed: int = 0, ext: str = ".png") -> list[Path]:
+    """``counts`` maps "class" or "split/class" to a number of images; returns the paths."""
+    paths = []
+    for offset, (folder, n) in enumerate(sorted(counts.items())):
+        for i in range(n):
+            paths.append(write_image(root / folder / f"img_{i:03d}{ext}", seed * 100_000 + offset * 1000 + i))
+    return paths
+
+
+def ingest_config(data_root: Path, **overrides) -> IngestConfig:
+    values = dict(
+        data_root=str(data_root),
+        real_dir="real",
+        synthetic_dir="synthetic",
+        groups_csv=None,
+        layout="auto",
+        labels=["benign", "malignant"],
+        class_map={"Benign": "benign", "Early": "malignant", "Pre": "malignant"},
+        image_size=16,
+        resize_mode="stretch",
+        split=SplitFractions(0.6, 0.2, 0.2),
+        seed=0,
+        duplicates_across="error",
+        workers=1,
+    )
+    values.update(overrides)
+    return IngestConfig(**values)
+
+
+@pytest.fixture
+def flat_data(tmp_path: Path) -> Path:
+    """data/real/<class>/ (30 Benign, 6 Early, 4 Pre) and data/synthetic/Pre/ (5)."""
+    root = tmp_path / "data"
+    make_folder(root / "real", {"Benign": 30, "Early": 6, "Pre": 4}, seed=1)
+    make_folder(root / "synthetic", {"Pre": 5}, seed=2)
+    return root
+
+
+@pytest.fixture
+def split_data(tmp_path: Path) -> Path:
+    """data/real/<split>/<class>/ and data/synthetic/<class>/."""
+    root = tmp_path / "data"
+    make_folder(
+        root / "real",
+        {"train/Benign": 9, "train/Early": 3, "val/Benign": 3, "val/Early": 2, "test/Benign": 3, "test/Early": 2},
+        seed=3,
+    )
+    make_folder(root / "synthetic", {"Early": 4}, seed=4)
+    return root
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(src.read_bytes())
+
+
+def all_files(root: Path) -> Iterable[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())

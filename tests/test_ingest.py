@@ -1,0 +1,149 @@
+"""The ingest stage's logic on tiny generated folders: splits, duplicates, leakage, the array."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from entromix.errors import DataError
+from entromix.images import decode_image
+from entromix.image_store import open_images
+from entromix.ingest import MANIFEST_COLUMNS, decode_images, ingest_metrics, plan_ingest
+
+from conftest import copy_file, ingest_config, make_folder, write_image
+
+
+def run(config, tmp_path):
+    plan = plan_ingest(config)
+    manifest = decode_images(plan, tmp_path / "out" / "images.npy")
+    return plan, manifest, open_images(tmp_path / "out" / "images.npy")
+
+
+def test_flat_layout_stratified_manifest_and_array(flat_data, tmp_path):
+    plan, manifest, images = run(ingest_config(flat_data), tmp_path)
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert manifest["id"].tolist() == list(range(len(manifest))) and images.shape == (45, 16, 16, 3)
+    real = manifest[~manifest["is_syn"]]
+    # 30 Benign -> 18/6/6, 6 Early -> 4/1/1 (largest remainder 3.6/1.2/1.2), 4 Pre -> 2/1/1
+    assert real.groupby(["class", "split"]).size().to_dict() == {
+        ("Benign", "test"): 6, ("Benign", "train"): 18, ("Benign", "val"): 6,
+        ("Early", "test"): 1, ("Early", "train"): 4, ("Early", "val"): 1,
+        ("Pre", "test"): 1, ("Pre", "train"): 2, ("Pre", "val"): 1,
+    }
+    assert set(manifest.loc[manifest["is_syn"], "split"]) == {"train"}
+    assert manifest["label"].tolist() == [0 if c == "Benign" else 1 for c in manifest["class"]]
+    # every array row is the decoded file that the manifest row names
+    for row in manifest.sample(5, random_state=0).itertuples():
+        expected = decode_image(f"{row.source}/{row.path}", 16).pixels
+        np.testing.assert_array_equal(images[row.id], expected)
+    assert (manifest["orig_width"] == 40).all() and (manifest["orig_mode"] == "RGB").all()
+
+
+def test_pre_split_layout_keeps_the_given_splits(split_data, tmp_path):
+    _, manifest, _ = run(ingest_config(split_data, class_map={"Benign": "benign", "Early": "malignant"}), tmp_path)
+    real = manifest[~manifest["is_syn"]]
+    assert (real["split"] == real["path"].str.split("/").str[0]).all()
+    assert real["split"].value_counts().to_dict() == {"train": 12, "val": 5, "test": 5}
+
+
+def test_same_seed_same_split_other_seed_other_split(flat_data):
+    a = plan_ingest(ingest_config(flat_data, seed=1)).manifest
+    b = plan_ingest(ingest_config(flat_data, seed=1)).manifest
+    c = plan_ingest(ingest_config(flat_data, seed=2)).manifest
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.set_index("path")["split"].equals(c.set_index("path")["split"])
+
+
+def test_groups_csv_keeps_patients_in_one_split(tmp_path):
+    root = tmp_path / "data"
+    paths = make_folder(root / "real", {"Benign": 24, "Early": 12}, seed=5)
+    rows = [(p.relative_to(root / "real").as_posix(), f"P{i // 3}") for i, p in enumerate(paths)]
+    pd.DataFrame(rows, columns=["path", "group"]).to_csv(root / "groups.csv", index=False)
+    config = ingest_config(root, synthetic_dir=None, groups_csv="groups.csv")
+    manifest = plan_ingest(config).manifest
+    assert (manifest.groupby("group")["split"].nunique() == 1).all()
+    assert manifest["group"].nunique() == 12 and set(manifest["split"]) == {"train", "val", "test"}
+
+
+def test_groups_csv_errors(tmp_path):
+    root = tmp_path / "data"
+    make_folder(root / "real", {"Benign": 3, "Early": 3}, seed=6)
+    rows = [("Benign/img_000.png", "P1"), ("Benign/img_001.png", "P1"), ("Benign/missing.png", "P2")]
+    pd.DataFrame(rows, columns=["path", "group"]).to_csv(root / "groups.csv", index=False)
+    config = ingest_config(root, synthetic_dir=None, groups_csv="groups.csv")
+    with pytest.raises(DataError, match="Benign/missing.png"):
+        plan_ingest(config)
+    pd.DataFrame(rows[:2], columns=["path", "group"]).to_csv(root / "groups.csv", index=False)
+    with pytest.raises(DataError, match="4 image\\(s\\) have no group: Benign/img_002.png"):
+        plan_ingest(config)
+
+
+def test_duplicates_within_a_split_collapse_and_are_reported(flat_data, tmp_path):
+    real = flat_data / "real"
+    copy_file(real / "Benign" / "img_000.png", real / "Benign" / "zz_copy.png")
+    copy_file(flat_data / "synthetic" / "Pre" / "img_000.png", flat_data / "synthetic" / "Pre" / "zz_copy.png")
+    plan, manifest, _ = run(ingest_config(flat_data), tmp_path)
+    assert len(manifest) == 45
+    assert plan.duplicates[["path", "kept_path", "reason"]].values.tolist() == [
+        ["Benign/zz_copy.png", "Benign/img_000.png", "within_split"],
+        ["Pre/zz_copy.png", "Pre/img_000.png", "within_split"],
+    ]
+    metrics = ingest_metrics(plan)["ingest"]
+    assert metrics["duplicates_dropped"] == {"within_split": 2, "across_splits": 0}
+    assert metrics["folders"]["real/Benign"] == {
+        "expected": 31, "found": 31, "duplicates_dropped": 1, "ingested": 30, "ignored_files": 0}
+
+
+def test_same_image_in_two_splits_is_leakage(split_data, tmp_path):
+    real = split_data / "real"
+    copy_file(real / "train/Benign/img_000.png", real / "test/Benign/leak.png")
+    config = ingest_config(split_data, class_map={"Benign": "benign", "Early": "malignant"})
+    with pytest.raises(DataError, match="leakage.*real/test/Benign/leak.png \\[test\\] = real/train/Benign/img_000.png \\[train\\]"):
+        plan_ingest(config)
+    plan = plan_ingest(ingest_config(split_data, class_map=config.class_map, duplicates_across="drop"))
+    assert "test/Benign/leak.png" not in plan.manifest["path"].tolist()
+    assert "train/Benign/img_000.png" in plan.manifest["path"].tolist()
+    assert plan.duplicates["reason"].tolist() == ["across_splits"]
+
+
+def test_real_image_in_the_synthetic_pool_is_leakage(flat_data):
+    copy_file(flat_data / "real" / "Early" / "img_001.png", flat_data / "synthetic" / "Early" / "copy.png")
+    with pytest.raises(DataError, match="synthetic/Early/copy.png"):
+        plan_ingest(ingest_config(flat_data))
+    plan = plan_ingest(ingest_config(flat_data, duplicates_across="drop"))
+    assert "Early/copy.png" not in plan.manifest.loc[plan.manifest["is_syn"], "path"].tolist()
+    assert ingest_metrics(plan)["ingest"]["duplicates_dropped"]["across_splits"] == 1
+
+
+def test_same_file_under_two_labels_is_an_error(flat_data):
+    copy_file(flat_data / "real" / "Benign" / "img_002.png", flat_data / "real" / "Early" / "x.png")
+    with pytest.raises(DataError, match="under two labels"):
+        plan_ingest(ingest_config(flat_data, duplicates_across="drop"))
+
+
+def test_synthetic_images_never_go_to_val_or_test(flat_data):
+    write_image(flat_data / "synthetic2" / "val" / "Pre" / "a.png", 99)
+    write_image(flat_data / "synthetic2" / "train" / "Pre" / "b.png", 98)
+    with pytest.raises(DataError, match="never go to val or test"):
+        plan_ingest(ingest_config(flat_data, synthetic_dir="synthetic2"))
+
+
+def test_corrupt_image_names_the_file(flat_data, tmp_path):
+    (flat_data / "real" / "Benign" / "broken.png").write_bytes(b"\x89PNG not really")
+    plan = plan_ingest(ingest_config(flat_data))
+    with pytest.raises(DataError, match="broken.png: cannot decode"):
+        decode_images(plan, tmp_path / "images.npy")
+    assert not (tmp_path / "images.npy").exists()  # no half-written array left behind
+
+
+def test_metrics_counts(flat_data):
+    metrics = ingest_metrics(plan_ingest(ingest_config(flat_data)))["ingest"]
+    assert metrics["images"] == 45
+    assert metrics["real"]["train"] == {"benign": 18, "malignant": 6, "total": 24}
+    assert metrics["synthetic"] == {"benign": 0, "malignant": 5, "total": 5}
+    assert metrics["folders"]["synthetic/Pre"]["expected"] == 5
+
+
+def test_parallel_decode_equals_serial(flat_data, tmp_path):
+    one = run(ingest_config(flat_data, workers=1), tmp_path / "a")[2]
+    two = run(ingest_config(flat_data, workers=2), tmp_path / "b")[2]
+    np.testing.assert_array_equal(np.asarray(one), np.asarray(two))

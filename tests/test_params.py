@@ -1,0 +1,78 @@
+"""params.yaml sections are validated key by key before any work."""
+
+import pytest
+
+from entromix.errors import ParamsError
+from entromix.ingest import IngestConfig, SplitFractions
+from entromix.params import load_params, section
+
+from conftest import ingest_config
+
+GOOD = {
+    "data_root": "data/demo", "real_dir": "real", "synthetic_dir": None, "groups_csv": None,
+    "layout": "auto", "labels": ["benign", "malignant"], "class_map": {"a": "benign", "b": "malignant"},
+    "image_size": 64, "resize_mode": "stretch", "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "seed": 0, "duplicates_across": "error", "workers": 0,
+}
+
+
+def build(**changes):
+    return section({"ingest": {**GOOD, **changes}}, "ingest", IngestConfig)
+
+
+def test_valid_section_builds_typed_config():
+    config = build()
+    assert isinstance(config.split, SplitFractions) and config.split.val == 0.2
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"imge_size": 64}, "unknown key.*ingest.imge_size"),
+        ({"image_size": "64"}, "ingest.image_size' must be an integer"),
+        ({"image_size": True}, "ingest.image_size' must be an integer"),
+        ({"layout": "nested"}, "ingest.layout' is 'nested'; it must be one of"),
+        ({"split": {"train": 0.7, "val": 0.2, "test": 0.2}}, "sum to 1.1000"),
+        ({"split": {"train": 0.8, "val": 0.2}}, "missing key.*ingest.split.test"),
+        ({"class_map": {"a": "cancer"}}, "'cancer', which is not in ingest.labels"),
+        ({"real_dir": "../elsewhere"}, "inside ingest.data_root"),
+        ({"groups_csv": "/etc/passwd"}, "inside ingest.data_root"),
+        ({"image_size": 8}, "between 16 and 1024"),
+    ],
+)
+def test_bad_values_name_the_key(changes, message):
+    with pytest.raises(ParamsError, match=message):
+        build(**changes)
+
+
+def test_missing_key_and_missing_section():
+    data = dict(GOOD)
+    del data["seed"]
+    with pytest.raises(ParamsError, match="missing key.*ingest.seed"):
+        section({"ingest": data}, "ingest", IngestConfig)
+    with pytest.raises(ParamsError, match="section 'ingest' is missing"):
+        section({}, "ingest", IngestConfig)
+
+
+def test_load_params_errors(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ingest: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_project_params_yaml_is_valid():
+    """The shipped params.yaml builds every section this code knows."""
+    from pathlib import Path
+
+    from entromix.demo import DemoConfig
+
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    section(params, "ingest", IngestConfig)
+    section(params, "demo", DemoConfig)
+
+
+def test_conftest_config_helper_is_valid():
+    assert ingest_config("x").image_size == 16
