@@ -20,7 +20,7 @@ def main() -> None:
     print(f"entromix demo: drawing {config.n_benign} benign + {config.n_malignant} malignant real and "
           f"{n_syn} synthetic {config.image_size}px images into {OUT} (seed {config.seed})")
     summary = generate_demo(config, OUT)
-    print(f"entromix demo: wrote {summary}")
+    print(f"entromix demo: wrote {summary.as_dict()}")
 
 
 if __name__ == "__main__":
