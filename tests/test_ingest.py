@@ -22,14 +22,14 @@ def test_flat_layout_stratified_manifest_and_array(flat_data, tmp_path):
     plan, manifest, images = run(ingest_config(flat_data), tmp_path)
     assert list(manifest.columns) == MANIFEST_COLUMNS
     assert manifest["id"].tolist() == list(range(len(manifest))) and images.shape == (45, 16, 16, 3)
-    real = manifest[~manifest["is_syn"]]
+    real = manifest[manifest["is_syn"] == 0]
     # 30 Benign -> 18/6/6, 6 Early -> 4/1/1 (largest remainder 3.6/1.2/1.2), 4 Pre -> 2/1/1
     assert real.groupby(["class", "split"]).size().to_dict() == {
         ("Benign", "test"): 6, ("Benign", "train"): 18, ("Benign", "val"): 6,
         ("Early", "test"): 1, ("Early", "train"): 4, ("Early", "val"): 1,
         ("Pre", "test"): 1, ("Pre", "train"): 2, ("Pre", "val"): 1,
     }
-    assert set(manifest.loc[manifest["is_syn"], "split"]) == {"train"}
+    assert set(manifest.loc[manifest["is_syn"] == 1, "split"]) == {"train"}
     assert manifest["label"].tolist() == [0 if c == "Benign" else 1 for c in manifest["class"]]
     # every array row is the decoded file that the manifest row names
     for row in manifest.sample(5, random_state=0).itertuples():
@@ -40,7 +40,7 @@ def test_flat_layout_stratified_manifest_and_array(flat_data, tmp_path):
 
 def test_pre_split_layout_keeps_the_given_splits(split_data, tmp_path):
     _, manifest, _ = run(ingest_config(split_data, class_map={"Benign": "benign", "Early": "malignant"}), tmp_path)
-    real = manifest[~manifest["is_syn"]]
+    real = manifest[manifest["is_syn"] == 0]
     assert (real["split"] == real["path"].str.split("/").str[0]).all()
     assert real["split"].value_counts().to_dict() == {"train": 12, "val": 5, "test": 5}
 
@@ -110,7 +110,7 @@ def test_real_image_in_the_synthetic_pool_is_leakage(flat_data):
     with pytest.raises(DataError, match="synthetic/Early/copy.png"):
         plan_ingest(ingest_config(flat_data))
     plan = plan_ingest(ingest_config(flat_data, duplicates_across="drop"))
-    assert "Early/copy.png" not in plan.manifest.loc[plan.manifest["is_syn"], "path"].tolist()
+    assert "Early/copy.png" not in plan.manifest.loc[plan.manifest["is_syn"] == 1, "path"].tolist()
     assert ingest_metrics(plan)["ingest"]["duplicates_dropped"]["across_splits"] == 1
 
 

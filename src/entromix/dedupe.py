@@ -55,7 +55,8 @@ def find_duplicates(files: pd.DataFrame, across: AcrossPolicy) -> tuple[pd.DataF
     ordered = visit_order(files)
     first: dict[str, pd.Series] = {}
     drop_rows, conflicts, leaks = [], [], []
-    for idx, row in ordered.iterrows():
+    copies = ordered[ordered["sha256"].duplicated(keep=False)]  # only hashes seen twice or more
+    for idx, row in copies.iterrows():
         kept = first.get(row["sha256"])
         if kept is None:
             first[row["sha256"]] = row

@@ -154,7 +154,7 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
 
     files["group"] = ""
     if config.groups_csv is not None:
-        is_real = ~files["is_syn"]
+        is_real = ~files["is_syn"].astype(bool)
         files.loc[is_real, "group"] = read_groups(config.path("groups_csv"), files.loc[is_real, "path"].tolist())
 
     roots = {"real": str(real_root), "synthetic": str(config.path("synthetic_dir"))}
@@ -163,7 +163,7 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
 
     kept, duplicates = find_duplicates(files, config.duplicates_across)
     kept = kept.copy()
-    real_mask = ~kept["is_syn"]
+    real_mask = ~kept["is_syn"].astype(bool)
     if real.layout == "flat":
         fractions = config.split.as_dict()
         strata = kept.loc[real_mask, "class"].tolist()
@@ -179,6 +179,7 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
     kept["_split_order"] = kept["split"].map(order)
     kept = kept.sort_values(["is_syn", "_split_order", "class", "path"], kind="stable").drop(columns="_split_order")
     kept.insert(0, "id", np.arange(len(kept)))
+    kept["is_syn"] = kept["is_syn"].astype(int)  # 0/1, as in data/dataset.csv
     kept["source"] = kept["source"].map(roots)
     manifest = kept[[c for c in MANIFEST_COLUMNS if not c.startswith("orig_")]].reset_index(drop=True)
     duplicates["source"] = duplicates["source"].map(roots)
@@ -234,8 +235,8 @@ def ingest_metrics(plan: IngestPlan) -> dict:
     """Counts for ``metrics/ingest.json`` (all keys under ``ingest`` so they stay unique)."""
     config = plan.config
     manifest = plan.manifest
-    real = manifest[~manifest["is_syn"]]
-    syn = manifest[manifest["is_syn"]]
+    real = manifest[manifest["is_syn"] == 0]
+    syn = manifest[manifest["is_syn"] == 1]
     label_names = dict(enumerate(config.labels))
 
     def by_label(frame: pd.DataFrame) -> dict[str, int]:
