@@ -25,7 +25,8 @@ def main() -> None:
     print(f"entromix ingest: real images from {config.path('real_dir')}, synthetic from "
           f"{config.path('synthetic_dir')}; storing {config.image_size}x{config.image_size} RGB")
     plan = plan_ingest(config)
-    m = ingest_metrics(plan)["ingest"]
+    metrics = ingest_metrics(plan)
+    m = metrics["ingest"]
     real_line = ", ".join(f"{s} {m['real'][s]['total']}" for s in ("train", "val", "test"))
     print(f"entromix ingest: {plan.discoveries['real'].layout} layout; real {real_line}; "
           f"synthetic {m['synthetic']['total']}; duplicates dropped {len(plan.duplicates)}")
@@ -33,7 +34,7 @@ def main() -> None:
     write_csv(OUT / "manifest.csv", manifest)
     write_csv(OUT / "duplicates.csv", plan.duplicates)
     write_json(OUT / "ingest_config.json", to_dict(config))
-    write_json(METRICS, ingest_metrics(plan))
+    write_json(METRICS, metrics)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ from typing import Literal
 
 import pandas as pd
 
-from entromix.errors import DataError
+from entromix.errors import DataError, listing
 
 AcrossPolicy = Literal["error", "drop"]
 
 _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
-MAX_LISTED = 10
 
 
 def visit_order(files: pd.DataFrame) -> pd.DataFrame:
@@ -84,20 +83,15 @@ def find_duplicates(files: pd.DataFrame, across: AcrossPolicy) -> tuple[pd.DataF
     if conflicts:
         raise DataError(
             f"{len(conflicts)} image(s) appear under two labels (identical files, different class "
-            f"folders): {_listing(conflicts)}. Keep each image under one class folder and re-run."
+            f"folders): {listing(conflicts)}. Keep each image under one class folder and re-run."
         )
     if leaks and across == "error":
         raise DataError(
             f"{len(leaks)} identical image(s) appear in two splits or in both the real and the "
             f"synthetic folders (leakage: the model would be tested on what it trained on): "
-            f"{_listing(leaks)}. Remove the copies, or set ingest.duplicates_across: drop to keep "
+            f"{listing(leaks)}. Remove the copies, or set ingest.duplicates_across: drop to keep "
             "the first copy (real before synthetic, train before val before test) and drop the rest."
         )
     dropped = pd.DataFrame(drop_rows, columns=["index", "path", "source", "kept_path", "kept_source", "reason"])
     kept = ordered.drop(index=dropped["index"].tolist())
     return kept, dropped.drop(columns="index")
-
-
-def _listing(items: list[str]) -> str:
-    shown = "; ".join(items[:MAX_LISTED])
-    return shown + (f"; ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")

@@ -16,3 +16,10 @@ class ParamsError(EntromixError):
 
 class DataError(EntromixError):
     """The input images or folders are not what the pipeline needs."""
+
+
+def listing(items, limit: int = 10) -> str:
+    """``a, b, c, ... and N more``: the first ``limit`` items of a long list, for error messages."""
+    items = [str(i) for i in items]
+    more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more

@@ -14,9 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from entromix.errors import DataError
-
-MAX_LISTED = 10
+from entromix.errors import DataError, listing
 
 
 def read_groups(csv_path: str | Path, image_paths: Sequence[str]) -> list[str]:
@@ -47,7 +45,7 @@ def read_groups(csv_path: str | Path, image_paths: Sequence[str]) -> list[str]:
     conflicting = conflicting[conflicting > 1]
     if len(conflicting):
         raise DataError(
-            f"{csv_path}: image(s) mapped to more than one group: {_names(conflicting.index)}. "
+            f"{csv_path}: image(s) mapped to more than one group: {listing(conflicting.index)}. "
             "Keep one row per image."
         )
     mapping = dict(zip(table["path"], table["group"]))
@@ -56,22 +54,17 @@ def read_groups(csv_path: str | Path, image_paths: Sequence[str]) -> list[str]:
     if unknown:
         raise DataError(
             f"{csv_path}: {len(unknown)} row(s) name images that are not in the real-images folder: "
-            f"{_names(unknown)}. Paths must be relative to that folder (as in "
+            f"{listing(unknown)}. Paths must be relative to that folder (as in "
             f"'{next(iter(known), 'Benign/img.jpg')}'); fix or delete those rows."
         )
     ungrouped = [p for p in image_paths if p not in mapping]
     if ungrouped:
         raise DataError(
-            f"{csv_path}: {len(ungrouped)} image(s) have no group: {_names(ungrouped)}. Add a row "
+            f"{csv_path}: {len(ungrouped)} image(s) have no group: {listing(ungrouped)}. Add a row "
             "for each (a patient id; use the image's own name if it is its only image)."
         )
     return [mapping[p] for p in image_paths]
 
 
-def _names(items) -> str:
-    items = list(items)
-    return ", ".join(items[:MAX_LISTED]) + (f", ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
-
-
 def _lines(index) -> str:
-    return _names([str(i + 2) for i in index])  # +2: 1-based and the header line
+    return listing(i + 2 for i in index)  # +2: 1-based and the header line

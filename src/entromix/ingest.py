@@ -18,7 +18,7 @@ import pandas as pd
 
 from entromix.dedupe import AcrossPolicy, find_duplicates
 from entromix.discover import SPLITS, Discovery, Layout, discover_images
-from entromix.errors import DataError, ParamsError
+from entromix.errors import DataError, ParamsError, listing
 from entromix.groups import read_groups
 from entromix.image_store import ImageArrayWriter
 from entromix.images import ResizeMode, decode_image, sha256_file
@@ -192,7 +192,7 @@ def _check_groups_within_splits(real: pd.DataFrame, config: IngestConfig) -> Non
     leaking = spread[spread > 1].index.tolist()
     if leaking:
         raise DataError(
-            f"{config.path('groups_csv')}: patient group(s) {', '.join(leaking[:10])} have images in more "
+            f"{config.path('groups_csv')}: patient group(s) {listing(leaking)} have images in more "
             "than one of the pre-made splits (leakage between train and evaluation). Move each "
             "patient's images into one split, or set ingest.groups_csv: null to skip this check."
         )
