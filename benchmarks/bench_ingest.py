@@ -47,7 +47,7 @@ def child(root: str, image_size: int, workers: int) -> None:
     from entromix.ingest import IngestConfig, SplitFractions, decode_images, plan_ingest
 
     config = IngestConfig(
-        data_root=root, real_dir="real", synthetic_dir=None, groups_csv=None, layout="flat",
+        data_root=root, real_dir="real", synthetic_dir=None, groups_csv=None, tiers_csv=None, layout="flat",
         labels=["benign", "malignant"], class_map={"Benign": "benign", "Malignant": "malignant"},
         image_size=image_size, resize_mode="stretch", split=SplitFractions(), seed=0,
         duplicates_across="error", workers=workers,

@@ -4,6 +4,7 @@ Reads params section `ingest`. Writes (atomically):
   data/prepared/images.npy       (N, S, S, 3) uint8, row i = manifest id i
   data/prepared/manifest.csv     one row per image (see entromix.ingest.MANIFEST_COLUMNS)
   data/prepared/duplicates.csv   dropped exact duplicates and why
+  data/prepared/synthetic_tiers.csv  id,filename,tier,detail from ingest.tiers_csv (measurement only)
   data/prepared/ingest_config.json  the settings this run used
   metrics/ingest.json            counts per split and class, duplicates, found vs expected
 """
@@ -33,6 +34,7 @@ def main() -> None:
     manifest = decode_images(plan, OUT / "images.npy")
     write_csv(OUT / "manifest.csv", manifest)
     write_csv(OUT / "duplicates.csv", plan.duplicates)
+    write_csv(OUT / "synthetic_tiers.csv", plan.tiers)
     write_json(OUT / "ingest_config.json", to_dict(config))
     write_json(METRICS, metrics)
 

@@ -36,6 +36,7 @@ def ingest_config(data_root: Path, **overrides) -> IngestConfig:
         real_dir="real",
         synthetic_dir="synthetic",
         groups_csv=None,
+        tiers_csv=None,
         layout="auto",
         labels=["benign", "malignant"],
         class_map={"Benign": "benign", "Early": "malignant", "Pre": "malignant"},

@@ -147,3 +147,15 @@ def test_parallel_decode_equals_serial(flat_data, tmp_path):
     one = run(ingest_config(flat_data, workers=1), tmp_path / "a")[2]
     two = run(ingest_config(flat_data, workers=2), tmp_path / "b")[2]
     np.testing.assert_array_equal(np.asarray(one), np.asarray(two))
+
+
+def test_tier_file_maps_to_manifest_ids(flat_data):
+    pd.DataFrame({"filename": ["Pre/img_000.png", "Pre/img_003.png"], "tier": ["good", "hallucinated"]}).to_csv(
+        flat_data / "quality.csv", index=False)
+    plan = plan_ingest(ingest_config(flat_data, tiers_csv="quality.csv"))
+    syn = plan.manifest[plan.manifest["is_syn"] == 1].set_index("path")["id"]
+    assert plan.tiers[["id", "tier"]].values.tolist() == [
+        [syn["Pre/img_000.png"], "good"], [syn["Pre/img_003.png"], "hallucinated"]]
+    pd.DataFrame({"filename": ["Pre/nope.png"], "tier": ["good"]}).to_csv(flat_data / "quality.csv", index=False)
+    with pytest.raises(DataError, match="Pre/nope.png"):
+        plan_ingest(ingest_config(flat_data, tiers_csv="quality.csv"))

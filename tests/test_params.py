@@ -9,7 +9,7 @@ from entromix.params import load_params, section
 from conftest import ingest_config
 
 GOOD = {
-    "data_root": "data/demo", "real_dir": "real", "synthetic_dir": None, "groups_csv": None,
+    "data_root": "data/demo", "real_dir": "real", "synthetic_dir": None, "groups_csv": None, "tiers_csv": None,
     "layout": "auto", "labels": ["benign", "malignant"], "class_map": {"a": "benign", "b": "malignant"},
     "image_size": 64, "resize_mode": "stretch", "split": {"train": 0.6, "val": 0.2, "test": 0.2},
     "seed": 0, "duplicates_across": "error", "workers": 0,

@@ -26,6 +26,7 @@ TINY = {
     "demo": {"image_size": 48, "n_benign": 24, "n_malignant": 8, "images_per_patient": 4,
              "syn_good": 4, "syn_degraded": 2, "syn_hallucinated": 2},
     "ingest": {"image_size": 32, "workers": 1},
+    "score": {"image_size": 32, "epochs": 1, "folds": 2, "batch_size": 8, "device": "cpu"},
 }
 
 
@@ -69,7 +70,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     out = sh(["dvc", "repro"], repo)
-    assert {"demo", "ingest"} <= ran(out)
+    assert ran(out) == {"demo", "ingest", "score"}
     images = np.load(repo / "data/prepared/images.npy", mmap_mode="r")
     manifest = pd.read_csv(repo / "data/prepared/manifest.csv")
     assert images.shape == (40, 32, 32, 3) and len(manifest) == 40
@@ -86,13 +87,28 @@ def test_second_repro_reruns_nothing(repo):
     assert "Data and pipelines are up to date" in sh(["dvc", "status"], repo)
 
 
-def test_ingest_param_change_reruns_ingest_only(repo):
+def test_dataset_csv_has_every_training_image(repo):
+    data = pd.read_csv(repo / "data/dataset.csv")
+    assert list(data.columns[:4]) == ["filename", "is_syn", "jsd_score", "label"]
+    manifest = pd.read_csv(repo / "data/prepared/manifest.csv")
+    assert len(data) == int((manifest["split"] == "train").sum())
+    assert data["jsd_score"].between(0, 1).all()
+    score = json.loads((repo / "metrics/score.json").read_text())["score"]
+    assert "tier_auroc_hallucinated_vs_good" in score
+
+
+def test_score_param_change_reruns_score_only(repo):
+    set_params(repo, {"score": {"seed": 1}})
+    assert ran(sh(["dvc", "repro"], repo)) == {"score"}
+
+
+def test_ingest_param_change_reruns_ingest_and_downstream(repo):
     set_params(repo, {"ingest": {"image_size": 24}})
     out = sh(["dvc", "repro"], repo)
-    assert ran(out) == {"ingest"}, out
+    assert ran(out) == {"ingest", "score"}, out
     assert np.load(repo / "data/prepared/images.npy", mmap_mode="r").shape[1:] == (24, 24, 3)
 
 
 def test_metrics_show_reads_the_ingest_metrics(repo):
     out = sh(["dvc", "metrics", "show", "--json"], repo)
-    assert '"ingest"' in out and '"synthetic"' in out
+    assert '"ingest"' in out and '"synthetic"' in out and '"oof_auc"' in out

@@ -24,6 +24,7 @@ from entromix.image_store import ImageArrayWriter
 from entromix.images import ResizeMode, decode_image, sha256_file
 from entromix.parallel import ordered_map, resolve_workers
 from entromix.splits import grouped_split, stratified_split
+from entromix.tiers import TIER_COLUMNS, read_tiers
 
 MANIFEST_COLUMNS = [
     "id", "path", "sha256", "class", "label", "split", "is_syn", "source",
@@ -62,6 +63,7 @@ class IngestConfig:
     real_dir: str  # relative to data_root
     synthetic_dir: str | None  # relative to data_root; None: no synthetic pool
     groups_csv: str | None  # relative to data_root; columns path,group; None: split by image
+    tiers_csv: str | None  # relative to data_root; filename,tier of synthetic images; measurement only
     layout: Layout  # auto | split | flat (see entromix.discover)
     labels: list[str]  # label names by index; index 1 is the positive (malignant) class
     class_map: dict[str, str]  # class folder name -> label name
@@ -87,7 +89,7 @@ class IngestConfig:
             raise ParamsError(f"ingest.image_size must be between 16 and 1024 px, got {self.image_size}.")
         if self.workers < 0:
             raise ParamsError(f"ingest.workers must be >= 0 (0 = all cores), got {self.workers}.")
-        for key in ("real_dir", "synthetic_dir", "groups_csv"):
+        for key in ("real_dir", "synthetic_dir", "groups_csv", "tiers_csv"):
             value = getattr(self, key)
             if value is not None and (PurePosixPath(value).is_absolute() or ".." in PurePosixPath(value).parts):
                 raise ParamsError(
@@ -110,6 +112,7 @@ class IngestPlan:
     config: IngestConfig
     manifest: pd.DataFrame  # MANIFEST_COLUMNS except orig_*; row i is array row i
     duplicates: pd.DataFrame  # dropped copies (see entromix.dedupe.find_duplicates)
+    tiers: pd.DataFrame  # entromix.tiers.TIER_COLUMNS; empty without a tier file
     discoveries: dict[str, Discovery] = field(default_factory=dict)  # "real" / "synthetic"
 
 
@@ -184,7 +187,10 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
     manifest = kept[[c for c in MANIFEST_COLUMNS if not c.startswith("orig_")]].reset_index(drop=True)
     duplicates["source"] = duplicates["source"].map(roots)
     duplicates["kept_source"] = duplicates["kept_source"].map(roots)
-    return IngestPlan(config=config, manifest=manifest, duplicates=duplicates, discoveries=discoveries)
+    tiers = pd.DataFrame(columns=TIER_COLUMNS)
+    if config.tiers_csv is not None and config.synthetic_dir is not None:
+        tiers = read_tiers(config.path("tiers_csv"), manifest[manifest["is_syn"] == 1])
+    return IngestPlan(config=config, manifest=manifest, duplicates=duplicates, tiers=tiers, discoveries=discoveries)
 
 
 def _check_groups_within_splits(real: pd.DataFrame, config: IngestConfig) -> None:

@@ -1,0 +1,53 @@
+"""DVC stage `score`: reference classifier (K-fold, real train only) -> per-image JSD.
+
+Reads params section `score` and ingest's outputs. Writes (atomically):
+  data/dataset.csv                    filename,is_syn,jsd_score,label,split,p_true,predicted,fold,id
+  metrics/score.json                  out-of-fold accuracy/AUC, mean JSD, tier AUROCs when known
+  plots/score/jsd_histogram.csv       fraction of images per JSD bin (dvc plots)
+  plots/score/jsd_distribution.png    the same as a figure
+"""
+
+from pathlib import Path
+
+import pandas as pd
+
+from entromix.atomic import write_csv, write_json
+from entromix.device import describe, resolve_device
+from entromix.image_store import open_images
+from entromix.params import load_params, section
+from entromix.plots import jsd_groups, jsd_histogram_table, plot_jsd_distribution
+from entromix.score import ScoreConfig, score_metrics, score_training_images
+from entromix.stage import run_stage, stage_args
+
+PREPARED = Path("data/prepared")
+DATASET = Path("data/dataset.csv")
+METRICS = Path("metrics/score.json")
+PLOTS = Path("plots/score")
+
+
+def main() -> None:
+    args = stage_args(__doc__)
+    config = section(load_params(args.params), "score", ScoreConfig, args.params)
+    device = resolve_device(config.device, "score.device")
+    manifest = pd.read_csv(PREPARED / "manifest.csv", keep_default_na=False)
+    tiers = pd.read_csv(PREPARED / "synthetic_tiers.csv", keep_default_na=False)
+    images = open_images(PREPARED / "images.npy")
+    n_real = int(((manifest["is_syn"] == 0) & (manifest["split"] == "train")).sum())
+    n_syn = int((manifest["is_syn"] == 1).sum())
+    print(f"entromix score: {config.folds}-fold {config.model} at {config.image_size}px, {config.epochs} epochs, "
+          f"on {n_real} real training images; scoring them out-of-fold and {n_syn} synthetic; device {describe(device)}")
+    result = score_training_images(config, images, manifest, device)
+    metrics = score_metrics(result, tiers)
+    m = metrics["score"]
+    print(f"entromix score: out-of-fold accuracy {m['oof_accuracy']}, AUC {m['oof_auc']}, temperature "
+          f"{m['temperature']}; mean JSD real {m['real_jsd_mean']}, synthetic {m['synthetic_jsd_mean']}"
+          + (f"; AUROC hallucinated vs good {m['tier_auroc_hallucinated_vs_good']}" if "tier_auroc_hallucinated_vs_good" in m else ""))
+    write_csv(DATASET, result.dataset.round({"jsd_score": 6, "p_true": 6}))
+    write_json(METRICS, metrics)
+    groups = jsd_groups(result.dataset, tiers)
+    write_csv(PLOTS / "jsd_histogram.csv", jsd_histogram_table(groups))
+    plot_jsd_distribution(groups, PLOTS / "jsd_distribution.png")
+
+
+if __name__ == "__main__":
+    run_stage("score", main)

@@ -1,0 +1,225 @@
+"""The score stage: how much a reference classifier, trained on real images only, agrees with each
+training image's label.
+
+For every training image ``jsd_score = JSD(softmax || onehot(label))`` in bits (``entromix.jsd``).
+The classifier must never score an image it was trained on: a network that memorised its
+training set gives those images a JSD near 0, whatever their quality. So
+
+* the real training images are split into ``folds`` folds (stratified by label; patient groups
+  kept whole when the manifest has them) and each fold is scored by a model trained on the other
+  folds (out-of-fold predictions);
+* synthetic images, which no fold model trains on, get the mean softmax of the ``folds`` models;
+* validation and test images are never used.
+
+Optionally one temperature (``entromix.calibration``) is fitted on the out-of-fold logits and
+applied to every prediction before the JSD is computed: the score is only as good as the
+calibration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from entromix.calibration import calibrated_probs, fit_temperature
+from entromix.device import seed_everything
+from entromix.errors import DataError, ParamsError
+from entromix.fit import FitSettings, Optimizer, fit_classifier, predict_logits, uses_channels_last
+from entromix.jsd import TAU_AT_P_HALF, jsd_to_onehot
+from entromix.models import MODEL_NAMES, build_model
+
+DATASET_COLUMNS = ["filename", "is_syn", "jsd_score", "label", "split", "p_true", "predicted", "fold", "id"]
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """The ``score`` section of params.yaml: the reference classifier and its folds."""
+
+    model: str  # resnet18 | resnet50 | vit_b_16 | swin_t
+    pretrained_weights: str | None  # local state_dict file; None = from scratch (never downloads)
+    image_size: int  # px the reference model sees (the prepared array is resized on the fly)
+    epochs: int
+    batch_size: int
+    optimizer: Optimizer  # adamw | sgd (momentum 0.9)
+    lr: float
+    weight_decay: float
+    augment: bool  # flips, rotation, affine, colour jitter while training the reference model
+    color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
+    folds: int  # K: out-of-fold scoring of real images, K-model ensemble for synthetic ones
+    temperature_scaling: bool  # fit T on the out-of-fold logits and apply it before the JSD
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ParamsError(f"score.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        if not 16 <= self.image_size <= 1024:
+            raise ParamsError(f"score.image_size must be between 16 and 1024 px, got {self.image_size}.")
+        if self.folds < 2:
+            raise ParamsError(f"score.folds must be >= 2 (out-of-fold scoring needs held-out folds), got {self.folds}.")
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ParamsError(f"score.{key} must be >= 1, got {getattr(self, key)}.")
+        if self.batch_size < 2:
+            raise ParamsError("score.batch_size must be >= 2 (BatchNorm needs two images per batch).")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.color_jitter < 1:
+            raise ParamsError("score.lr must be > 0, score.weight_decay >= 0 and score.color_jitter in [0, 1).")
+
+    def fit_settings(self) -> FitSettings:
+        return FitSettings(self.epochs, self.batch_size, self.optimizer, self.lr, self.weight_decay,
+                           self.augment, self.color_jitter, self.image_size)  # fmt: skip
+
+
+@dataclass
+class ScoreResult:
+    dataset: pd.DataFrame  # DATASET_COLUMNS, one row per training image (real and synthetic)
+    temperature: float
+    oof_logits: np.ndarray  # (N_real_train, C), before temperature scaling
+    fold_seconds: list[float]
+
+
+def make_folds(manifest_rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+    """Fold index (0..K-1) per real training image: stratified by label, patients kept whole."""
+    labels = manifest_rows["label"].to_numpy()
+    counts = np.bincount(labels)
+    if counts[counts > 0].min() < folds:
+        raise DataError(
+            f"score.folds is {folds} but the smallest class has only {counts[counts > 0].min()} real "
+            f"training images; every fold needs one of each class. Lower score.folds."
+        )
+    groups = manifest_rows["group"].fillna("").astype(str).to_numpy()
+    has_groups = (groups != "").all()
+    splitter = (StratifiedGroupKFold if has_groups else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=seed)
+    fold = np.full(len(labels), -1, dtype=np.int64)
+    for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups if has_groups else None)):
+        fold[held_out] = k
+    return fold
+
+
+def score_training_images(
+    config: ScoreConfig,
+    images: np.ndarray,
+    manifest: pd.DataFrame,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> ScoreResult:
+    """Out-of-fold JSD for real training images and fold-ensemble JSD for synthetic images.
+
+    Args:
+        images: the prepared array (N, H, W, 3) uint8 (a memory map is fine).
+        manifest: ingest's manifest (id, label, split, is_syn, group, ...).
+    """
+    real = manifest[(manifest["is_syn"] == 0) & (manifest["split"] == "train")].reset_index(drop=True)
+    syn = manifest[manifest["is_syn"] == 1].reset_index(drop=True)
+    num_classes = int(manifest["label"].max()) + 1
+    fold = make_folds(real, config.folds, config.seed)
+    # uint8 images on the training device once: (N, H, W, 3), a few MB at 64 px
+    real_images = torch.from_numpy(np.asarray(images[real["id"].to_numpy()])).to(device)
+    real_labels = torch.from_numpy(real["label"].to_numpy().astype(np.int64)).to(device)
+    syn_images = np.asarray(images[syn["id"].to_numpy()]) if len(syn) else np.zeros((0,) + images.shape[1:], np.uint8)
+    channels_last = uses_channels_last(config.model, device)
+
+    oof_logits = np.zeros((len(real), num_classes), dtype=np.float32)
+    syn_logits = np.zeros((config.folds, len(syn), num_classes), dtype=np.float32)
+    fold_seconds = []
+    for k in range(config.folds):
+        start = time.perf_counter()
+        seed_everything(config.seed * 1000 + k)
+        model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "score.model").to(device)
+        train_idx = torch.from_numpy(np.flatnonzero(fold != k)).to(device)
+        held_idx = np.flatnonzero(fold == k)
+        fit_classifier(model, real_images[train_idx], real_labels[train_idx], config.fit_settings(), device,
+                       seed=config.seed * 1000 + k, channels_last=channels_last)  # fmt: skip
+        oof_logits[held_idx] = predict_logits(model, real_images[torch.from_numpy(held_idx).to(device)], device,
+                                              config.image_size, channels_last=channels_last)  # fmt: skip
+        syn_logits[k] = predict_logits(model, syn_images, device, config.image_size, channels_last=channels_last)
+        fold_seconds.append(time.perf_counter() - start)
+        acc = (oof_logits[held_idx].argmax(1) == real["label"].to_numpy()[held_idx]).mean()
+        log(f"entromix score: fold {k + 1}/{config.folds}: trained on {len(train_idx)}, scored {len(held_idx)} "
+            f"held-out (accuracy {acc:.3f}) + {len(syn)} synthetic in {fold_seconds[-1]:.1f} s")  # fmt: skip
+        del model
+
+    labels = real["label"].to_numpy()
+    temperature = fit_temperature(oof_logits, labels) if config.temperature_scaling else 1.0
+    real_probs = calibrated_probs(oof_logits, temperature)
+    syn_probs = calibrated_probs(syn_logits, temperature).mean(axis=0)  # mean softmax of the K fold models
+
+    def rows(frame: pd.DataFrame, probs: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
+        jsd, p_true = jsd_to_onehot(probs, frame["label"].to_numpy())
+        return pd.DataFrame({
+            "filename": frame["source"].astype(str) + "/" + frame["path"].astype(str),
+            "is_syn": frame["is_syn"].astype(int),
+            "jsd_score": jsd,
+            "label": frame["label"].astype(int),
+            "split": "train",
+            "p_true": p_true,
+            "predicted": probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int),
+            "fold": folds,
+            "id": frame["id"].astype(int),
+        })  # fmt: skip
+
+    dataset = pd.concat([rows(real, real_probs, fold), rows(syn, syn_probs, np.full(len(syn), -1))], ignore_index=True)
+    return ScoreResult(dataset=dataset[DATASET_COLUMNS], temperature=temperature, oof_logits=oof_logits,
+                       fold_seconds=fold_seconds)  # fmt: skip
+
+
+def tier_auroc(jsd: np.ndarray, tiers: np.ndarray, bad: str, good: str = "good") -> float | None:
+    """AUROC of JSD for telling ``bad``-tier synthetic images from ``good`` ones (1 = perfect ranking)."""
+    mask = (tiers == bad) | (tiers == good)
+    y = tiers[mask] == bad
+    if y.all() or not y.any():
+        return None
+    return float(roc_auc_score(y, jsd[mask]))
+
+
+def score_metrics(result: ScoreResult, tiers: pd.DataFrame | None = None, digits: int = 4) -> dict:
+    """``metrics/score.json``: reference-classifier quality and the JSD of real and synthetic images.
+
+    Args:
+        tiers: optional columns id, tier (good | degraded | hallucinated) for synthetic images;
+            measurement only, never used to score.
+    """
+    data = result.dataset
+    real, syn = data[data["is_syn"] == 0], data[data["is_syn"] == 1]
+    y = real["label"].to_numpy()
+    probs = calibrated_probs(result.oof_logits, result.temperature)
+    if probs.shape[1] == 2:
+        auc = roc_auc_score(y, probs[:, 1])
+    else:
+        auc = roc_auc_score(y, probs, multi_class="ovr")
+    out = {
+        "oof_accuracy": accuracy_score(y, probs.argmax(1)),
+        "oof_balanced_accuracy": balanced_accuracy_score(y, probs.argmax(1)),
+        "oof_auc": auc,
+        "temperature": result.temperature,
+        "real_jsd_mean": real["jsd_score"].mean(),
+        "synthetic_jsd_mean": syn["jsd_score"].mean() if len(syn) else None,
+        "synthetic_p_true_below_half": (syn["p_true"] < 0.5).mean() if len(syn) else None,
+        "synthetic_jsd_below_0311": (syn["jsd_score"] <= TAU_AT_P_HALF).mean() if len(syn) else None,
+        "n_real": len(real),
+        "n_synthetic": len(syn),
+    }
+    if tiers is not None and len(tiers) and len(syn):
+        merged = syn.merge(tiers[["id", "tier"]], on="id", how="left")
+        t = merged["tier"].fillna("").to_numpy()
+        j = merged["jsd_score"].to_numpy()
+        out["tier_auroc_hallucinated_vs_good"] = tier_auroc(j, t, "hallucinated")
+        out["tier_auroc_degraded_vs_good"] = tier_auroc(j, t, "degraded")
+        for tier in ("good", "degraded", "hallucinated"):
+            sel = t == tier
+            out[f"tier_{tier}_jsd_mean"] = float(j[sel].mean()) if sel.any() else None
+            out[f"tier_{tier}_n"] = int(sel.sum())
+    return {"score": {k: _round(v, digits) for k, v in out.items()}}
+
+
+def _round(value, digits: int):
+    if value is None or isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return None if value is None else int(value)
+    return round(float(value), digits)

@@ -1,0 +1,80 @@
+"""Model building (no downloads, local weights only) and tensor augmentations."""
+
+import math
+
+import pytest
+import torch
+
+from entromix.augment import augment, normalize, to_float
+from entromix.errors import ParamsError
+from entromix.fit import class_weights
+from entromix.models import build_model
+
+
+@pytest.mark.parametrize("name, size", [("resnet18", 32), ("vit_b_16", 32), ("swin_t", 64)])
+def test_models_have_a_two_class_head(name, size):
+    model = build_model(name, 2, size).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, size, size)).shape == (2, 2)
+
+
+def test_unknown_model_and_bad_sizes():
+    with pytest.raises(ParamsError, match="choose one of"):
+        build_model("alexnet", 2, 64)
+    with pytest.raises(ParamsError, match="multiple of 16"):
+        build_model("vit_b_16", 2, 40)
+
+
+def test_local_weights_load_and_head_is_replaced(tmp_path):
+    source = build_model("resnet18", 1000, 32)  # an "ImageNet" checkpoint with a 1000-class head
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    model = build_model("resnet18", 2, 32, weights_path=str(path))
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    assert model.fc.out_features == 2
+
+
+def test_missing_or_wrong_weights_are_clear_errors(tmp_path):
+    with pytest.raises(ParamsError, match="never downloads"):
+        build_model("resnet18", 2, 32, weights_path=str(tmp_path / "nope.pth"))
+    path = tmp_path / "r50.pth"
+    torch.save(build_model("resnet50", 2, 32).state_dict(), path)
+    with pytest.raises(ParamsError, match="do not match"):
+        build_model("resnet18", 2, 32, weights_path=str(path))
+    bad = tmp_path / "evil.pth"
+    torch.save({"x": object()}, bad)  # not loadable with weights_only=True
+    with pytest.raises(ParamsError, match="weights_only=True"):
+        build_model("resnet18", 2, 32, weights_path=str(bad))
+
+
+def test_class_weights_follow_the_counts():
+    # the reference's 120 benign / 40 malignant give 160 / (2 * 120) and 160 / (2 * 40)
+    w = class_weights([0] * 120 + [1] * 40, 2)
+    assert w.tolist() == pytest.approx([2 / 3, 2.0])
+
+
+def test_to_float_and_normalize():
+    batch = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
+    x = to_float(batch, 4)
+    assert x.shape == (2, 3, 4, 4) and torch.allclose(x, torch.ones_like(x))
+    assert normalize(x)[0, 0, 0, 0].item() == pytest.approx((1 - 0.485) / 0.229)
+
+
+def test_augment_is_seeded_in_range_and_identity_when_disabled():
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    a = augment(x, torch.Generator().manual_seed(1))
+    b = augment(x, torch.Generator().manual_seed(1))
+    c = augment(x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1 and a.shape == x.shape
+    same = augment(x, torch.Generator().manual_seed(1), hflip=0, vflip=0, rotation_deg=0, translate=0,
+                   scale=(1, 1), color_jitter=0)  # fmt: skip
+    assert torch.allclose(same, x, atol=1e-5)
+
+
+def test_augment_flip_only_mirrors_the_image():
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    flipped = augment(x, torch.Generator().manual_seed(0), hflip=1, vflip=0, rotation_deg=0, translate=0,
+                      scale=(1, 1), color_jitter=0)  # fmt: skip
+    assert torch.allclose(flipped, x.flip(-1), atol=1e-5)
+    assert math.isclose(float(flipped.mean()), float(x.mean()), rel_tol=1e-5)

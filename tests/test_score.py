@@ -1,0 +1,131 @@
+"""The score stage: out-of-fold guarantee, dataset.csv layout, determinism, calibration, folds."""
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from entromix.calibration import fit_temperature, nll
+from entromix.errors import DataError, ParamsError
+from entromix.fit import FitSettings, fit_classifier, predict_logits
+from entromix.jsd import jsd_to_onehot
+from entromix.models import build_model
+from entromix.score import DATASET_COLUMNS, ScoreConfig, make_folds, score_metrics, score_training_images, tier_auroc
+from entromix.device import seed_everything
+
+CPU = torch.device("cpu")
+
+
+def config(**changes) -> ScoreConfig:
+    base = ScoreConfig(model="resnet18", pretrained_weights=None, image_size=32, epochs=1, batch_size=8,
+                       optimizer="adamw", lr=1e-3, weight_decay=0.0, augment=True, color_jitter=0.2,
+                       folds=2, temperature_scaling=True, seed=0, device="cpu")  # fmt: skip
+    return replace(base, **changes)
+
+
+def toy_data(n_real=24, n_syn=6, seed=0, size=32):
+    """Learnable toy images: malignant images are brighter; every third real image is malignant."""
+    rng = np.random.default_rng(seed)
+    n = n_real + n_syn + 6  # + a few val images that must never be used
+    labels = np.array([1 if i % 3 == 0 else 0 for i in range(n_real)] + [1] * n_syn + [0, 1] * 3)
+    images = rng.integers(0, 120, size=(n, size, size, 3)).astype(np.uint8)
+    images[labels == 1] += 100
+    manifest = pd.DataFrame({
+        "id": np.arange(n), "path": [f"c/{i}.png" for i in range(n)], "label": labels,
+        "split": ["train"] * (n_real + n_syn) + ["val"] * 6, "is_syn": [0] * n_real + [1] * n_syn + [0] * 6,
+        "source": ["data/real"] * n_real + ["data/syn"] * n_syn + ["data/real"] * 6, "group": "",
+    })  # fmt: skip
+    return images, manifest
+
+
+def test_dataset_columns_ranges_and_rows():
+    images, manifest = toy_data()
+    result = score_training_images(config(), images, manifest, CPU, log=lambda s: None)
+    data = result.dataset
+    assert list(data.columns[:4]) == ["filename", "is_syn", "jsd_score", "label"]
+    assert list(data.columns) == DATASET_COLUMNS
+    assert len(data) == 30 and set(data["split"]) == {"train"}  # val images never scored
+    assert data["jsd_score"].between(0, 1).all() and data["p_true"].between(0, 1).all()
+    assert set(data.loc[data["is_syn"] == 0, "fold"]) == {0, 1} and (data.loc[data["is_syn"] == 1, "fold"] == -1).all()
+    assert data["filename"].iloc[0] == "data/real/c/0.png"
+    np.testing.assert_allclose(data["jsd_score"], jsd_to_onehot(
+        np.stack([1 - data["p_true"], data["p_true"]], 1), np.ones(len(data), int))[0], atol=1e-9)
+
+
+def test_same_seed_same_scores_other_seed_other_scores():
+    images, manifest = toy_data()
+    a = score_training_images(config(seed=3), images, manifest, CPU, log=lambda s: None).dataset
+    b = score_training_images(config(seed=3), images, manifest, CPU, log=lambda s: None).dataset
+    c = score_training_images(config(seed=4), images, manifest, CPU, log=lambda s: None).dataset
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a["jsd_score"], c["jsd_score"])
+
+
+def test_out_of_fold_scores_do_not_come_from_a_memorising_model():
+    """Random labels: a model scoring its own training images would be ~certain (JSD ~ 0).
+
+    The same training, scored in-sample, memorises the noise (shown first, so this test would
+    fail if the stage scored the images its models trained on); out of fold it cannot do better
+    than chance.
+    """
+    rng = np.random.default_rng(0)
+    n = 32
+    images = rng.integers(0, 256, size=(n, 16, 16, 3)).astype(np.uint8)
+    labels = rng.permutation(np.array([0, 1] * (n // 2)))
+    cfg = config(image_size=16, epochs=15, augment=False, temperature_scaling=False, folds=4, lr=3e-3, batch_size=16)
+
+    seed_everything(0)
+    model = build_model("resnet18", 2, 16)
+    fit_classifier(model, torch.from_numpy(images), torch.from_numpy(labels), cfg.fit_settings(), CPU, seed=0)
+    in_sample, _ = jsd_to_onehot(torch.softmax(torch.from_numpy(predict_logits(model, images, CPU, 16)), 1).numpy(), labels)
+    assert in_sample.mean() < 0.05  # memorised
+
+    manifest = pd.DataFrame({"id": np.arange(n), "path": [f"{i}.png" for i in range(n)], "label": labels,
+                             "split": "train", "is_syn": 0, "source": "r", "group": ""})  # fmt: skip
+    oof = score_training_images(cfg, images, manifest, CPU, log=lambda s: None).dataset
+    assert oof["jsd_score"].mean() > 0.25  # chance level, far from the memorised ~0
+    assert 0.2 < (oof["predicted"] == oof["label"]).mean() < 0.8
+
+
+def test_folds_are_stratified_keep_groups_and_need_enough_images():
+    frame = pd.DataFrame({"label": [0] * 12 + [1] * 6, "group": [f"g{i // 2}" for i in range(18)]})
+    fold = make_folds(frame, 3, seed=0)
+    assert set(fold) == {0, 1, 2}
+    assert (frame.assign(fold=fold).groupby("group")["fold"].nunique() == 1).all()
+    assert all((frame["label"][fold == k] == 1).any() for k in range(3))
+    with pytest.raises(DataError, match="Lower score.folds"):
+        make_folds(frame.iloc[:14], 5, seed=0)
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, size=(4000, 2))
+    probs = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    labels = (rng.random(4000) < probs[:, 1]).astype(int)
+    overconfident = true_logits * 3.0  # a model 3x too sure of itself
+    t = fit_temperature(overconfident, labels)
+    assert t == pytest.approx(3.0, rel=0.1)
+    assert nll(overconfident, labels, t) < nll(overconfident, labels, 1.0)
+
+
+def test_tier_auroc_and_metrics():
+    assert tier_auroc(np.array([0.1, 0.2, 0.9, 0.8]), np.array(["good", "good", "hallucinated", "hallucinated"]), "hallucinated") == 1.0
+    assert tier_auroc(np.array([0.1]), np.array(["good"]), "degraded") is None
+    images, manifest = toy_data()
+    result = score_training_images(config(), images, manifest, CPU, log=lambda s: None)
+    syn_ids = manifest.loc[manifest["is_syn"] == 1, "id"].to_numpy()
+    tiers = pd.DataFrame({"id": syn_ids, "tier": ["good", "good", "good", "hallucinated", "hallucinated", "degraded"]})
+    m = score_metrics(result, tiers)["score"]
+    assert {"oof_accuracy", "oof_auc", "real_jsd_mean", "synthetic_jsd_mean", "synthetic_p_true_below_half",
+            "tier_auroc_hallucinated_vs_good", "tier_auroc_degraded_vs_good"} <= set(m)  # fmt: skip
+    assert 0 <= m["tier_auroc_hallucinated_vs_good"] <= 1 and m["tier_hallucinated_n"] == 2
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model": "resnet19"}, "score.model"), ({"folds": 1}, "score.folds"), ({"batch_size": 1}, "score.batch_size"),
+])  # fmt: skip
+def test_bad_score_params(changes, message):
+    with pytest.raises(ParamsError, match=message):
+        config(**changes)
