@@ -1,8 +1,8 @@
 """Device choice, seeding and the precision/layout rules for CPU and CUDA.
 
 * CPU: fp32, deterministic algorithms, so a fixed seed gives identical results run to run.
-* CUDA: bf16 autocast and channels_last for CNNs (tensor cores); results are close but not
-  bit-identical between runs.
+* CUDA: bf16 autocast (tensor cores); results are close but not bit-identical between runs.
+* Both: channels_last memory format for CNNs (``entromix.fit.uses_channels_last``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from torchvision import models as tvm
 from entromix.errors import ParamsError
 
 MODEL_NAMES = ("resnet18", "resnet50", "vit_b_16", "swin_t")
-CNN_MODELS = ("resnet18", "resnet50")  # channels_last helps these on CUDA
+CNN_MODELS = ("resnet18", "resnet50")  # channels_last helps these (CPU and CUDA)
 
 
 def build_model(name: str, num_classes: int, image_size: int, weights_path: str | None = None, key: str = "model") -> nn.Module:
