@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.entromix-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install lock bench clean-env
+.PHONY: run test install lock bench figures clean-env
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_score.py
+
+# Copy the pipeline's figures (DVC outputs, not in git) to docs/figures/ for the README.
+figures:
+	mkdir -p docs/figures
+	cp plots/score/jsd_distribution.png docs/figures/
 
 # Re-pin requirements.lock from the ranges in pyproject.toml (needs network access to PyPI).
 lock:
