@@ -9,7 +9,7 @@ import torch
 
 from entromix.calibration import fit_temperature, nll
 from entromix.errors import DataError, ParamsError
-from entromix.fit import FitSettings, fit_classifier, predict_logits
+from entromix.fit import fit_classifier, predict_logits
 from entromix.jsd import jsd_to_onehot
 from entromix.models import build_model
 from entromix.score import DATASET_COLUMNS, ScoreConfig, make_folds, score_metrics, score_training_images, tier_auroc

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import pandas as pd
 
 from entromix.errors import DataError, listing
+from entromix.user_csv import read_user_csv
 
 
 def read_groups(csv_path: str | Path, image_paths: Sequence[str]) -> list[str]:
@@ -24,20 +24,7 @@ def read_groups(csv_path: str | Path, image_paths: Sequence[str]) -> list[str]:
     the folder, maps one image to two groups, or leaves an image without a group.
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: groups CSV not found. Fix ingest.groups_csv, or set it to null.")
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{csv_path}: cannot read the groups CSV ({exc}).") from None
-    missing_cols = {"path", "group"} - set(table.columns)
-    if missing_cols:
-        raise DataError(
-            f"{csv_path}: needs columns 'path' and 'group' (found {', '.join(table.columns)}). "
-            "Rename the header row."
-        )
-    table["path"] = table["path"].str.strip().str.replace("\\", "/", regex=False)
-    table["group"] = table["group"].str.strip()
+    table = read_user_csv(csv_path, "groups CSV", "ingest.groups_csv", ["path", "group"], "path")
     blank = table.index[(table["group"] == "") | (table["path"] == "")]
     if len(blank):
         raise DataError(f"{csv_path}: line(s) {_lines(blank)} have an empty path or group. Fill them in.")

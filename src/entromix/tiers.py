@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from entromix.errors import DataError, listing
+from entromix.user_csv import read_user_csv
 
 TIER_COLUMNS = ["id", "filename", "tier", "detail"]
 
@@ -28,17 +29,9 @@ def read_tiers(csv_path: str | Path, synthetic: pd.DataFrame) -> pd.DataFrame:
         TIER_COLUMNS, one row per tiered synthetic image that ingest kept.
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: tier file not found. Fix ingest.tiers_csv, or set it to null.")
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{csv_path}: cannot read the tier file ({exc}).") from None
-    if not {"filename", "tier"} <= set(table.columns):
-        raise DataError(f"{csv_path}: needs columns 'filename' and 'tier' (found {', '.join(table.columns)}).")
+    table = read_user_csv(csv_path, "tier file", "ingest.tiers_csv", ["filename", "tier"], "filename")
     if "detail" not in table.columns:
         table["detail"] = ""
-    table["filename"] = table["filename"].str.strip().str.replace("\\", "/", regex=False)
     ids = dict(zip(synthetic["path"], synthetic["id"]))
     unknown = [f for f in table["filename"] if f not in ids]
     if unknown:
