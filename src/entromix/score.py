@@ -220,6 +220,9 @@ def score_metrics(result: ScoreResult, tiers: pd.DataFrame | None = None, digits
 
 
 def _round(value, digits: int):
-    if value is None or isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return None if value is None else int(value)
+    """Counts stay integers, None stays None (no tier of that kind), floats are rounded."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
     return round(float(value), digits)
