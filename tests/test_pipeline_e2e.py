@@ -17,17 +17,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "demo": {"image_size": 48, "n_benign": 24, "n_malignant": 8, "images_per_patient": 4,
+    "demo": {"image_size": 48, "n_benign": 24, "n_malignant": 12, "images_per_patient": 2,
              "syn_good": 4, "syn_degraded": 2, "syn_hallucinated": 2},
     "ingest": {"image_size": 32, "workers": 1},
     "score": {"image_size": 32, "epochs": 1, "folds": 2, "batch_size": 8, "device": "cpu"},
+    "curriculum": {"warmup_epochs": 1},
+    "train": {"image_size": 32, "epochs": 3, "batch_size": 8, "device": "cpu"},
 }
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
 
 def sh(args: list[str], cwd: Path) -> str:
@@ -63,21 +67,21 @@ def repo(tmp_path_factory) -> Path:
     (repo / ".gitignore").write_text((PROJECT / ".gitignore").read_text())
     set_params(repo, TINY)
     sh(["git", "init", "-q"], repo)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], repo)
+    sh(GIT + ["add", "-A"], repo)
+    sh(GIT + ["commit", "-qm", "init"], repo)
     return repo
 
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     out = sh(["dvc", "repro"], repo)
-    assert ran(out) == {"demo", "ingest", "score"}
+    assert ran(out) == {"demo", "ingest", "score", "train"}
     images = np.load(repo / "data/prepared/images.npy", mmap_mode="r")
     manifest = pd.read_csv(repo / "data/prepared/manifest.csv")
-    assert images.shape == (40, 32, 32, 3) and len(manifest) == 40
+    assert images.shape == (44, 32, 32, 3) and len(manifest) == 44
     assert manifest.loc[manifest["is_syn"] == 1, "split"].eq("train").all()
     metrics = json.loads((repo / "metrics/ingest.json").read_text())["ingest"]
     assert metrics["synthetic"]["total"] == 8
-    assert sum(metrics["real"][s]["total"] for s in ("train", "val", "test")) == 32
+    assert sum(metrics["real"][s]["total"] for s in ("train", "val", "test")) == 36
     assert (manifest[manifest["is_syn"] == 0].groupby("group")["split"].nunique() == 1).all()
 
 
@@ -85,6 +89,29 @@ def test_second_repro_reruns_nothing(repo):
     out = sh(["dvc", "repro"], repo)
     assert ran(out) == set(), out
     assert "Data and pipelines are up to date" in sh(["dvc", "status"], repo)
+
+
+def test_train_writes_checkpoints_history_and_metrics(repo):
+    history = pd.read_csv(repo / "plots/train/history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert history["tau"].tolist() == pytest.approx([0.0, 0.03, 1.0])  # warmup 1, then the ramp
+    assert history.loc[2, "eligible_synthetic"] == 8
+    metrics = json.loads((repo / "metrics/train.json").read_text())["train"]
+    assert metrics["epochs"] == 3 and 0 <= metrics["best_epoch"] < 3
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(repo / "models/train" / name, weights_only=True)
+        assert ckpt["model_name"] == "resnet18" and ckpt["image_size"] == 32
+
+
+def test_exp_run_with_a_curriculum_change_reruns_train_only(repo):
+    sh(GIT + ["add", "-A"], repo)
+    sh(GIT + ["commit", "-qm", "pipeline outputs"], repo)
+    out = sh(["dvc", "exp", "run", "-S", "curriculum.jsd_start=0.05"], repo)
+    assert ran(out) == {"train"}, out
+    history = pd.read_csv(repo / "plots/train/history.csv")
+    assert history.loc[1, "tau"] == pytest.approx(0.05)
+    shown = sh(["dvc", "exp", "show", "--json"], repo)
+    assert "0.05" in shown
 
 
 def test_dataset_csv_has_every_training_image(repo):
@@ -99,16 +126,16 @@ def test_dataset_csv_has_every_training_image(repo):
 
 def test_score_param_change_reruns_score_only(repo):
     set_params(repo, {"score": {"seed": 1}})
-    assert ran(sh(["dvc", "repro"], repo)) == {"score"}
+    assert ran(sh(["dvc", "repro"], repo)) == {"score", "train"}
 
 
 def test_ingest_param_change_reruns_ingest_and_downstream(repo):
     set_params(repo, {"ingest": {"image_size": 24}})
     out = sh(["dvc", "repro"], repo)
-    assert ran(out) == {"ingest", "score"}, out
+    assert ran(out) == {"ingest", "score", "train"}, out
     assert np.load(repo / "data/prepared/images.npy", mmap_mode="r").shape[1:] == (24, 24, 3)
 
 
 def test_metrics_show_reads_the_ingest_metrics(repo):
     out = sh(["dvc", "metrics", "show", "--json"], repo)
-    assert '"ingest"' in out and '"synthetic"' in out and '"oof_auc"' in out
+    assert '"ingest"' in out and '"synthetic"' in out and '"oof_auc"' in out and '"best_epoch"' in out

@@ -1,0 +1,79 @@
+"""DVC stage `train`: the curriculum (warmup, JSD threshold ramp, gate, class-balanced batches).
+
+Reads params sections `curriculum` and `train`, ingest's array and manifest, and the score
+stage's data/dataset.csv. Writes (atomically):
+  models/train/best.pt        weights of the epoch with the best train.select_metric on val
+  models/train/last.pt        weights, optimiser and scheduler state after the last epoch
+  models/train/run.json       the settings of this run, the device, the versions and the timings
+  plots/train/history.csv     one row per epoch: tau, admitted synthetic, losses, val metrics, speed
+  metrics/train.json          best and final validation metrics, the curriculum's end state
+"""
+
+import platform
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from entromix.atomic import write_csv, write_json
+from entromix.checkpoints import save_checkpoint, state_to_cpu
+from entromix.curriculum import CurriculumConfig
+from entromix.device import describe, resolve_device
+from entromix.image_store import open_images
+from entromix.params import load_params, section, to_dict
+from entromix.stage import run_stage, stage_args
+from entromix.train import TrainConfig, history_frame, train_curriculum, train_metrics, training_table
+
+PREPARED = Path("data/prepared")
+DATASET = Path("data/dataset.csv")
+MODELS = Path("models/train")
+HISTORY = Path("plots/train/history.csv")
+METRICS = Path("metrics/train.json")
+
+
+def main() -> None:
+    args = stage_args(__doc__)
+    params = load_params(args.params)
+    curriculum = section(params, "curriculum", CurriculumConfig, args.params)
+    config = section(params, "train", TrainConfig, args.params)
+    curriculum.check_epochs(config.epochs)
+    device = resolve_device(config.device, "train.device")
+    manifest = pd.read_csv(PREPARED / "manifest.csv", keep_default_na=False)
+    dataset = pd.read_csv(DATASET, keep_default_na=False)
+    labels = [str(x) for x in load_params(PREPARED / "ingest_config.json").get("labels", ["benign", "malignant"])]
+    images = open_images(PREPARED / "images.npy")
+    table = training_table(images, manifest, dataset, str(DATASET))
+    val = manifest[(manifest["split"] == "val") & (manifest["is_syn"] == 0)]
+    print(f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
+          f"warmup), {config.optimizer} lr {config.lr}; {table.n_real} real + {len(table.labels) - table.n_real} "
+          f"synthetic training images, {len(val)} real val; {curriculum.gate} gate, tau {curriculum.jsd_start} -> "
+          f"{curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}")  # fmt: skip
+
+    def checkpoint(state: dict, row: dict) -> dict:
+        return {"model": state, "model_name": config.model, "num_classes": 2, "image_size": config.image_size,
+                "labels": labels, "epoch": row["epoch"], "val": {k: v for k, v in row.items() if k.startswith("val_")}}  # fmt: skip
+
+    def on_epoch(row: dict, model: torch.nn.Module, is_best: bool) -> None:
+        if is_best:
+            save_checkpoint(MODELS / "best.pt", checkpoint(state_to_cpu(model.state_dict()), row))
+
+    result = train_curriculum(config, curriculum, table, images[val["id"].to_numpy()], val["label"].to_numpy(),
+                              device, on_epoch=on_epoch)  # fmt: skip
+    save_checkpoint(MODELS / "last.pt", checkpoint(result.last_state, result.history[-1]))
+    history = history_frame(result.history)
+    write_csv(HISTORY, history)
+    write_json(METRICS, train_metrics(result, config))
+    write_json(MODELS / "run.json", {
+        "curriculum": to_dict(curriculum), "train": to_dict(config), "device": describe(device),
+        "torch": torch.__version__, "python": platform.python_version(), "best_epoch": result.best_epoch,
+        "seconds": round(float(history["epoch_seconds"].sum()), 1),
+        "median_images_per_s": round(float(history["images_per_s"].median()), 1),
+    })  # fmt: skip
+    b = result.best_val
+    print(f"entromix train: best epoch {result.best_epoch + 1} by {config.select_metric}: val sensitivity "
+          f"{b['val_sensitivity']}, specificity {b['val_specificity']}, AUC {b['val_auc']}; "
+          f"median {history['images_per_s'].median():.0f} training images/s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

@@ -1,0 +1,37 @@
+"""Model checkpoints: written atomically, read back only with ``torch.load(weights_only=True)``.
+
+A checkpoint is a plain dict of tensors, numbers and strings (nothing that needs unpickling code):
+``model`` (state_dict), ``model_name``, ``num_classes``, ``image_size``, ``labels``, ``epoch`` (the
+last finished, from 0), ``val`` (that epoch's validation metrics) and, in ``last.pt``, what a
+resumed run needs: ``optimizer``, ``scheduler``, ``augment_rng`` and the ``history`` so far.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from entromix.atomic import atomic_path
+from entromix.errors import DataError
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist; run the train stage first (dvc repro train).")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
+        raise DataError(f"{path}: not a readable entromix checkpoint ({exc}). Delete it and rerun the train stage.") from None
+
+
+def state_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a state_dict (the model keeps training on its device)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}

@@ -1,0 +1,91 @@
+"""The curriculum: when synthetic images may enter training, as a JSD threshold per epoch.
+
+``tau(t)`` for epoch ``t`` (counted from 0) of ``E`` epochs with ``W`` warmup epochs:
+
+* ``t < W``: ``None``, real images only (warmup);
+* ``t >= W``: ``tau = jsd_start + pace(progress) * (jsd_end - jsd_start)`` with
+  ``progress = clamp((t - W) / (E - 1 - W), 0, 1)`` and ``pace(p) = p`` (``linear``, the reference
+  design) or ``sqrt(p)`` (``sqrt``, the competence-based curriculum of Platanios et al. 2019: the
+  gate opens fast at first, then slowly).
+
+The last epoch (``t = E - 1``) trains at ``jsd_end``. The reference divides by ``E - W`` and so
+never quite reaches ``jsd_end`` (0.986 instead of 1.0 at its last epoch, 90 epochs, warmup 20);
+both agree at the start (``tau(20) = 0.03``).
+
+The JSD is in bits and, with a one-hot target, a monotone function of the reference classifier's
+probability for the labelled class (``entromix.jsd``): ``tau`` admits exactly the synthetic
+images with ``p_true >= p_true_at_jsd(tau)``. ``tau = 0.311`` bits is ``p_true = 0.5``; a ramp
+beyond it admits images the reference classifier assigns to another class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from entromix.errors import ParamsError
+from entromix.jsd import p_true_at_jsd
+
+Pacing = Literal["linear", "sqrt"]
+Gate = Literal["hard", "soft"]
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """The ``curriculum`` section of params.yaml."""
+
+    warmup_epochs: int  # W: real images only for epochs 0..W-1
+    jsd_start: float  # bits: tau at the first epoch after warmup (0.03 = only near-certain synthetic)
+    jsd_end: float  # bits: tau at the last epoch (1.0 = every synthetic image, as the reference)
+    pacing: Pacing  # linear (reference) | sqrt (opens faster early)
+    gate: Gate  # hard: weight 1 if jsd <= tau else 0 | soft: sigmoid((tau - jsd) / gate_temperature)
+    gate_temperature: float  # bits; soft gate only: width of the sigmoid around tau
+    max_synthetic_fraction: float  # at most this share of a batch is synthetic (the rest stays real)
+
+    def __post_init__(self) -> None:
+        if self.warmup_epochs < 0:
+            raise ParamsError(f"curriculum.warmup_epochs must be >= 0, got {self.warmup_epochs}.")
+        for key in ("jsd_start", "jsd_end"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ParamsError(f"curriculum.{key} must be in [0, 1] bits, got {getattr(self, key)}.")
+        if self.jsd_start > self.jsd_end:
+            raise ParamsError(
+                f"curriculum.jsd_start ({self.jsd_start}) is above curriculum.jsd_end ({self.jsd_end}); "
+                "the gate only opens over time. Swap them or lower jsd_start."
+            )
+        if self.gate_temperature <= 0:
+            raise ParamsError(f"curriculum.gate_temperature must be > 0 bits, got {self.gate_temperature}.")
+        if not 0.0 <= self.max_synthetic_fraction < 1.0:
+            raise ParamsError(
+                f"curriculum.max_synthetic_fraction must be in [0, 1) (every batch keeps some real images), "
+                f"got {self.max_synthetic_fraction}."
+            )
+
+    def check_epochs(self, epochs: int) -> None:
+        """The schedule needs at least one epoch after warmup to admit anything."""
+        if self.warmup_epochs >= epochs:
+            raise ParamsError(
+                f"curriculum.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({epochs}), "
+                "or no synthetic image is ever admitted. Lower warmup_epochs or raise train.epochs."
+            )
+
+
+def threshold(epoch: int, epochs: int, config: CurriculumConfig) -> float | None:
+    """``tau(epoch)`` in bits, or ``None`` during warmup (no synthetic images at all)."""
+    if epoch < config.warmup_epochs:
+        return None
+    span = epochs - 1 - config.warmup_epochs
+    progress = 1.0 if span <= 0 else min(1.0, max(0.0, (epoch - config.warmup_epochs) / span))
+    if config.pacing == "sqrt":
+        progress = math.sqrt(progress)
+    return config.jsd_start + progress * (config.jsd_end - config.jsd_start)
+
+
+def schedule(epochs: int, config: CurriculumConfig) -> list[float | None]:
+    return [threshold(t, epochs, config) for t in range(epochs)]
+
+
+def p_true_equivalent(tau: float | None) -> float | None:
+    """The reference-classifier probability of the labelled class that the hard gate requires."""
+    return None if tau is None else p_true_at_jsd(tau)

@@ -1,0 +1,112 @@
+"""The class-balanced batch sampler: which training images form each batch of an epoch.
+
+The training set is one table of rows: real training images first (rows ``0..n_real-1``), then
+the synthetic pool. The sampler returns row numbers, never images, so the gate changes which rows
+a batch may hold and nothing is rebuilt or decoded per epoch.
+
+For an epoch with threshold ``tau`` (``None`` = warmup) and batch size ``B``:
+
+1. ``floor(n_real / B)`` batches, as the reference design: the epoch length does not depend on
+   how many synthetic images are admitted.
+2. Eligible synthetic images: ``jsd <= tau + margin`` (``margin`` is 0 for the hard gate). At most
+   ``floor(max_synthetic_fraction * B)`` go into one batch; when more are eligible, a seeded random
+   subset fills that capacity (the rest wait for a later epoch). They are spread evenly: batch
+   ``b`` holds ``floor((b+1) S / nb) - floor(b S / nb)`` of the ``S`` placed, so counts differ by at
+   most one.
+3. The remaining ``R = nb * B - S`` slots are real. Each class gets an epoch total by largest
+   remainder on the real training class counts (so the real part keeps the real class ratio, for
+   any number of classes), and its images are laid out evenly over the ``R`` slots, so every
+   batch holds ``floor`` or ``ceil`` of its share of each class. Real images are drawn without
+   replacement: none appears twice in an epoch (``R <= n_real``).
+
+Every epoch draws from ``numpy.random.default_rng([seed, epoch])``: the batches of an epoch depend
+only on the seed, the epoch and ``tau``, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from entromix.errors import DataError
+from entromix.splits import largest_remainder
+
+
+@dataclass(frozen=True)
+class EpochBatches:
+    batches: list[np.ndarray]  # row numbers into the training table, one int64 array per batch
+    eligible: int  # synthetic images with jsd <= tau (+ margin) this epoch
+    placed: int  # synthetic images placed into this epoch's batches (<= eligible: batch capacity)
+
+
+class CurriculumBatchSampler:
+    """Batches of real rows at the real class ratio plus the eligible synthetic rows, spread evenly.
+
+    Args:
+        real_labels: (n_real,) int class of each real training row (rows ``0..n_real-1``).
+        synthetic_jsd: (n_syn,) JSD in bits of each synthetic row (rows ``n_real..``).
+        batch_size: ``B``.
+        max_synthetic_fraction: cap on the synthetic share of a batch, in [0, 1).
+        seed: base seed; epoch ``e`` uses ``default_rng([seed, e])``.
+    """
+
+    def __init__(self, real_labels: np.ndarray, synthetic_jsd: np.ndarray, batch_size: int,
+                 max_synthetic_fraction: float, seed: int) -> None:  # fmt: skip
+        self.real_labels = np.asarray(real_labels, dtype=np.int64)
+        self.synthetic_jsd = np.asarray(synthetic_jsd, dtype=np.float64)
+        self.n_real = len(self.real_labels)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_batches = self.n_real // batch_size
+        if self.num_batches < 1:
+            raise DataError(
+                f"train.batch_size is {batch_size} but there are only {self.n_real} real training images; "
+                "an epoch needs at least one full batch. Lower train.batch_size."
+            )
+        self.classes = np.unique(self.real_labels)
+        self.class_counts = np.array([(self.real_labels == c).sum() for c in self.classes])
+        self.synthetic_per_batch_cap = int(np.floor(max_synthetic_fraction * batch_size + 1e-9))
+        if batch_size - self.synthetic_per_batch_cap < len(self.classes):
+            raise DataError(
+                f"a batch of {batch_size} with up to {self.synthetic_per_batch_cap} synthetic images cannot hold one "
+                f"real image of each of the {len(self.classes)} classes. Raise train.batch_size or lower "
+                "curriculum.max_synthetic_fraction."
+            )
+
+    def eligible(self, tau: float | None, margin: float = 0.0) -> np.ndarray:
+        """Rows of the synthetic images with ``jsd <= tau + margin`` (none during warmup)."""
+        if tau is None:
+            return np.zeros(0, dtype=np.int64)
+        return self.n_real + np.flatnonzero(self.synthetic_jsd <= tau + margin)
+
+    def epoch(self, epoch: int, tau: float | None, margin: float = 0.0) -> EpochBatches:
+        rng = np.random.default_rng([self.seed, epoch])
+        nb, size = self.num_batches, self.batch_size
+        eligible = self.eligible(tau, margin)
+        capacity = nb * self.synthetic_per_batch_cap
+        if len(eligible) > capacity:
+            synthetic = rng.choice(eligible, size=capacity, replace=False)
+        else:
+            synthetic = rng.permutation(eligible)
+        n_syn = len(synthetic)
+        syn_bounds = (np.arange(nb + 1) * n_syn) // nb  # batch b holds synthetic[bounds[b]:bounds[b+1]]
+        real_slots = nb * size - n_syn
+
+        # Real rows: per-class epoch totals, then a class sequence with each class evenly spaced.
+        totals = largest_remainder(real_slots, self.class_counts)
+        position = np.concatenate([(np.arange(t) + 0.5) / t for t in totals if t > 0])
+        slot_class = np.concatenate([np.full(t, c) for c, t in zip(self.classes, totals) if t > 0])
+        slot_class = slot_class[np.argsort(position, kind="stable")]
+        slot_row = np.empty(real_slots, dtype=np.int64)
+        for c, t in zip(self.classes, totals):
+            rows = rng.permutation(np.flatnonzero(self.real_labels == c))[:t]
+            slot_row[slot_class == c] = rows
+
+        batches, start = [], 0
+        for b in range(nb):
+            syn = synthetic[syn_bounds[b] : syn_bounds[b + 1]]
+            n_real_here = size - len(syn)
+            batches.append(np.concatenate([slot_row[start : start + n_real_here], syn]).astype(np.int64))
+            start += n_real_here
+        return EpochBatches(batches=batches, eligible=len(eligible), placed=n_syn)

@@ -1,0 +1,306 @@
+"""The train stage: a classifier trained on real images plus the synthetic images the curriculum admits.
+
+Per epoch ``t``: the threshold ``tau(t)`` (``entromix.curriculum``), the batches
+(``entromix.sampler``: real at the real class ratio, eligible synthetic spread evenly), one pass
+with EntroMixLoss (``entromix.entromix_loss``) and augmentation on the training device, then the
+validation metrics on the real validation images. The model with the best ``select_metric`` and
+the last one are kept.
+
+Data path: the training table (real training rows, then the synthetic pool) and the validation
+images are gathered from the prepared uint8 array once, moved to the device once (on CUDA when
+they fit in half the free memory, else pinned host memory), and indexed per batch. Nothing is
+decoded and no Dataset or DataLoader exists. CPU runs are deterministic for a fixed seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from entromix.checkpoints import state_to_cpu
+from entromix.clinical_metrics import binary_metrics
+from entromix.curriculum import CurriculumConfig, p_true_equivalent, threshold
+from entromix.device import autocast, generator, seed_everything
+from entromix.entromix_loss import EntroMixLoss, gate_weights
+from entromix.errors import DataError, ParamsError
+from entromix.fit import Optimizer, class_weights, make_optimizer, predict_logits, prepare_batch, uses_channels_last
+from entromix.models import MODEL_NAMES, build_model
+from entromix.sampler import CurriculumBatchSampler
+
+SelectMetric = Literal["val_auc", "val_balanced_accuracy", "val_sensitivity", "val_accuracy", "val_loss"]
+
+# soft gate: synthetic images within this many temperatures above tau still enter batches
+# (weight >= sigmoid(-4) = 0.018); further out their weight would be negligible
+SOFT_GATE_MARGIN_TEMPERATURES = 4.0
+
+HISTORY_COLUMNS = [
+    "epoch", "phase", "tau", "p_true_at_tau", "eligible_synthetic", "admitted_synthetic", "train_loss",
+    "val_loss", "val_accuracy", "val_sensitivity", "val_specificity", "val_balanced_accuracy", "val_auc",
+    "lr", "epoch_seconds", "train_images", "images_per_s",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` section of params.yaml."""
+
+    model: str  # resnet18 | resnet50 | vit_b_16 | swin_t (torchvision, 2-class head)
+    pretrained_weights: str | None  # local state_dict file; None = from scratch (never downloads)
+    image_size: int  # px the model sees (the prepared array is resized on the fly when different)
+    epochs: int
+    batch_size: int
+    optimizer: Optimizer  # sgd (reference: momentum 0.9) | adamw
+    lr: float
+    weight_decay: float
+    augment: bool  # the reference's flips, rotation, affine and colour jitter, on the device
+    color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
+    select_metric: SelectMetric  # best checkpoint by this validation metric (val_loss: lowest)
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ParamsError(f"train.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        if not 16 <= self.image_size <= 1024:
+            raise ParamsError(f"train.image_size must be between 16 and 1024 px, got {self.image_size}.")
+        if self.epochs < 1:
+            raise ParamsError(f"train.epochs must be >= 1, got {self.epochs}.")
+        if self.batch_size < 2:
+            raise ParamsError(f"train.batch_size must be >= 2 (BatchNorm needs two images per batch), got {self.batch_size}.")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.color_jitter < 1:
+            raise ParamsError("train.lr must be > 0, train.weight_decay >= 0 and train.color_jitter in [0, 1).")
+
+
+@dataclass
+class TrainingTable:
+    """Rows of the training set: real training images first, then the synthetic pool.
+
+    images: uint8 (N, H, W, 3); labels int64 (N,); is_syn bool (N,); jsd float32 (N,) bits (0 for
+    real rows, never read); ids: row of each image in the prepared array (N,).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    is_syn: np.ndarray
+    jsd: np.ndarray
+    ids: np.ndarray
+
+    @property
+    def n_real(self) -> int:
+        return int((~self.is_syn).sum())
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]  # CPU state_dict of the best epoch
+    last_state: dict[str, torch.Tensor]
+    best_val: dict[str, Any] = field(default_factory=dict)
+
+
+def training_table(images: np.ndarray, manifest: pd.DataFrame, dataset: pd.DataFrame, source: str = "data/dataset.csv") -> TrainingTable:
+    """Join the score stage's ``dataset.csv`` (jsd per training image) to ingest's array and manifest."""
+    missing = ~dataset["id"].isin(manifest["id"])
+    if missing.any():
+        raise DataError(f"{source}: {int(missing.sum())} row(s) name an id not in data/prepared/manifest.csv "
+                        f"(first: {dataset.loc[missing, 'filename'].iloc[0]}). Rerun the score stage (dvc repro score).")  # fmt: skip
+    jsd = pd.to_numeric(dataset["jsd_score"], errors="coerce")
+    bad = jsd.isna() | (jsd < 0) | (jsd > 1)
+    if bad.any():
+        row = dataset.loc[bad].iloc[0]
+        raise DataError(f"{source}: jsd_score must be a number in [0, 1] bits; {int(bad.sum())} row(s) are not "
+                        f"(first: {row['filename']} = {str(row['jsd_score'])!r}). Rerun the score stage.")  # fmt: skip
+    data = dataset.assign(jsd_score=jsd).sort_values(["is_syn", "id"], kind="stable").reset_index(drop=True)
+    labels = manifest.set_index("id").loc[data["id"], "label"].to_numpy()
+    if (labels != data["label"].to_numpy()).any():
+        raise DataError(f"{source}: labels disagree with data/prepared/manifest.csv. Rerun the score stage.")
+    ids = data["id"].to_numpy(dtype=np.int64)
+    return TrainingTable(
+        images=np.asarray(images[ids]),
+        labels=np.array(data["label"], dtype=np.int64),  # np.array: writable copies for torch.from_numpy
+        is_syn=np.array(data["is_syn"], dtype=bool),
+        jsd=np.array(data["jsd_score"], dtype=np.float32),
+        ids=ids,
+    )
+
+
+def place_on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A uint8 array on ``device`` once when it fits in half the free memory, else in pinned host memory."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    free, _ = torch.cuda.mem_get_info(device)
+    return tensor.to(device) if tensor.numel() < free // 2 else tensor.pin_memory()
+
+
+def _is_better(metric: SelectMetric, row: dict, best: dict | None) -> bool:
+    """Higher is better (val_loss: lower); ties go to the lower validation loss, then the earlier epoch."""
+    if best is None:
+        return True
+    sign = -1.0 if metric == "val_loss" else 1.0
+    value, best_value = row[metric], best[metric]
+    value = -math.inf if value is None else sign * value
+    best_value = -math.inf if best_value is None else sign * best_value
+    if value != best_value:
+        return value > best_value
+    return row["val_loss"] < best["val_loss"]
+
+
+def train_curriculum(
+    config: TrainConfig,
+    curriculum: CurriculumConfig,
+    table: TrainingTable,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+    on_epoch: Callable[[dict, torch.nn.Module, bool], None] | None = None,
+) -> TrainResult:
+    """Train with the curriculum; return the per-epoch history and the best and last weights.
+
+    Args:
+        table: the training rows (:func:`training_table`).
+        val_images: uint8 (M, H, W, 3) real validation images; val_labels: (M,) int.
+        on_epoch: called after each epoch with (history row, model, is_best), e.g. to checkpoint.
+    """
+    curriculum.check_epochs(config.epochs)
+    seed_everything(config.seed)
+    num_classes = 2
+    if np.unique(table.labels[~table.is_syn]).size != num_classes or np.unique(val_labels).size != num_classes:
+        raise DataError("the real training and validation images must both hold benign (0) and malignant (1) images; "
+                        "check ingest's split fractions and class_map.")  # fmt: skip
+    channels_last = uses_channels_last(config.model, device)
+    model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "train.pretrained_weights")
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    weights = class_weights(table.labels[~table.is_syn], num_classes)
+    criterion = EntroMixLoss(weights, curriculum.gate, curriculum.gate_temperature).to(device)
+    optim = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=config.epochs)
+    aug_gen = generator(device, config.seed + 1) if config.augment else None
+    margin = SOFT_GATE_MARGIN_TEMPERATURES * curriculum.gate_temperature if curriculum.gate == "soft" else 0.0
+
+    n_real = table.n_real
+    sampler = CurriculumBatchSampler(table.labels[:n_real], table.jsd[n_real:], config.batch_size,
+                                     curriculum.max_synthetic_fraction, config.seed)  # fmt: skip
+    images = place_on_device(table.images, device)  # (N, H, W, 3) uint8
+    labels = torch.from_numpy(table.labels).to(device)
+    is_syn = torch.from_numpy(table.is_syn).to(device)
+    jsd = torch.from_numpy(table.jsd).to(device)
+    val_x = place_on_device(val_images, device)
+    val_y = torch.from_numpy(np.array(val_labels, dtype=np.int64))
+    log(f"entromix train: class weights {[round(float(w), 3) for w in weights]} (n_total / (n_classes * n_class), "
+        f"real training counts); {sampler.num_batches} batches of {config.batch_size} per epoch")  # fmt: skip
+
+    history: list[dict[str, Any]] = []
+    best_row: dict | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    for epoch in range(config.epochs):
+        tau = threshold(epoch, config.epochs, curriculum)
+        plan = sampler.epoch(epoch, tau, margin)
+        placed = np.concatenate(plan.batches)
+        placed = placed[placed >= n_real]
+        admitted = float(gate_weights(torch.from_numpy(table.is_syn[placed]), torch.from_numpy(table.jsd[placed]),
+                                      tau, curriculum.gate, curriculum.gate_temperature).sum())  # fmt: skip
+        lr = optim.param_groups[0]["lr"]
+
+        model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
+        n_images = 0
+        for rows in plan.batches:
+            idx = torch.from_numpy(rows).to(images.device)
+            x = prepare_batch(images[idx].to(device, non_blocking=True), config.image_size, aug_gen,
+                              config.color_jitter, channels_last)  # (B, 3, S, S)  # fmt: skip
+            idx = idx.to(device)
+            with autocast(device):
+                logits = model(x)
+            loss = criterion(logits, labels[idx], is_syn[idx], jsd[idx], tau)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            loss_sum += loss.detach()
+            n_images += len(rows)
+        train_loss = float(loss_sum) / len(plan.batches)  # float() synchronises the device
+        train_seconds = time.perf_counter() - start
+        sched.step()
+
+        val_logits = torch.from_numpy(predict_logits(model, val_x, device, config.image_size, channels_last=channels_last))
+        val_loss = float(F.cross_entropy(val_logits, val_y))
+        val = binary_metrics(val_y.numpy(), torch.softmax(val_logits, 1)[:, 1].numpy())
+        row = {
+            "epoch": epoch, "phase": "warmup" if tau is None else "ramp",
+            "tau": tau, "p_true_at_tau": p_true_equivalent(tau),
+            "eligible_synthetic": plan.eligible, "admitted_synthetic": admitted, "train_loss": train_loss,
+            "val_loss": val_loss, **{f"val_{k}": v for k, v in val.items()},
+            "lr": lr, "epoch_seconds": time.perf_counter() - start, "train_images": n_images,
+            "images_per_s": n_images / train_seconds,
+        }  # fmt: skip
+        history.append(row)
+        is_best = _is_better(config.select_metric, row, best_row)
+        if is_best:
+            best_row = row
+            best_state = state_to_cpu(model.state_dict())
+        log(_epoch_line(row, config.epochs))
+        if on_epoch is not None:
+            on_epoch(row, model, is_best)
+    assert best_row is not None
+    return TrainResult(history=history, best_epoch=best_row["epoch"], best_state=best_state,
+                       last_state=state_to_cpu(model.state_dict()), best_val=best_row)  # fmt: skip
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    gate = ("warmup, real only" if row["tau"] is None
+            else f"tau {row['tau']:.4f} (p_true >= {row['p_true_at_tau']:.3f})")  # fmt: skip
+    return (f"epoch {row['epoch'] + 1:>3}/{epochs} | {gate} | synthetic {row['admitted_synthetic']:.0f} admitted "
+            f"of {row['eligible_synthetic']} eligible | "
+            f"loss {row['train_loss']:.4f} val {row['val_loss']:.4f} | sens {_fmt(row['val_sensitivity'])} "
+            f"spec {_fmt(row['val_specificity'])} AUC {_fmt(row['val_auc'])} | {row['epoch_seconds']:.1f} s, "
+            f"{row['images_per_s']:.0f} img/s")  # fmt: skip
+
+
+def history_frame(history: list[dict[str, Any]], digits: int = 6) -> pd.DataFrame:
+    """The per-epoch series for ``plots/train/history.csv``; tau is 0 during warmup (gate closed)."""
+    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    frame["tau"] = frame["tau"].fillna(0.0)
+    frame["p_true_at_tau"] = frame["p_true_at_tau"].fillna(1.0)
+    return frame.round(digits)
+
+
+def train_metrics(result: TrainResult, config: TrainConfig, digits: int = 4) -> dict:
+    """``metrics/train.json``: the best and final validation values and the curriculum's end state."""
+    keys = ["val_loss", "val_accuracy", "val_sensitivity", "val_specificity", "val_balanced_accuracy", "val_auc"]
+    last = result.history[-1]
+
+    def pick(row: dict) -> dict:
+        return {k: _round(row[k], digits) for k in keys}
+
+    return {
+        "train": {
+            "select_metric": config.select_metric,
+            "best_epoch": result.best_epoch,
+            "best": pick(result.best_val),
+            "final": {**pick(last), "train_loss": _round(last["train_loss"], digits)},
+            "final_tau": _round(last["tau"], digits),
+            "final_eligible_synthetic": last["eligible_synthetic"],
+            "final_admitted_synthetic": _round(last["admitted_synthetic"], 2),
+            "epochs": len(result.history),
+        }
+    }  # no timings here: metrics files are identical run to run on CPU (speed: history.csv)
+
+
+def _round(value, digits: int):
+    return None if value is None else round(float(value), digits)

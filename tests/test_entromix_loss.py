@@ -1,0 +1,88 @@
+"""EntroMixLoss: the reference's worked example, the gates, and the zero-admitted case."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from entromix.entromix_loss import EntroMixLoss, gate_weights
+from entromix.fit import class_weights
+
+# The reference's forward-pass example: 12 real (8 benign + 4 malignant) and 4 synthetic
+# malignant with JSD 0.02, 0.05, 0.08, 0.15 at tau = 0.05 -> 12 real + 2 synthetic admitted.
+LABELS = torch.tensor([0] * 8 + [1] * 4 + [1] * 4)
+IS_SYN = torch.tensor([False] * 12 + [True] * 4)
+JSD = torch.tensor([0.0] * 12 + [0.02, 0.05, 0.08, 0.15])
+TAU = 0.05
+# class weights from the reference's real counts, 120 benign and 40 malignant:
+# n_total / (n_classes * n_class) = 160 / 240 and 160 / 80
+WEIGHTS = class_weights(np.array([0] * 120 + [1] * 40), 2)
+
+
+def test_class_weights_follow_the_counts():
+    assert WEIGHTS.tolist() == pytest.approx([2 / 3, 2.0])
+
+
+def test_worked_example_gate_admits_14():
+    g = gate_weights(IS_SYN, JSD, TAU)
+    assert g.tolist() == [1.0] * 12 + [1.0, 1.0, 0.0, 0.0]
+    assert g.sum().item() == 14
+
+
+def test_worked_example_loss_by_hand_with_uniform_logits():
+    # every CE is log 2 with equal logits, so the loss is log 2 * (sum of admitted weights) / 14
+    loss = EntroMixLoss(WEIGHTS)(torch.zeros(16, 2), LABELS, IS_SYN, JSD, TAU)
+    by_hand = math.log(2) * (8 * (2 / 3) + 4 * 2.0 + 2 * 2.0) / 14
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_worked_example_loss_matches_numpy_for_random_logits():
+    logits = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    loss = EntroMixLoss(WEIGHTS)(logits, LABELS, IS_SYN, JSD, TAU)
+    z = logits.double().numpy()
+    log_softmax = z - np.log(np.exp(z).sum(1, keepdims=True))
+    ce = -log_softmax[np.arange(16), LABELS.numpy()] * WEIGHTS.double().numpy()[LABELS.numpy()]
+    assert loss.item() == pytest.approx(ce[:14].sum() / 14, rel=1e-5)
+
+
+def test_rejected_synthetic_images_get_no_gradient():
+    logits = torch.randn(16, 2, requires_grad=True)
+    EntroMixLoss(WEIGHTS)(logits, LABELS, IS_SYN, JSD, TAU).backward()
+    assert torch.all(logits.grad[14:] == 0)
+    assert torch.all(logits.grad[:14].abs().sum(1) > 0)
+
+
+def test_warmup_gate_admits_real_only():
+    g = gate_weights(IS_SYN, JSD, None)
+    assert g.tolist() == [1.0] * 12 + [0.0] * 4
+
+
+def test_zero_admitted_gives_zero_loss_that_backpropagates():
+    logits = torch.randn(4, 2, requires_grad=True)
+    loss = EntroMixLoss(WEIGHTS)(logits, torch.ones(4, dtype=torch.long), torch.ones(4, dtype=torch.bool),
+                                 torch.full((4,), 0.9), 0.1)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and torch.all(logits.grad == 0)
+
+
+def test_soft_gate_is_a_sigmoid_around_tau():
+    g = gate_weights(IS_SYN, JSD, TAU, gate="soft", temperature=0.02)
+    expected = 1 / (1 + np.exp(-(TAU - np.array([0.02, 0.05, 0.08, 0.15])) / 0.02))
+    assert g[:12].tolist() == [1.0] * 12
+    assert g[12:].numpy() == pytest.approx(expected, rel=1e-6)
+    assert g[13].item() == pytest.approx(0.5)
+
+
+def test_soft_gate_loss_is_weighted_mean_over_gate_weights():
+    logits = torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    loss = EntroMixLoss(WEIGHTS, gate="soft", temperature=0.02)(logits, LABELS, IS_SYN, JSD, TAU)
+    g = gate_weights(IS_SYN, JSD, TAU, "soft", 0.02)
+    ce = torch.nn.functional.cross_entropy(logits, LABELS, weight=WEIGHTS, reduction="none")
+    assert loss.item() == pytest.approx(((ce * g).sum() / g.sum()).item(), rel=1e-6)
+
+
+def test_boundary_score_equal_to_tau_is_admitted_in_float32():
+    g = gate_weights(torch.tensor([True]), torch.tensor([0.05], dtype=torch.float32), 0.05)
+    assert g.item() == 1.0

@@ -1,0 +1,134 @@
+"""The training loop on tiny generated data: it learns, it is deterministic, it logs the curriculum."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from entromix.curriculum import CurriculumConfig
+from entromix.errors import DataError, ParamsError
+from entromix.train import HISTORY_COLUMNS, TrainConfig, TrainingTable, history_frame, train_curriculum, train_metrics, training_table
+
+CPU = torch.device("cpu")
+
+
+def make_config(**overrides) -> TrainConfig:
+    values = dict(model="resnet18", pretrained_weights=None, image_size=32, epochs=6, batch_size=8,
+                  optimizer="adamw", lr=0.002, weight_decay=0.0, augment=True, color_jitter=0.1,
+                  select_metric="val_auc", seed=0, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def make_curriculum(**overrides) -> CurriculumConfig:
+    values = dict(warmup_epochs=2, jsd_start=0.05, jsd_end=1.0, pacing="linear", gate="hard",
+                  gate_temperature=0.02, max_synthetic_fraction=0.5)
+    values.update(overrides)
+    return CurriculumConfig(**values)
+
+
+def blobs(labels: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """Class 0: a small dark disc; class 1: a large one; noisy background. (N, size, size, 3) uint8."""
+    yy, xx = np.mgrid[:size, :size]
+    out = np.empty((len(labels), size, size, 3), dtype=np.uint8)
+    for i, y in enumerate(labels):
+        r = (5 if y == 0 else 11) + rng.integers(-1, 2)
+        cy, cx = size / 2 + rng.integers(-3, 4, size=2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        img = rng.integers(190, 235, size=(size, size, 3))
+        img[disc] = rng.integers(60, 110, size=3)
+        out[i] = img
+    return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    real_labels = np.array([0] * 36 + [1] * 12)
+    syn_labels = np.ones(16, dtype=np.int64)
+    syn_jsd = np.linspace(0.0, 0.9, 16).astype(np.float32)
+    table = TrainingTable(
+        images=np.concatenate([blobs(real_labels, rng), blobs(syn_labels, rng)]),
+        labels=np.concatenate([real_labels, syn_labels]),
+        is_syn=np.array([False] * 48 + [True] * 16),
+        jsd=np.concatenate([np.zeros(48, np.float32), syn_jsd]),
+        ids=np.arange(64),
+    )
+    val_labels = np.array([0] * 10 + [1] * 6)
+    return table, blobs(val_labels, rng), val_labels
+
+
+def run(data, config=None, curriculum=None):
+    table, val_x, val_y = data
+    return train_curriculum(config or make_config(), curriculum or make_curriculum(), table, val_x, val_y, CPU, log=lambda s: None)
+
+
+def test_learns_a_tiny_problem_and_logs_the_curriculum(data):
+    result = run(data)
+    h = result.history
+    assert len(h) == 6 and [r["epoch"] for r in h] == list(range(6))
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    assert result.best_val["val_auc"] >= 0.9
+    assert [r["phase"] for r in h] == ["warmup"] * 2 + ["ramp"] * 4
+    assert h[0]["tau"] is None and h[0]["admitted_synthetic"] == 0 and h[0]["eligible_synthetic"] == 0
+    assert h[2]["tau"] == pytest.approx(0.05) and h[-1]["tau"] == pytest.approx(1.0)
+    eligible = [r["eligible_synthetic"] for r in h]
+    assert eligible == sorted(eligible) and eligible[-1] == 16
+    assert all(r["admitted_synthetic"] <= r["eligible_synthetic"] for r in h)
+    assert all(r["train_images"] == 48 for r in h)  # 6 batches of 8 every epoch
+    assert h[0]["lr"] == pytest.approx(0.002) and h[-1]["lr"] < h[0]["lr"]  # cosine annealing
+
+
+def test_same_seed_gives_identical_results_on_cpu(data):
+    a, b = run(data), run(data)
+    cfg = make_config()
+    assert train_metrics(a, cfg) == train_metrics(b, cfg)
+    for key in a.last_state:
+        assert torch.equal(a.last_state[key], b.last_state[key]), key
+
+
+def test_best_checkpoint_is_the_best_epoch(data):
+    result = run(data, make_config(select_metric="val_loss"))
+    losses = [r["val_loss"] for r in result.history]
+    assert result.best_epoch == int(np.argmin(losses))
+
+
+def test_history_frame_and_metrics(data):
+    result = run(data, make_config(epochs=3), make_curriculum(warmup_epochs=1))
+    frame = history_frame(result.history)
+    assert list(frame.columns) == HISTORY_COLUMNS
+    assert frame.loc[0, "tau"] == 0.0 and frame.loc[0, "p_true_at_tau"] == 1.0  # warmup: gate closed
+    metrics = train_metrics(result, make_config(epochs=3))["train"]
+    assert metrics["epochs"] == 3 and metrics["final_tau"] == 1.0
+    assert set(metrics["best"]) == {"val_loss", "val_accuracy", "val_sensitivity", "val_specificity",
+                                    "val_balanced_accuracy", "val_auc"}
+
+
+def test_soft_gate_weights_count_fractionally(data):
+    result = run(data, make_config(epochs=3), make_curriculum(warmup_epochs=1, gate="soft", jsd_end=0.3))
+    ramp = result.history[1]
+    assert 0 < ramp["admitted_synthetic"] < ramp["eligible_synthetic"]
+    assert ramp["admitted_synthetic"] != int(ramp["admitted_synthetic"])
+
+
+def test_warmup_must_be_shorter_than_training(data):
+    with pytest.raises(ParamsError, match="warmup_epochs"):
+        run(data, make_config(epochs=2), make_curriculum(warmup_epochs=2))
+
+
+def test_training_table_joins_and_validates():
+    images = np.arange(5 * 4 * 4 * 3, dtype=np.uint8).reshape(5, 4, 4, 3)
+    manifest = pd.DataFrame({"id": [0, 1, 2, 3, 4], "label": [0, 1, 1, 0, 1]})
+    dataset = pd.DataFrame({"filename": list("abcd"), "is_syn": [1, 0, 0, 1], "jsd_score": [0.2, 0.1, 0.0, 0.5],
+                            "label": [1, 1, 0, 1], "id": [4, 2, 3, 1]})
+    table = training_table(images, manifest, dataset)
+    assert table.ids.tolist() == [2, 3, 1, 4]  # real first, then synthetic, each by id
+    assert table.is_syn.tolist() == [False, False, True, True]
+    assert np.array_equal(table.images[0], images[2])
+    assert table.jsd.tolist() == pytest.approx([0.1, 0.0, 0.5, 0.2])
+    with pytest.raises(DataError, match="dataset.csv: jsd_score .*first: a"):
+        training_table(images, manifest, dataset.assign(jsd_score=[1.5, 0.1, 0.0, 0.5]))
+    with pytest.raises(DataError, match="not in data/prepared/manifest.csv"):
+        training_table(images, manifest, dataset.assign(id=[9, 2, 3, 1]))
+    with pytest.raises(DataError, match="labels disagree"):
+        training_table(images, manifest, dataset.assign(label=[0, 1, 0, 1]))
