@@ -32,6 +32,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_score.py
+	$(BIN)/python benchmarks/bench_train.py
 
 # Copy the pipeline's figures (DVC outputs, not in git) to docs/figures/ for the README.
 figures:

@@ -69,11 +69,10 @@ def main() -> None:
         "seconds": round(float(history["epoch_seconds"].sum()), 1),
         "median_images_per_s": round(float(history["images_per_s"].median()), 1),
     })  # fmt: skip
-    b = result.best_val
+    b = {k: "-" if v is None else f"{v:.3f}" for k, v in result.best_val.items() if k.startswith("val_")}
     print(f"entromix train: best epoch {result.best_epoch + 1} by {config.select_metric}: val sensitivity "
           f"{b['val_sensitivity']}, specificity {b['val_specificity']}, AUC {b['val_auc']}; "
           f"median {history['images_per_s'].median():.0f} training images/s")  # fmt: skip
-
 
 if __name__ == "__main__":
     run_stage("train", main)
