@@ -124,7 +124,7 @@ def test_dataset_csv_has_every_training_image(repo):
     assert "tier_auroc_hallucinated_vs_good" in score
 
 
-def test_score_param_change_reruns_score_only(repo):
+def test_score_param_change_reruns_score_and_train(repo):
     set_params(repo, {"score": {"seed": 1}})
     assert ran(sh(["dvc", "repro"], repo)) == {"score", "train"}
 
