@@ -34,10 +34,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_score.py
 	$(BIN)/python benchmarks/bench_train.py
 
-# Copy the pipeline's figures (DVC outputs, not in git) to docs/figures/ for the README.
-figures:
+# Copy the pipeline's figures (DVC outputs, not in git) to docs/figures/ and regenerate the
+# README's results section from the metrics files.
+figures: $(STAMP)
 	mkdir -p docs/figures
-	cp plots/score/jsd_distribution.png docs/figures/
+	cp plots/score/jsd_distribution.png plots/evaluate/figures/*.png docs/figures/
+	$(BIN)/python scripts/readme_results.py
 
 # Re-pin requirements.lock from the ranges in pyproject.toml (needs network access to PyPI).
 lock:

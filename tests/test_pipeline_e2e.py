@@ -30,6 +30,7 @@ TINY = {
     "score": {"image_size": 32, "epochs": 1, "folds": 2, "batch_size": 8, "device": "cpu"},
     "curriculum": {"warmup_epochs": 1},
     "train": {"image_size": 32, "epochs": 3, "batch_size": 8, "device": "cpu"},
+    "evaluate": {"bootstrap_resamples": 50, "device": "cpu"},
 }
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -74,7 +75,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     out = sh(["dvc", "repro"], repo)
-    assert ran(out) == {"demo", "ingest", "score", "train"}
+    assert ran(out) == {"demo", "ingest", "score", "train", "evaluate"}
     images = np.load(repo / "data/prepared/images.npy", mmap_mode="r")
     manifest = pd.read_csv(repo / "data/prepared/manifest.csv")
     assert images.shape == (44, 32, 32, 3) and len(manifest) == 44
@@ -103,15 +104,44 @@ def test_train_writes_checkpoints_history_and_metrics(repo):
         assert ckpt["model_name"] == "resnet18" and ckpt["image_size"] == 32
 
 
-def test_exp_run_with_a_curriculum_change_reruns_train_only(repo):
+def test_evaluate_writes_metrics_predictions_and_plots(repo):
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())["evaluate"]
+    assert {"roc_auc", "pr_auc", "brier", "at_050", "at_tuned", "ci95"} <= set(metrics["test"])
+    manifest = pd.read_csv(repo / "data/prepared/manifest.csv")
+    predictions = pd.read_csv(repo / "data/predictions/test.csv")
+    assert list(predictions.columns) == ["filename", "class", "label", "probability", "prediction"]
+    assert len(predictions) == int(((manifest["split"] == "test") & (manifest["is_syn"] == 0)).sum())
+    assert metrics["test"]["n"] == len(predictions)
+    for name in ("roc", "pr", "confusion", "calibration"):
+        assert len(pd.read_csv(repo / f"plots/evaluate/{name}.csv")) > 0
+    for name in ("roc", "pr", "confusion", "calibration", "training_curves", "curriculum", "jsd_admission"):
+        assert (repo / f"plots/evaluate/figures/{name}.png").stat().st_size > 1000
+
+
+def test_plots_show_renders_every_declared_plot(repo):
+    out_dir = repo.parent / "dvc_plots"
+    sh(["dvc", "plots", "show", "-o", str(out_dir)], repo)
+    html = (out_dir / "index.html").read_text()
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
+    assert html.count("vegaEmbed(") == sum(1 for p in declared if isinstance(p, dict))
+    assert "jsd_admission.png" in html or "jsd_admission" in " ".join(p.name for p in out_dir.rglob("*"))
+
+
+def test_exp_run_with_a_curriculum_change_reruns_train_and_evaluate(repo):
     sh(GIT + ["add", "-A"], repo)
     sh(GIT + ["commit", "-qm", "pipeline outputs"], repo)
     out = sh(["dvc", "exp", "run", "-S", "curriculum.jsd_start=0.05"], repo)
-    assert ran(out) == {"train"}, out
+    assert ran(out) == {"train", "evaluate"}, out
     history = pd.read_csv(repo / "plots/train/history.csv")
     assert history.loc[1, "tau"] == pytest.approx(0.05)
     shown = sh(["dvc", "exp", "show", "--json"], repo)
     assert "0.05" in shown
+    diff = sh(["dvc", "metrics", "diff", "--all", "--json"], repo)
+    changes = json.loads(diff)
+    assert "metrics/evaluate.json" in changes and "metrics/train.json" in changes
+    assert any(k.startswith("evaluate.test.") for k in changes["metrics/evaluate.json"])
+    table = sh(["dvc", "metrics", "diff", "--all"], repo)
+    assert "evaluate.test.roc_auc" in table and "evaluate.test.at_tuned.sensitivity" in table
 
 
 def test_dataset_csv_has_every_training_image(repo):
@@ -126,16 +156,16 @@ def test_dataset_csv_has_every_training_image(repo):
 
 def test_score_param_change_reruns_score_and_train(repo):
     set_params(repo, {"score": {"seed": 1}})
-    assert ran(sh(["dvc", "repro"], repo)) == {"score", "train"}
+    assert ran(sh(["dvc", "repro"], repo)) == {"score", "train", "evaluate"}
 
 
 def test_ingest_param_change_reruns_ingest_and_downstream(repo):
     set_params(repo, {"ingest": {"image_size": 24}})
     out = sh(["dvc", "repro"], repo)
-    assert ran(out) == {"ingest", "score", "train"}, out
+    assert ran(out) == {"ingest", "score", "train", "evaluate"}, out
     assert np.load(repo / "data/prepared/images.npy", mmap_mode="r").shape[1:] == (24, 24, 3)
 
 
 def test_metrics_show_reads_the_ingest_metrics(repo):
     out = sh(["dvc", "metrics", "show", "--json"], repo)
-    assert '"ingest"' in out and '"synthetic"' in out and '"oof_auc"' in out and '"best_epoch"' in out
+    assert '"ingest"' in out and '"synthetic"' in out and '"oof_auc"' in out and '"best_epoch"' in out and '"at_tuned"' in out

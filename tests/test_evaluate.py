@@ -1,0 +1,128 @@
+"""Evaluation maths: every metric against scikit-learn, the threshold tuner, the bootstrap."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from entromix.bootstrap import bootstrap_intervals
+from entromix.clinical_metrics import binary_metrics, threshold_free_metrics, threshold_metrics
+from entromix.decision_threshold import tune_threshold
+from entromix.errors import ParamsError
+from entromix.evaluate import EvaluateConfig, calibration_table, evaluation_report, per_class_rates
+
+RNG = np.random.default_rng(0)
+Y = RNG.integers(0, 2, 200)
+P = np.clip(0.35 * Y + RNG.uniform(0, 0.65, 200), 0, 1)  # informative but overlapping
+
+
+@pytest.mark.parametrize("t", [0.2, 0.5, 0.63, 0.9])
+def test_threshold_metrics_match_sklearn(t):
+    m = threshold_metrics(Y, P, t)
+    pred = (P >= t).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(Y, pred, labels=[0, 1]).ravel()
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (tp, fp, tn, fn)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(Y, pred))
+    assert m["sensitivity"] == pytest.approx(skm.recall_score(Y, pred))
+    assert m["specificity"] == pytest.approx(skm.recall_score(Y, pred, pos_label=0))
+    assert m["precision"] == pytest.approx(skm.precision_score(Y, pred))
+    assert m["npv"] == pytest.approx(skm.precision_score(Y, pred, pos_label=0))
+    assert m["f1"] == pytest.approx(skm.f1_score(Y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(Y, pred))
+    assert m["predicted_positive_rate"] == pytest.approx(pred.mean())
+    b = binary_metrics(Y, P, t)
+    assert b["sensitivity"] == m["sensitivity"] and b["auc"] == pytest.approx(skm.roc_auc_score(Y, P))
+
+
+def test_threshold_free_metrics_match_sklearn():
+    m = threshold_free_metrics(Y, P)
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(Y, P))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(Y, P))
+    assert m["brier"] == pytest.approx(skm.brier_score_loss(Y, P))
+
+
+def test_empty_denominators_are_none_not_zero():
+    m = threshold_metrics(np.zeros(5, int), np.linspace(0, 1, 5), 0.5)
+    assert m["sensitivity"] is None and m["f1"] is None and m["specificity"] == pytest.approx(2 / 5)  # 0.5, 0.75, 1.0 called malignant
+    assert threshold_free_metrics(np.zeros(5, int), np.linspace(0, 1, 5))["roc_auc"] is None
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.9, 0.95, 0.99])
+def test_tuner_reaches_the_target_with_the_best_specificity(target):
+    tuned = tune_threshold(Y, P, target)
+    assert tuned.reached
+    sens = threshold_metrics(Y, P, tuned.threshold)["sensitivity"]
+    spec = threshold_metrics(Y, P, tuned.threshold)["specificity"]
+    assert sens >= target
+    # no threshold with at least the target sensitivity has a better specificity
+    for t in np.unique(P):
+        m = threshold_metrics(Y, P, t)
+        if m["sensitivity"] >= target:
+            assert m["specificity"] <= spec + 1e-12
+
+
+def test_tuner_sits_between_two_scores():
+    y = np.array([0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.5, 0.4, 0.7, 0.8, 0.9])
+    tuned = tune_threshold(y, p, 0.75)  # needs 3 of 4 malignant: p_k = 0.7, next lower score 0.5
+    assert tuned.threshold == pytest.approx(0.6)
+    assert "reaches val sensitivity 0.750" in tuned.note
+
+
+def test_tuner_says_when_the_target_cannot_be_reached():
+    tuned = tune_threshold(np.zeros(6, int), np.linspace(0, 1, 6), 0.9)
+    assert not tuned.reached and tuned.threshold == 0.5
+    assert "no malignant" in tuned.note
+
+
+def test_tuner_warns_when_the_target_costs_all_specificity():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.8, 0.9, 0.1, 0.95])  # a malignant image below every benign one
+    tuned = tune_threshold(y, p, 0.99)
+    assert tuned.reached and "every benign val image is called malignant" in tuned.note
+
+
+def test_bootstrap_is_deterministic_and_brackets_the_estimate():
+    a = bootstrap_intervals(Y, P, 0.5, 300, seed=3)
+    b = bootstrap_intervals(Y, P, 0.5, 300, seed=3)
+    c = bootstrap_intervals(Y, P, 0.5, 300, seed=4)
+    assert a == b and a != c
+    m = threshold_metrics(Y, P, 0.5)
+    assert a["sensitivity"][0] < m["sensitivity"] < a["sensitivity"][1]
+    assert a["specificity"][0] < m["specificity"] < a["specificity"][1]
+    assert a["roc_auc"][0] < skm.roc_auc_score(Y, P) < a["roc_auc"][1]
+
+
+def test_bootstrap_without_resamples_or_a_class():
+    assert bootstrap_intervals(Y, P, 0.5, 0, 0)["roc_auc"] is None
+    only_benign = bootstrap_intervals(np.zeros(10, int), np.linspace(0, 1, 10), 0.5, 50, 0)
+    assert only_benign["sensitivity"] is None and only_benign["roc_auc"] is None
+    assert only_benign["specificity"] is not None
+
+
+def test_per_class_rates_and_report():
+    test = pd.DataFrame({"class": ["Benign"] * 4 + ["Early"] * 2 + ["Pro"] * 2, "label": [0] * 4 + [1] * 4,
+                         "probability": [0.1, 0.2, 0.6, 0.3, 0.9, 0.4, 0.8, 0.7]})
+    rates = per_class_rates(test, 0.5)
+    assert rates == {"Benign": 0.75, "Early": 0.5, "Pro": 1.0}
+    config = EvaluateConfig("best", 0.9, 100, 5, 0, "cpu")
+    report, tuned = evaluation_report(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.9]), test, config)
+    r = report["evaluate"]
+    assert r["threshold"]["reached_on_val"] is True and r["threshold"]["tuned"] == pytest.approx(0.4)
+    assert set(r["test"]["per_class_at_tuned"]) == {"Benign", "Early", "Pro"}
+    assert r["test"]["at_050"]["tp"] == 3 and r["test"]["n"] == 8
+    assert set(r["test"]["ci95"]) == {"sensitivity_low", "sensitivity_high", "specificity_low",
+                                      "specificity_high", "roc_auc_low", "roc_auc_high"}
+
+
+def test_calibration_table_bins():
+    table = calibration_table(np.array([0, 0, 1, 1]), np.array([0.05, 0.15, 0.85, 0.95]), 2)
+    assert table["count"].tolist() == [2, 2]
+    assert table["mean_predicted"].tolist() == pytest.approx([0.1, 0.9])
+    assert table["observed_fraction"].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.2])
+def test_target_sensitivity_outside_open_interval_is_an_error(value):
+    with pytest.raises(ParamsError, match="evaluate.target_sensitivity"):
+        EvaluateConfig("best", value, 100, 10, 0, "cpu")
