@@ -3,7 +3,7 @@
 Reads params sections `curriculum` and `train`, ingest's array and manifest, and the score
 stage's data/dataset.csv. Writes (atomically):
   models/train/best.pt        weights of the epoch with the best train.select_metric on val
-  models/train/last.pt        weights, optimiser and scheduler state after the last epoch
+  models/train/last.pt        weights after the last epoch
   models/train/run.json       the settings of this run, the device, the versions and the timings
   plots/train/history.csv     one row per epoch: tau, admitted synthetic, losses, val metrics, speed
   metrics/train.json          best and final validation metrics, the curriculum's end state

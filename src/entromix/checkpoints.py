@@ -2,8 +2,8 @@
 
 A checkpoint is a plain dict of tensors, numbers and strings (nothing that needs unpickling code):
 ``model`` (state_dict), ``model_name``, ``num_classes``, ``image_size``, ``labels``, ``epoch`` (the
-last finished, from 0), ``val`` (that epoch's validation metrics) and, in ``last.pt``, what a
-resumed run needs: ``optimizer``, ``scheduler``, ``augment_rng`` and the ``history`` so far.
+last finished, from 0) and ``val`` (that epoch's validation metrics). Resuming an interrupted run
+(optimiser, scheduler and random-generator state) is not implemented yet.
 """
 
 from __future__ import annotations
