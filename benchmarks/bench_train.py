@@ -90,7 +90,7 @@ def main() -> None:
     val_images = rng.integers(0, 256, size=(len(val_labels), args.size, args.size, 3), dtype=np.uint8)
     config = TrainConfig(model=args.model, pretrained_weights=None, image_size=args.size, epochs=args.epochs,
                          batch_size=args.batch, optimizer="sgd", lr=7e-4, weight_decay=5e-4, augment=True,
-                         color_jitter=0.2, select_metric="val_auc", seed=0, device=args.device)  # fmt: skip
+                         color_jitter=0.2, select_metric="val_auc", seed=0, device=args.device, resume=False)  # fmt: skip
     curriculum = CurriculumConfig(warmup_epochs=1, jsd_start=0.5, jsd_end=0.5, pacing="linear", gate="hard",
                                   gate_temperature=0.02, max_synthetic_fraction=0.5)  # fmt: skip
     if device.type == "cuda":

@@ -4,6 +4,8 @@ Reads params sections `curriculum` and `train`, ingest's array and manifest, and
 stage's data/dataset.csv. Writes (atomically):
   models/train/best.pt        weights of the epoch with the best train.select_metric on val
   models/train/last.pt        weights after the last epoch
+  models/train/checkpoints/resume.pt   the full training state after every epoch (DVC persist:
+                              a killed run continues from here on the next `dvc repro`)
   models/train/run.json       the settings of this run, the device, the versions and the timings
   plots/train/history.csv     one row per epoch: tau, admitted synthetic, losses, val metrics, speed
   metrics/train.json          best and final validation metrics, the curriculum's end state
@@ -16,13 +18,13 @@ import pandas as pd
 import torch
 
 from entromix.atomic import write_csv, write_json
-from entromix.checkpoints import save_checkpoint, state_to_cpu
+from entromix.checkpoints import save_checkpoint
 from entromix.curriculum import CurriculumConfig
 from entromix.device import describe, resolve_device
 from entromix.image_store import open_images
 from entromix.params import load_params, section, to_dict
 from entromix.stage import run_stage, stage_args
-from entromix.train import TrainConfig, history_frame, train_curriculum, train_metrics, training_table
+from entromix.train import TrainConfig, history_frame, run_fingerprint, train_curriculum, train_metrics, training_table
 
 PREPARED = Path("data/prepared")
 DATASET = Path("data/dataset.csv")
@@ -53,12 +55,13 @@ def main() -> None:
         return {"model": state, "model_name": config.model, "num_classes": 2, "image_size": config.image_size,
                 "labels": labels, "epoch": row["epoch"], "val": {k: v for k, v in row.items() if k.startswith("val_")}}  # fmt: skip
 
-    def on_epoch(row: dict, model: torch.nn.Module, is_best: bool) -> None:
-        if is_best:
-            save_checkpoint(MODELS / "best.pt", checkpoint(state_to_cpu(model.state_dict()), row))
-
+    fingerprint = run_fingerprint(curriculum, config, [DATASET, PREPARED / "manifest.csv"], images.shape)
+    resume_path = MODELS / "checkpoints" / "resume.pt"
+    if not config.resume and resume_path.exists():
+        resume_path.unlink()
     result = train_curriculum(config, curriculum, table, images[val["id"].to_numpy()], val["label"].to_numpy(),
-                              device, on_epoch=on_epoch)  # fmt: skip
+                              device, resume_path=resume_path, fingerprint=fingerprint)  # fmt: skip
+    save_checkpoint(MODELS / "best.pt", checkpoint(result.best_state, result.best_val))
     save_checkpoint(MODELS / "last.pt", checkpoint(result.last_state, result.history[-1]))
     history = history_frame(result.history)
     write_csv(HISTORY, history)

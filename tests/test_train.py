@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 def make_config(**overrides) -> TrainConfig:
     values = dict(model="resnet18", pretrained_weights=None, image_size=32, epochs=6, batch_size=8,
                   optimizer="adamw", lr=0.002, weight_decay=0.0, augment=True, color_jitter=0.1,
-                  select_metric="val_auc", seed=0, device="cpu")
+                  select_metric="val_auc", seed=0, device="cpu", resume=True)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -41,8 +41,7 @@ def blobs(labels: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.nd
     return out
 
 
-@pytest.fixture(scope="module")
-def data():
+def make_data():
     rng = np.random.default_rng(0)
     real_labels = np.array([0] * 36 + [1] * 12)
     syn_labels = np.ones(16, dtype=np.int64)
@@ -58,13 +57,24 @@ def data():
     return table, blobs(val_labels, rng), val_labels
 
 
+@pytest.fixture(scope="module")
+def data():
+    return make_data()
+
+
+@pytest.fixture(scope="module")
+def baseline(data):
+    """One uninterrupted run with the default test settings, shared by the tests that compare to it."""
+    return run(data)
+
+
 def run(data, config=None, curriculum=None):
     table, val_x, val_y = data
     return train_curriculum(config or make_config(), curriculum or make_curriculum(), table, val_x, val_y, CPU, log=lambda s: None)
 
 
-def test_learns_a_tiny_problem_and_logs_the_curriculum(data):
-    result = run(data)
+def test_learns_a_tiny_problem_and_logs_the_curriculum(baseline):
+    result = baseline
     h = result.history
     assert len(h) == 6 and [r["epoch"] for r in h] == list(range(6))
     assert h[-1]["train_loss"] < h[0]["train_loss"]
@@ -79,8 +89,8 @@ def test_learns_a_tiny_problem_and_logs_the_curriculum(data):
     assert h[0]["lr"] == pytest.approx(0.002) and h[-1]["lr"] < h[0]["lr"]  # cosine annealing
 
 
-def test_same_seed_gives_identical_results_on_cpu(data):
-    a, b = run(data), run(data)
+def test_same_seed_gives_identical_results_on_cpu(data, baseline):
+    a, b = baseline, run(data)
     cfg = make_config()
     assert train_metrics(a, cfg) == train_metrics(b, cfg)
     for key in a.last_state:
@@ -132,3 +142,55 @@ def test_training_table_joins_and_validates():
         training_table(images, manifest, dataset.assign(id=[9, 2, 3, 1]))
     with pytest.raises(DataError, match="labels disagree"):
         training_table(images, manifest, dataset.assign(label=[0, 1, 0, 1]))
+
+
+KILL_AFTER_EPOCH = """
+import os, signal, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+import test_train as t
+from entromix.train import train_curriculum
+table, val_x, val_y = t.make_data()
+
+def die(row, model, is_best):
+    if row["epoch"] == {kill_epoch}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train_curriculum(t.make_config(), t.make_curriculum(), table, val_x, val_y, t.CPU, log=lambda s: None,
+                 on_epoch=die, resume_path={path!r}, fingerprint="run-a")
+"""
+
+
+@pytest.mark.parametrize("kill_epoch", [1, 3])
+def test_sigkilled_training_resumes_to_the_same_result(data, baseline, tmp_path, kill_epoch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "checkpoints" / "resume.pt"
+    script = KILL_AFTER_EPOCH.format(tests=str(Path(__file__).parent), kill_epoch=kill_epoch, path=str(path))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr  # killed by SIGKILL, not finished
+    assert path.is_file() and not list(path.parent.glob(".*.tmp"))  # atomic: no half-written state left
+    lines = []
+    table, val_x, val_y = data
+    resumed = train_curriculum(make_config(), make_curriculum(), table, val_x, val_y, CPU, log=lines.append,
+                               resume_path=path, fingerprint="run-a")
+    assert any(f"resuming from {path} after epoch {kill_epoch + 1}/6" in line for line in lines)
+    uninterrupted = baseline
+    cfg = make_config()
+    assert train_metrics(resumed, cfg) == train_metrics(uninterrupted, cfg)
+    for key in uninterrupted.last_state:
+        assert torch.equal(resumed.last_state[key], uninterrupted.last_state[key]), key
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in uninterrupted.history]
+
+
+def test_resume_state_of_other_settings_is_ignored(data, tmp_path):
+    path = tmp_path / "resume.pt"
+    table, val_x, val_y = data
+    train_curriculum(make_config(epochs=2), make_curriculum(warmup_epochs=1), table, val_x, val_y, CPU,
+                     log=lambda s: None, resume_path=path, fingerprint="run-a")
+    lines = []
+    result = train_curriculum(make_config(epochs=2), make_curriculum(warmup_epochs=1), table, val_x, val_y, CPU,
+                              log=lines.append, resume_path=path, fingerprint="run-b")
+    assert len(result.history) == 2 and not any("resuming" in line for line in lines)

@@ -2,8 +2,12 @@
 
 A checkpoint is a plain dict of tensors, numbers and strings (nothing that needs unpickling code):
 ``model`` (state_dict), ``model_name``, ``num_classes``, ``image_size``, ``labels``, ``epoch`` (the
-last finished, from 0) and ``val`` (that epoch's validation metrics). Resuming an interrupted run
-(optimiser, scheduler and random-generator state) is not implemented yet.
+last finished, from 0) and ``val`` (that epoch's validation metrics).
+
+The resume state (``models/train/checkpoints/resume.pt``, written after every epoch) adds what an
+interrupted run needs to continue exactly: ``optimizer``, ``scheduler``, ``augment_rng``,
+``torch_rng``, the ``history``, the best row and weights so far, and a ``fingerprint`` of the
+settings and input data it belongs to.
 """
 
 from __future__ import annotations
@@ -30,6 +34,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
         raise DataError(f"{path}: not a readable entromix checkpoint ({exc}). Delete it and rerun the train stage.") from None
+
+
+def load_resume_state(path: str | Path, fingerprint: str) -> dict[str, Any] | None:
+    """The resume state at ``path`` if it exists and belongs to this run (same fingerprint), else None.
+
+    An unreadable state (a crash can only leave a complete file or none, since writes are atomic,
+    but the file may come from an older entromix) is ignored with a message, not an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a stale or foreign file: start afresh
+        print(f"entromix train: ignoring unreadable resume state {path} ({exc}); starting from epoch 1")
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        print(f"entromix train: {path} belongs to other settings or data; starting from epoch 1")
+        return None
+    return state
 
 
 def state_to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,9 +14,12 @@ decoded and no Dataset or DataLoader exists. CPU runs are deterministic for a fi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -24,7 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from entromix.checkpoints import state_to_cpu
+from entromix.checkpoints import load_resume_state, save_checkpoint, state_to_cpu
 from entromix.clinical_metrics import binary_metrics
 from entromix.curriculum import CurriculumConfig, p_true_equivalent, threshold
 from entromix.device import autocast, generator, seed_everything
@@ -64,6 +67,7 @@ class TrainConfig:
     select_metric: SelectMetric  # best checkpoint by this validation metric (val_loss: lowest)
     seed: int
     device: Literal["auto", "cpu", "cuda"]
+    resume: bool  # continue an interrupted run from models/train/checkpoints/resume.pt (same settings and data)
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -163,6 +167,8 @@ def train_curriculum(
     device: torch.device,
     log: Callable[[str], None] = print,
     on_epoch: Callable[[dict, torch.nn.Module, bool], None] | None = None,
+    resume_path: Path | None = None,
+    fingerprint: str = "",
 ) -> TrainResult:
     """Train with the curriculum; return the per-epoch history and the best and last weights.
 
@@ -170,6 +176,12 @@ def train_curriculum(
         table: the training rows (:func:`training_table`).
         val_images: uint8 (M, H, W, 3) real validation images; val_labels: (M,) int.
         on_epoch: called after each epoch with (history row, model, is_best), e.g. to checkpoint.
+        resume_path: after every epoch the full training state (weights, optimiser, scheduler,
+            random generators, history, best so far) is written here atomically; a run that finds
+            a state with the same ``fingerprint`` continues after its last finished epoch. The
+            batches of an epoch depend only on (seed, epoch), so on CPU a resumed run ends with the
+            same weights and metrics as an uninterrupted one.
+        fingerprint: identifies the run (settings and input data); a state with another one is ignored.
     """
     curriculum.check_epochs(config.epochs)
     seed_everything(config.seed)
@@ -204,7 +216,19 @@ def train_curriculum(
     history: list[dict[str, Any]] = []
     best_row: dict | None = None
     best_state: dict[str, torch.Tensor] = {}
-    for epoch in range(config.epochs):
+    start_epoch = 0
+    state = load_resume_state(resume_path, fingerprint) if resume_path is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if aug_gen is not None:
+            aug_gen.set_state(state["augment_rng"])  # a CPU ByteTensor for CPU and CUDA generators
+        torch.set_rng_state(state["torch_rng"])
+        history, best_row, best_state = list(state["history"]), dict(state["best_row"]), dict(state["best_state"])
+        start_epoch = len(history)
+        log(f"entromix train: resuming from {resume_path} after epoch {start_epoch}/{config.epochs}")
+    for epoch in range(start_epoch, config.epochs):
         tau = threshold(epoch, config.epochs, curriculum)
         plan = sampler.epoch(epoch, tau, margin)
         placed = np.concatenate(plan.batches)
@@ -251,11 +275,27 @@ def train_curriculum(
             best_row = row
             best_state = state_to_cpu(model.state_dict())
         log(_epoch_line(row, config.epochs))
+        if resume_path is not None:
+            save_checkpoint(resume_path, {
+                "fingerprint": fingerprint, "model": state_to_cpu(model.state_dict()),
+                "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
+                "augment_rng": aug_gen.get_state().cpu() if aug_gen is not None else torch.zeros(0, dtype=torch.uint8),
+                "torch_rng": torch.get_rng_state(), "history": history, "best_row": best_row, "best_state": best_state,
+            })  # fmt: skip
         if on_epoch is not None:
             on_epoch(row, model, is_best)
     assert best_row is not None
     return TrainResult(history=history, best_epoch=best_row["epoch"], best_state=best_state,
                        last_state=state_to_cpu(model.state_dict()), best_val=best_row)  # fmt: skip
+
+
+def run_fingerprint(curriculum: CurriculumConfig, config: TrainConfig, inputs: list[Path], array_shape: tuple) -> str:
+    """sha256 of the settings (``resume`` and ``device`` aside) and the input files: which run a resume state belongs to."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "device")}
+    digest = hashlib.sha256(json.dumps([asdict(curriculum), settings, list(array_shape)], sort_keys=True).encode())
+    for path in inputs:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
