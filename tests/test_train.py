@@ -140,6 +140,10 @@ def test_training_table_joins_and_validates():
         training_table(images, manifest, dataset.assign(jsd_score=[1.5, 0.1, 0.0, 0.5]))
     with pytest.raises(DataError, match="not in data/prepared/manifest.csv"):
         training_table(images, manifest, dataset.assign(id=[9, 2, 3, 1]))
+    for bad in ("../outside/x.png", "/etc/passwd", "data/demo/../../x.png"):
+        with pytest.raises(DataError, match="absolute or contain '..'"):
+            training_table(images, manifest, dataset.assign(filename=[bad, "b", "c", "d"]))
+    training_table(images, manifest, dataset.assign(filename=["a..b.png", "b", "c", "d"]))  # dots in a name are fine
     with pytest.raises(DataError, match="labels disagree"):
         training_table(images, manifest, dataset.assign(label=[0, 1, 0, 1]))
 

@@ -112,6 +112,12 @@ class TrainResult:
 
 def training_table(images: np.ndarray, manifest: pd.DataFrame, dataset: pd.DataFrame, source: str = "data/dataset.csv") -> TrainingTable:
     """Join the score stage's ``dataset.csv`` (jsd per training image) to ingest's array and manifest."""
+    names = dataset["filename"].astype(str)
+    unsafe = names.str.startswith(("/", "\\")) | names.str.contains(r"(?:^|[/\\])\.\.(?:[/\\]|$)", regex=True)
+    if unsafe.any():
+        raise DataError(f"{source}: {int(unsafe.sum())} filename(s) are absolute or contain '..' "
+                        f"(first: {names[unsafe].iloc[0]}); filenames are relative to the data root. "
+                        "Rerun the score stage (dvc repro score) instead of editing the file by hand.")  # fmt: skip
     missing = ~dataset["id"].isin(manifest["id"])
     if missing.any():
         raise DataError(f"{source}: {int(missing.sum())} row(s) name an id not in data/prepared/manifest.csv "
