@@ -198,3 +198,25 @@ def test_resume_state_of_other_settings_is_ignored(data, tmp_path):
     result = train_curriculum(make_config(epochs=2), make_curriculum(warmup_epochs=1), table, val_x, val_y, CPU,
                               log=lines.append, resume_path=path, fingerprint="run-b")
     assert len(result.history) == 2 and not any("resuming" in line for line in lines)
+
+
+def test_fingerprint_changes_with_settings_data_and_code(tmp_path, monkeypatch):
+    from entromix import train as train_module
+    from entromix.train import run_fingerprint
+
+    data_file = tmp_path / "dataset.csv"
+    data_file.write_text("a,b\n1,2\n")
+    base = run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))
+    assert base == run_fingerprint(make_curriculum(), make_config(resume=False, device="auto"), [data_file], (4, 8, 8, 3))
+    assert base != run_fingerprint(make_curriculum(jsd_start=0.1), make_config(), [data_file], (4, 8, 8, 3))
+    assert base != run_fingerprint(make_curriculum(), make_config(seed=3), [data_file], (4, 8, 8, 3))
+    data_file.write_text("a,b\n1,3\n")
+    assert base != run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))
+    data_file.write_text("a,b\n1,2\n")
+    fake_src = tmp_path / "pkg"
+    fake_src.mkdir()
+    (fake_src / "mod.py").write_text("x = 1\n")
+    monkeypatch.setattr(train_module, "__file__", str(fake_src / "train.py"))
+    one = run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))
+    (fake_src / "mod.py").write_text("x = 2\n")
+    assert one != run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))

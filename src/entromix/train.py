@@ -296,11 +296,15 @@ def train_curriculum(
 
 
 def run_fingerprint(curriculum: CurriculumConfig, config: TrainConfig, inputs: list[Path], array_shape: tuple) -> str:
-    """sha256 of the settings (``resume`` and ``device`` aside) and the input files: which run a resume state belongs to."""
+    """Which run a resume state belongs to: sha256 of the settings (``resume`` and ``device`` aside),
+    the input files, the torch version and entromix's own source (a code change starts afresh)."""
     settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "device")}
-    digest = hashlib.sha256(json.dumps([asdict(curriculum), settings, list(array_shape)], sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([asdict(curriculum), settings, list(array_shape), torch.__version__],
+                                       sort_keys=True).encode())  # fmt: skip
     for path in inputs:
         digest.update(Path(path).read_bytes())
+    for source in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
     return digest.hexdigest()
 
 
