@@ -51,7 +51,7 @@ def load_resume_state(path: str | Path, fingerprint: str) -> dict[str, Any] | No
         print(f"entromix train: ignoring unreadable resume state {path} ({exc}); starting from epoch 1")
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
-        print(f"entromix train: {path} belongs to other settings or data; starting from epoch 1")
+        print(f"entromix train: {path} belongs to other settings, data or code; starting from epoch 1")
         return None
     return state
 
