@@ -112,12 +112,6 @@ class TrainResult:
 
 def training_table(images: np.ndarray, manifest: pd.DataFrame, dataset: pd.DataFrame, source: str = "data/dataset.csv") -> TrainingTable:
     """Join the score stage's ``dataset.csv`` (jsd per training image) to ingest's array and manifest."""
-    names = dataset["filename"].astype(str)
-    unsafe = names.str.startswith(("/", "\\")) | names.str.contains(r"(?:^|[/\\])\.\.(?:[/\\]|$)", regex=True)
-    if unsafe.any():
-        raise DataError(f"{source}: {int(unsafe.sum())} filename(s) are absolute or contain '..' "
-                        f"(first: {names[unsafe].iloc[0]}); filenames are relative to the data root. "
-                        "Rerun the score stage (dvc repro score) instead of editing the file by hand.")  # fmt: skip
     missing = ~dataset["id"].isin(manifest["id"])
     if missing.any():
         raise DataError(f"{source}: {int(missing.sum())} row(s) name an id not in data/prepared/manifest.csv "
@@ -129,7 +123,19 @@ def training_table(images: np.ndarray, manifest: pd.DataFrame, dataset: pd.DataF
         raise DataError(f"{source}: jsd_score must be a number in [0, 1] bits; {int(bad.sum())} row(s) are not "
                         f"(first: {row['filename']} = {str(row['jsd_score'])!r}). Rerun the score stage.")  # fmt: skip
     data = dataset.assign(jsd_score=jsd).sort_values(["is_syn", "id"], kind="stable").reset_index(drop=True)
-    labels = manifest.set_index("id").loc[data["id"], "label"].to_numpy()
+    known = manifest.set_index("id").loc[data["id"]]
+    if {"source", "path"} <= set(manifest.columns):
+        # the file of each row must be the manifest's: a hand-edited path (../, absolute, another
+        # image) is refused rather than trusted; data roots may legitimately lie outside the project
+        expected = (known["source"].astype(str) + "/" + known["path"].astype(str)).to_numpy()
+        moved = data["filename"].astype(str).to_numpy() != expected
+        if moved.any():
+            first = int(np.flatnonzero(moved)[0])
+            raise DataError(f"{source}: {int(moved.sum())} row(s) name a different file than data/prepared/manifest.csv "
+                            f"for their id (first: id {int(data['id'].iloc[first])} is {data['filename'].iloc[first]!r}, "
+                            f"expected {expected[first]!r}). Rerun the score stage (dvc repro score) instead of "
+                            "editing the file by hand.")  # fmt: skip
+    labels = known["label"].to_numpy()
     if (labels != data["label"].to_numpy()).any():
         raise DataError(f"{source}: labels disagree with data/prepared/manifest.csv. Rerun the score stage.")
     ids = data["id"].to_numpy(dtype=np.int64)
