@@ -30,10 +30,12 @@ def main() -> None:
     m = metrics["ingest"]
     real_line = ", ".join(f"{s} {m['real'][s]['total']}" for s in ("train", "val", "test"))
     print(f"entromix ingest: {plan.discoveries['real'].layout} layout; real {real_line}; "
-          f"synthetic {m['synthetic']['total']}; duplicates dropped {len(plan.duplicates)}")
+          f"synthetic {m['synthetic']['total']}; duplicates dropped {len(plan.duplicates)}"
+          + (f"; bad images skipped {len(plan.skipped)} (data/prepared/skipped.csv)" if len(plan.skipped) else ""))
     manifest = decode_images(plan, OUT / "images.npy")
     write_csv(OUT / "manifest.csv", manifest)
     write_csv(OUT / "duplicates.csv", plan.duplicates)
+    write_csv(OUT / "skipped.csv", plan.skipped)
     write_csv(OUT / "synthetic_tiers.csv", plan.tiers)
     write_json(OUT / "ingest_config.json", to_dict(config))
     write_json(METRICS, metrics)

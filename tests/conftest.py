@@ -46,6 +46,9 @@ def ingest_config(data_root: Path, **overrides) -> IngestConfig:
         seed=0,
         duplicates_across="error",
         workers=1,
+        bad_images="error",
+        max_pixels=100_000_000,
+        min_image_size=16,
     )
     values.update(overrides)
     return IngestConfig(**values)

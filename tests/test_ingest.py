@@ -1,8 +1,11 @@
 """The ingest stage's logic on tiny generated folders: splits, duplicates, leakage, the array."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from entromix.errors import DataError
 from entromix.images import decode_image
@@ -90,7 +93,8 @@ def test_duplicates_within_a_split_collapse_and_are_reported(flat_data, tmp_path
     metrics = ingest_metrics(plan)["ingest"]
     assert metrics["duplicates_dropped"] == {"within_split": 2, "across_splits": 0}
     assert metrics["folders"]["real/Benign"] == {
-        "expected": 31, "found": 31, "duplicates_dropped": 1, "ingested": 30, "ignored_files": 0}
+        "expected": 31, "found": 31, "duplicates_dropped": 1, "bad_images_skipped": 0, "ingested": 30,
+        "ignored_files": 0}
 
 
 def test_same_image_in_two_splits_is_leakage(split_data, tmp_path):
@@ -127,12 +131,57 @@ def test_synthetic_images_never_go_to_val_or_test(flat_data):
         plan_ingest(ingest_config(flat_data, synthetic_dir="synthetic2"))
 
 
-def test_corrupt_image_names_the_file(flat_data, tmp_path):
+def test_corrupt_image_names_the_file_before_any_decoding(flat_data):
     (flat_data / "real" / "Benign" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match="broken.png: not a readable image"):
+        plan_ingest(ingest_config(flat_data))
+
+
+def test_truncated_jpeg_is_caught_at_decode_and_names_the_file(flat_data, tmp_path):
+    good = write_image(tmp_path / "whole.jpg", 5, size=(64, 64))
+    data = good.read_bytes()
+    (flat_data / "real" / "Benign" / "cut.jpg").write_bytes(data[: len(data) // 2])
     plan = plan_ingest(ingest_config(flat_data))
-    with pytest.raises(DataError, match="broken.png: cannot decode"):
+    with pytest.raises(DataError, match="cut.jpg: cannot decode"):
         decode_images(plan, tmp_path / "images.npy")
     assert not (tmp_path / "images.npy").exists()  # no half-written array left behind
+
+
+def _bad_files(root):
+    """A zero-byte file, a text file named .jpg, a truncated PNG, a bomb header and a tiny image."""
+    folder = root / "real" / "Benign"
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is not an image")
+    png = write_image(root / "scratch" / "whole.png", 7, size=(64, 64)).read_bytes()
+    (folder / "truncated.png").write_bytes(png[: len(png) // 2])
+    Image.new("L", (20_000, 20_000)).save(folder / "bomb.png")  # 400 Mpixel, about 400 KB on disk
+    Image.new("L", (12_000, 10_000)).save(folder / "big.png")  # 120 Mpixel: ingest's limit, not Pillow's
+    write_image(folder / "tiny.png", 8, size=(8, 8))
+    return {"empty.png": "empty file", "notes.jpg": "not a readable image", "truncated.png": "not a readable image",
+            "bomb.png": "above ingest.max_pixels", "big.png": "above ingest.max_pixels", "tiny.png": "smaller than ingest.min_image_size"}
+
+
+def test_bad_images_stop_ingest_with_every_file_and_reason(flat_data):
+    expected = _bad_files(flat_data)
+    with pytest.raises(DataError) as err:
+        plan_ingest(ingest_config(flat_data))
+    message = str(err.value)
+    assert "6 file(s) cannot be ingested" in message and "ingest.bad_images: skip" in message
+    for name, reason in expected.items():
+        assert any(name in line and reason in line for line in message.splitlines()), (name, message)
+
+
+def test_bad_images_skip_mode_reports_and_leaves_them_out(flat_data, tmp_path):
+    expected = _bad_files(flat_data)
+    before = {p: p.stat().st_mtime_ns for p in (flat_data / "real").rglob("*")}
+    plan = plan_ingest(ingest_config(flat_data, bad_images="skip"))
+    assert sorted(Path(p).name for p in plan.skipped["path"]) == sorted(expected)
+    assert not plan.manifest["path"].str.contains("|".join(expected)).any()
+    metrics = ingest_metrics(plan)["ingest"]
+    assert metrics["images"] == 45
+    assert sum(f["bad_images_skipped"] for f in metrics["folders"].values()) == 6
+    decode_images(plan, tmp_path / "images.npy")
+    assert {p: p.stat().st_mtime_ns for p in (flat_data / "real").rglob("*")} == before  # user files untouched
 
 
 def test_metrics_counts(flat_data):

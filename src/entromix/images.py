@@ -101,6 +101,36 @@ def resize_square(img: Image.Image, size: int, mode: ResizeMode) -> Image.Image:
     return img
 
 
+def check_image_file(path: str | Path, max_pixels: int, min_side: int) -> str | None:
+    """Why ``path`` cannot be ingested, or None. Reads the header (and, for PNG, the chunk checksums).
+
+    * zero-byte files and files Pillow cannot identify (a text file named ``.jpg``);
+    * more than ``max_pixels`` pixels: a decompression bomb (a tiny file that decodes to gigabytes)
+      or a whole-slide image that needs tiling first; checked from the header, before decoding;
+    * a side shorter than ``min_side`` px: an icon or a thumbnail, not a smear image;
+    * a truncated or corrupt PNG (``verify``). A truncated JPEG is only found when decoded; the
+      decode step then stops with an error naming the file.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                return (f"{width}x{height} = {width * height:,} pixels is above ingest.max_pixels ({max_pixels:,}): "
+                        "a decompression bomb, or a whole-slide image that needs tiling first")  # fmt: skip
+            if min(width, height) < min_side:
+                return f"{width}x{height} px is smaller than ingest.min_image_size ({min_side} px)"
+            img.verify()
+    except Image.DecompressionBombError as exc:  # Pillow's own guard fires in open(), before ours
+        return (f"above ingest.max_pixels ({max_pixels:,}) and Pillow's limit: a decompression bomb, or a "
+                f"whole-slide image that needs tiling first ({exc})")  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - any failure means the file is not a usable image
+        return f"not a readable image ({type(exc).__name__}: {exc})"
+    return None
+
+
 def decode_image(path: str | Path, size: int, resize_mode: ResizeMode = "stretch") -> DecodedImage:
     """Open, orient, convert to RGB and resize one image file to (size, size, 3) uint8.
 

@@ -1,7 +1,8 @@
 """The ingest stage: validate, deduplicate, split, and decode every image once.
 
-``plan_ingest(config)`` does everything cheap first (list folders, check the class map, hash the
-files, find duplicates and leakage, make the split) and fails before any image is decoded.
+``plan_ingest(config)`` does everything cheap first (list folders, check the class map, check
+every file's header, hash the files, find duplicates and leakage, make the split) and fails
+before any image is decoded.
 ``decode_images(plan, path)`` then decodes each kept file once, in worker processes, and streams
 the pixels into one (N, H, W, 3) uint8 ``.npy`` file, in manifest order (row ``i`` is the image
 with ``id == i``). ``ingest_metrics(plan)`` summarises the counts for ``metrics/ingest.json``.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,7 @@ from entromix.discover import SPLITS, Discovery, Layout, discover_images
 from entromix.errors import DataError, ParamsError, listing
 from entromix.groups import read_groups
 from entromix.image_store import ImageArrayWriter
-from entromix.images import ResizeMode, decode_image, sha256_file
+from entromix.images import ResizeMode, check_image_file, decode_image, sha256_file
 from entromix.parallel import ordered_map, resolve_workers
 from entromix.splits import grouped_split, stratified_split
 from entromix.tiers import TIER_COLUMNS, read_tiers
@@ -72,6 +74,9 @@ class IngestConfig:
     seed: int
     duplicates_across: AcrossPolicy  # error | drop (see entromix.dedupe)
     workers: int  # decode processes; 0 = one per CPU core
+    bad_images: Literal["error", "skip"]  # unreadable / empty / too large / too small files: stop, or skip and report
+    max_pixels: int  # width x height above this is refused before decoding (decompression bombs)
+    min_image_size: int  # px; an image whose shorter side is below this is refused
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
@@ -88,6 +93,8 @@ class IngestConfig:
             raise ParamsError(f"ingest.image_size must be between 16 and 1024 px, got {self.image_size}.")
         if self.workers < 0:
             raise ParamsError(f"ingest.workers must be >= 0 (0 = all cores), got {self.workers}.")
+        if self.max_pixels < 1 or self.min_image_size < 1:
+            raise ParamsError("ingest.max_pixels and ingest.min_image_size must be >= 1.")
         for key in ("real_dir", "synthetic_dir", "groups_csv", "tiers_csv"):
             value = getattr(self, key)
             if value is not None and (PurePosixPath(value).is_absolute() or ".." in PurePosixPath(value).parts):
@@ -111,8 +118,33 @@ class IngestPlan:
     config: IngestConfig
     manifest: pd.DataFrame  # MANIFEST_COLUMNS except orig_*; row i is array row i
     duplicates: pd.DataFrame  # dropped copies (see entromix.dedupe.find_duplicates)
+    skipped: pd.DataFrame  # SKIPPED_COLUMNS: files refused by check_image_file (bad_images: skip)
     tiers: pd.DataFrame  # entromix.tiers.TIER_COLUMNS; empty without a tier file
     discoveries: dict[str, Discovery] = field(default_factory=dict)  # "real" / "synthetic"
+
+
+SKIPPED_COLUMNS = ["path", "source", "class", "reason"]
+
+
+def _check_one(item: tuple[str, int, int]) -> str | None:
+    path, max_pixels, min_side = item
+    return check_image_file(path, max_pixels, min_side)
+
+
+def _refuse_bad_images(files: pd.DataFrame, roots: dict[str, str], config: IngestConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check every file's header before any heavy work; stop with a list, or drop and report them."""
+    paths = [str(Path(roots[s]) / p) for s, p in zip(files["source"], files["path"])]
+    items = [(p, config.max_pixels, config.min_image_size) for p in paths]
+    reasons = list(ordered_map(_check_one, items, resolve_workers(config.workers), "checking", chunksize=64))
+    bad = np.array([r is not None for r in reasons], dtype=bool)
+    skipped = files.loc[bad, ["path", "source", "class"]].assign(reason=[r for r in reasons if r is not None])
+    skipped["source"] = skipped["source"].map(roots)
+    if bad.any() and config.bad_images == "error":
+        lines = [f"  {Path(src) / p}: {why}" for src, p, why in zip(skipped["source"], skipped["path"], skipped["reason"])]
+        shown = "\n".join(lines[:20]) + (f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else "")
+        raise DataError(f"{len(lines)} file(s) cannot be ingested:\n{shown}\nReplace or remove them, or set "
+                        "ingest.bad_images: skip to leave them out (listed in data/prepared/skipped.csv).")  # fmt: skip
+    return files.loc[~bad].reset_index(drop=True), skipped.reset_index(drop=True)[SKIPPED_COLUMNS]
 
 
 def _file_table(found: Discovery, source: str, config: IngestConfig, is_syn: bool) -> pd.DataFrame:
@@ -153,13 +185,14 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
         tables.append(syn_table)
     files = pd.concat(tables, ignore_index=True)
     files["split"] = files["split"].astype(object).where(files["split"].notna(), None)
+    roots = {"real": str(real_root), "synthetic": str(config.path("synthetic_dir"))}
+    files, skipped = _refuse_bad_images(files, roots, config)
 
     files["group"] = ""
     if config.groups_csv is not None:
         is_real = ~files["is_syn"].astype(bool)
         files.loc[is_real, "group"] = read_groups(config.path("groups_csv"), files.loc[is_real, "path"].tolist())
 
-    roots = {"real": str(real_root), "synthetic": str(config.path("synthetic_dir"))}
     paths = [str(Path(roots[s]) / p) for s, p in zip(files["source"], files["path"])]
     files["sha256"] = list(ordered_map(sha256_file, paths, resolve_workers(config.workers), "hashing", chunksize=64))
 
@@ -189,7 +222,8 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
     tiers = pd.DataFrame(columns=TIER_COLUMNS)
     if config.tiers_csv is not None and config.synthetic_dir is not None:
         tiers = read_tiers(config.path("tiers_csv"), manifest[manifest["is_syn"] == 1])
-    return IngestPlan(config=config, manifest=manifest, duplicates=duplicates, tiers=tiers, discoveries=discoveries)
+    return IngestPlan(config=config, manifest=manifest, duplicates=duplicates, skipped=skipped, tiers=tiers,
+                      discoveries=discoveries)  # fmt: skip
 
 
 def _check_groups_within_splits(real: pd.DataFrame, config: IngestConfig) -> None:
@@ -257,10 +291,12 @@ def ingest_metrics(plan: IngestPlan) -> dict:
             prefix = report.folder + "/"
             ingested = int(in_manifest["path"].str.startswith(prefix).sum())
             dup = int(((dropped["source"] == root) & dropped["path"].str.startswith(prefix)).sum())
+            bad = int(((plan.skipped["source"] == root) & plan.skipped["path"].str.startswith(prefix)).sum())
             folders[f"{source}/{report.folder}"] = {
                 "expected": report.expected,
-                "found": ingested + dup,
+                "found": ingested + dup + bad,
                 "duplicates_dropped": dup,
+                "bad_images_skipped": bad,
                 "ingested": ingested,
                 "ignored_files": report.ignored,
             }
