@@ -51,6 +51,7 @@ def child(root: str, image_size: int, workers: int) -> None:
         labels=["benign", "malignant"], class_map={"Benign": "benign", "Malignant": "malignant"},
         image_size=image_size, resize_mode="stretch", split=SplitFractions(), seed=0,
         duplicates_across="error", workers=workers,
+        bad_images="error", max_pixels=100_000_000, min_image_size=16,
     )
     out = Path(root) / "out"
     t0 = time.perf_counter()
