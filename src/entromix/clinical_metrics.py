@@ -33,15 +33,9 @@ def confusion(y_true: np.ndarray, p_positive: np.ndarray, threshold: float = 0.5
 
 def binary_metrics(y_true: np.ndarray, p_positive: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
     """accuracy, sensitivity, specificity, balanced_accuracy and auc (the per-epoch validation set)."""
-    c = confusion(y_true, p_positive, threshold)
-    sens, spec = _ratio(c["tp"], c["tp"] + c["fn"]), _ratio(c["tn"], c["tn"] + c["fp"])
-    return {
-        "accuracy": _ratio(c["tp"] + c["tn"], sum(c.values())),
-        "sensitivity": sens,
-        "specificity": spec,
-        "balanced_accuracy": (sens + spec) / 2 if sens is not None and spec is not None else None,
-        "auc": roc_auc(y_true, p_positive),
-    }
+    m = threshold_metrics(y_true, p_positive, threshold)
+    return {k: m[k] for k in ("accuracy", "sensitivity", "specificity", "balanced_accuracy")} | {
+        "auc": roc_auc(y_true, p_positive)}
 
 
 def threshold_metrics(y_true: np.ndarray, p_positive: np.ndarray, threshold: float) -> dict[str, float | int | None]:

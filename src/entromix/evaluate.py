@@ -26,6 +26,7 @@ from entromix.bootstrap import bootstrap_intervals
 from entromix.clinical_metrics import threshold_free_metrics, threshold_metrics
 from entromix.decision_threshold import TunedThreshold, tune_threshold
 from entromix.errors import ParamsError
+from entromix.rounding import round_floats
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,4 @@ def evaluation_report(y_val: np.ndarray, p_val: np.ndarray, test: pd.DataFrame, 
     if test["class"].nunique() > test["label"].nunique():
         report["test"]["per_class_at_050"] = per_class_rates(test, 0.5)
         report["test"]["per_class_at_tuned"] = per_class_rates(test, tuned.threshold)
-    return {"evaluate": _rounded(report, digits)}, tuned
-
-
-def _rounded(obj, digits: int):
-    if isinstance(obj, dict):
-        return {k: _rounded(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (bool, np.bool_)) or obj is None or isinstance(obj, str):
-        return obj if not isinstance(obj, np.bool_) else bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    return round(float(obj), digits)
+    return {"evaluate": round_floats(report, digits)}, tuned

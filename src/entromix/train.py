@@ -35,6 +35,7 @@ from entromix.entromix_loss import EntroMixLoss, gate_weights
 from entromix.errors import DataError, ParamsError
 from entromix.fit import Optimizer, class_weights, make_optimizer, predict_logits, prepare_batch, uses_channels_last
 from entromix.models import MODEL_NAMES, build_model
+from entromix.rounding import round_floats
 from entromix.sampler import CurriculumBatchSampler
 
 SelectMetric = Literal["val_auc", "val_balanced_accuracy", "val_sensitivity", "val_accuracy", "val_loss"]
@@ -342,21 +343,17 @@ def train_metrics(result: TrainResult, config: TrainConfig, digits: int = 4) -> 
     last = result.history[-1]
 
     def pick(row: dict) -> dict:
-        return {k: _round(row[k], digits) for k in keys}
+        return {k: round_floats(row[k], digits) for k in keys}
 
     return {
         "train": {
             "select_metric": config.select_metric,
             "best_epoch": result.best_epoch,
             "best": pick(result.best_val),
-            "final": {**pick(last), "train_loss": _round(last["train_loss"], digits)},
-            "final_tau": _round(last["tau"], digits),
+            "final": {**pick(last), "train_loss": round_floats(last["train_loss"], digits)},
+            "final_tau": round_floats(last["tau"], digits),
             "final_eligible_synthetic": last["eligible_synthetic"],
-            "final_admitted_synthetic": _round(last["admitted_synthetic"], 2),
+            "final_admitted_synthetic": round_floats(last["admitted_synthetic"], 2),
             "epochs": len(result.history),
         }
     }  # no timings here: metrics files are identical run to run on CPU (speed: history.csv)
-
-
-def _round(value, digits: int):
-    return None if value is None else round(float(value), digits)
