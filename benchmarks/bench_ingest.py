@@ -52,6 +52,7 @@ def child(root: str, image_size: int, workers: int) -> None:
         image_size=image_size, resize_mode="stretch", split=SplitFractions(), seed=0,
         duplicates_across="error", workers=workers,
         bad_images="error", max_pixels=100_000_000, min_image_size=16,
+        scarce_label="malignant", scarce_train_images=None, scarce_seed=0,
     )
     out = Path(root) / "out"
     t0 = time.perf_counter()

@@ -92,7 +92,8 @@ def main() -> None:
                          batch_size=args.batch, optimizer="sgd", lr=7e-4, weight_decay=5e-4, augment=True,
                          color_jitter=0.2, select_metric="val_auc", seed=0, device=args.device, resume=False)  # fmt: skip
     curriculum = CurriculumConfig(warmup_epochs=1, jsd_start=0.5, jsd_end=0.5, pacing="linear", gate="hard",
-                                  gate_temperature=0.02, max_synthetic_fraction=0.5)  # fmt: skip
+                                  gate_temperature=0.02, max_synthetic_fraction=0.5, strategy="curriculum",
+                                  rescore_every=0)  # fmt: skip
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     result = train_curriculum(config, curriculum, table, val_images, val_labels, device, log=lambda s: None)

@@ -8,7 +8,9 @@ stage's data/dataset.csv. Writes (atomically):
                               a killed run continues from here on the next `dvc repro`)
   models/train/run.json       the settings of this run, the device, the versions and the timings
   plots/train/history.csv     one row per epoch: tau, admitted synthetic, losses, val metrics, speed
-  metrics/train.json          best and final validation metrics, the curriculum's end state
+  metrics/train.json          best and final validation metrics, the curriculum's end state and,
+                              where ingest.tiers_csv gives the synthetic tiers, the synthetic images
+                              eligible at the end and ever used, per tier (measurement only)
 """
 
 import platform
@@ -24,7 +26,8 @@ from entromix.device import describe, resolve_device
 from entromix.image_store import open_images
 from entromix.params import load_params, section, to_dict
 from entromix.stage import run_stage, stage_args
-from entromix.train import TrainConfig, history_frame, run_fingerprint, train_curriculum, train_metrics, training_table
+from entromix.train import (TrainConfig, history_frame, run_fingerprint, synthetic_tiers, train_curriculum, train_metrics,
+                            training_table)
 
 PREPARED = Path("data/prepared")
 DATASET = Path("data/dataset.csv")
@@ -65,7 +68,7 @@ def main() -> None:
     save_checkpoint(MODELS / "last.pt", checkpoint(result.last_state, result.history[-1]))
     history = history_frame(result.history)
     write_csv(HISTORY, history)
-    write_json(METRICS, train_metrics(result, config))
+    write_json(METRICS, train_metrics(result, config, curriculum, synthetic_tiers(table, PREPARED / "synthetic_tiers.csv")))
     write_json(MODELS / "run.json", {
         "curriculum": to_dict(curriculum), "train": to_dict(config), "device": describe(device),
         "torch": torch.__version__, "python": platform.python_version(), "best_epoch": result.best_epoch,

@@ -49,6 +49,9 @@ def ingest_config(data_root: Path, **overrides) -> IngestConfig:
         bad_images="error",
         max_pixels=100_000_000,
         min_image_size=16,
+        scarce_label="malignant",
+        scarce_train_images=None,
+        scarce_seed=0,
     )
     values.update(overrides)
     return IngestConfig(**values)

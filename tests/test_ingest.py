@@ -208,3 +208,37 @@ def test_tier_file_maps_to_manifest_ids(flat_data):
     pd.DataFrame({"filename": ["Pre/nope.png"], "tier": ["good"]}).to_csv(flat_data / "quality.csv", index=False)
     with pytest.raises(DataError, match="Pre/nope.png"):
         plan_ingest(ingest_config(flat_data, tiers_csv="quality.csv"))
+
+
+def test_scarce_train_images_keeps_n_of_one_label_and_leaves_evaluation_alone(flat_data, tmp_path):
+    full = plan_ingest(ingest_config(flat_data)).manifest
+    plan = plan_ingest(ingest_config(flat_data, scarce_train_images=2, scarce_seed=0))
+    scarce = plan.manifest
+    real_train = lambda m, label: m[(m["is_syn"] == 0) & (m["split"] == "train") & (m["label"] == label)]  # noqa: E731
+    assert len(real_train(full, 1)) == 6 and len(real_train(scarce, 1)) == 2  # malignant: 6 -> 2
+    assert set(real_train(scarce, 1)["path"]) <= set(real_train(full, 1)["path"])
+    assert real_train(scarce, 0)["path"].tolist() == real_train(full, 0)["path"].tolist()  # benign untouched
+    held_out = lambda m: m[m["split"].isin(["val", "test"])][["path", "split"]].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(held_out(scarce), held_out(full))  # val/test identical
+    assert (scarce["is_syn"] == 1).sum() == (full["is_syn"] == 1).sum()
+    assert scarce["id"].tolist() == list(range(len(scarce)))  # ids stay array rows
+    assert ingest_metrics(plan)["ingest"]["scarce"] == {"label": "malignant", "limit": 2, "dropped": 4}
+    # seeded: same seed, same images; the draws differ across seeds
+    again = plan_ingest(ingest_config(flat_data, scarce_train_images=2, scarce_seed=0)).manifest
+    assert real_train(again, 1)["path"].tolist() == real_train(scarce, 1)["path"].tolist()
+    draws = {tuple(real_train(plan_ingest(ingest_config(flat_data, scarce_train_images=2, scarce_seed=s)).manifest, 1)["path"])
+             for s in range(6)}  # fmt: skip
+    assert len(draws) > 1
+    _, manifest, images = run(ingest_config(flat_data, scarce_train_images=2), tmp_path)
+    assert len(images) == len(manifest) == len(full) - 4  # dropped images are never decoded
+
+
+def test_scarce_params_are_checked(flat_data):
+    from entromix.errors import ParamsError
+
+    with pytest.raises(DataError, match="ingest.scarce_train_images is 50 but there are only 6"):
+        plan_ingest(ingest_config(flat_data, scarce_train_images=50))
+    with pytest.raises(ParamsError, match="ingest.scarce_label"):
+        ingest_config(flat_data, scarce_label="Early")
+    with pytest.raises(ParamsError, match="ingest.scarce_train_images must be null"):
+        ingest_config(flat_data, scarce_train_images=0)

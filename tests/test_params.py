@@ -14,6 +14,7 @@ GOOD = {
     "image_size": 64, "resize_mode": "stretch", "split": {"train": 0.6, "val": 0.2, "test": 0.2},
     "seed": 0, "duplicates_across": "error", "workers": 0,
     "bad_images": "error", "max_pixels": 100_000_000, "min_image_size": 16,
+    "scarce_label": "malignant", "scarce_train_images": None, "scarce_seed": 0,
 }
 
 

@@ -22,7 +22,7 @@ def make_config(**overrides) -> TrainConfig:
 
 def make_curriculum(**overrides) -> CurriculumConfig:
     values = dict(warmup_epochs=2, jsd_start=0.05, jsd_end=1.0, pacing="linear", gate="hard",
-                  gate_temperature=0.02, max_synthetic_fraction=0.5)
+                  gate_temperature=0.02, max_synthetic_fraction=0.5, strategy="curriculum", rescore_every=0)
     values.update(overrides)
     return CurriculumConfig(**values)
 

@@ -12,6 +12,20 @@ The last epoch (``t = E - 1``) trains at ``jsd_end``. The reference divides by `
 never quite reaches ``jsd_end`` (0.986 instead of 1.0 at its last epoch, 90 epochs, warmup 20);
 both agree at the start (``tau(20) = 0.03``).
 
+``curriculum.strategy`` chooses what the gate does (the comparison of issue 7, ``RESULTS.md``):
+
+* ``curriculum`` (default, the reference design): the schedule above.
+* ``real_only``: no synthetic image ever (``tau`` is ``None`` every epoch).
+* ``naive``: every synthetic image from epoch 0, no warmup and no gate (``tau`` is 1 bit, the
+  largest JSD there is, and the gate is hard).
+* ``random``: the control that separates ordering from training-set size. The schedule is the
+  curriculum's, but the gate sees the synthetic JSD scores shuffled among the synthetic images
+  (seeded), so every epoch admits exactly as many images as ``curriculum`` would, chosen without
+  regard to their score (``entromix.train``).
+
+``rescore_every = k > 0`` (``curriculum`` only) replaces the synthetic scores with the current
+model's every ``k`` epochs from the end of warmup (``entromix.train``).
+
 The JSD is in bits and, with a one-hot target, a monotone function of the reference classifier's
 probability for the labelled class (``entromix.jsd``): ``tau`` admits exactly the synthetic
 images with ``p_true >= p_true_at_jsd(tau)``. ``tau = 0.311`` bits is ``p_true = 0.5``; a ramp
@@ -29,6 +43,8 @@ from entromix.jsd import p_true_at_jsd
 
 Pacing = Literal["linear", "sqrt"]
 Gate = Literal["hard", "soft"]
+Strategy = Literal["curriculum", "real_only", "naive", "random"]
+STRATEGIES = ("curriculum", "real_only", "naive", "random")
 
 
 @dataclass(frozen=True)
@@ -42,8 +58,19 @@ class CurriculumConfig:
     gate: Gate  # hard: weight 1 if jsd <= tau else 0 | soft: sigmoid((tau - jsd) / gate_temperature)
     gate_temperature: float  # bits; soft gate only: width of the sigmoid around tau
     max_synthetic_fraction: float  # at most this share of a batch is synthetic (the rest stays real)
+    strategy: Strategy  # curriculum | real_only | naive | random (see module doc)
+    rescore_every: int  # k > 0: re-score the synthetic pool with the current model every k epochs
 
     def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ParamsError(f"curriculum.strategy is {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+        if self.rescore_every < 0:
+            raise ParamsError(f"curriculum.rescore_every must be >= 0 (0 = never), got {self.rescore_every}.")
+        if self.rescore_every > 0 and self.strategy != "curriculum":
+            raise ParamsError(
+                f"curriculum.rescore_every is {self.rescore_every} but curriculum.strategy is {self.strategy!r}; "
+                "re-scoring only applies to the curriculum strategy. Set rescore_every: 0 or strategy: curriculum."
+            )
         if self.warmup_epochs < 0:
             raise ParamsError(f"curriculum.warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         for key in ("jsd_start", "jsd_end"):
@@ -62,9 +89,19 @@ class CurriculumConfig:
                 f"got {self.max_synthetic_fraction}."
             )
 
+    @property
+    def loss_gate(self) -> Gate:
+        """The gate EntroMixLoss applies: ``naive`` has none (hard at 1 bit admits every image)."""
+        return "hard" if self.strategy == "naive" else self.gate
+
+    def rescores_at(self, epoch: int) -> bool:
+        """Whether the synthetic pool is re-scored with the current model before ``epoch``."""
+        k = self.rescore_every
+        return k > 0 and epoch >= self.warmup_epochs and (epoch - self.warmup_epochs) % k == 0
+
     def check_epochs(self, epochs: int) -> None:
         """The schedule needs at least one epoch after warmup to admit anything."""
-        if self.warmup_epochs >= epochs:
+        if self.strategy in ("curriculum", "random") and self.warmup_epochs >= epochs:
             raise ParamsError(
                 f"curriculum.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({epochs}), "
                 "or no synthetic image is ever admitted. Lower warmup_epochs or raise train.epochs."
@@ -73,6 +110,10 @@ class CurriculumConfig:
 
 def threshold(epoch: int, epochs: int, config: CurriculumConfig) -> float | None:
     """``tau(epoch)`` in bits, or ``None`` during warmup (no synthetic images at all)."""
+    if config.strategy == "real_only":
+        return None
+    if config.strategy == "naive":
+        return 1.0
     if epoch < config.warmup_epochs:
         return None
     span = epochs - 1 - config.warmup_epochs

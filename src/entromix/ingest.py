@@ -24,6 +24,7 @@ from entromix.groups import read_groups
 from entromix.image_store import ImageArrayWriter
 from entromix.images import ResizeMode, check_image_file, decode_image, sha256_file
 from entromix.parallel import ordered_map, resolve_workers
+from entromix.scarce import limit_real_training
 from entromix.splits import grouped_split, stratified_split
 from entromix.tiers import TIER_COLUMNS, read_tiers
 
@@ -77,6 +78,9 @@ class IngestConfig:
     bad_images: Literal["error", "skip"]  # unreadable / empty / too large / too small files: stop, or skip and report
     max_pixels: int  # width x height above this is refused before decoding (decompression bombs)
     min_image_size: int  # px; an image whose shorter side is below this is refused
+    scarce_label: str  # the label whose real training images scarce_train_images limits
+    scarce_train_images: int | None  # None = all; N = keep only N real training images of scarce_label
+    scarce_seed: int  # which N (entromix.scarce)
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
@@ -93,6 +97,10 @@ class IngestConfig:
             raise ParamsError(f"ingest.image_size must be between 16 and 1024 px, got {self.image_size}.")
         if self.workers < 0:
             raise ParamsError(f"ingest.workers must be >= 0 (0 = all cores), got {self.workers}.")
+        if self.scarce_label not in self.labels:
+            raise ParamsError(f"ingest.scarce_label is {self.scarce_label!r}; use one of ingest.labels ({', '.join(self.labels)}).")
+        if self.scarce_train_images is not None and self.scarce_train_images < 1:
+            raise ParamsError(f"ingest.scarce_train_images must be null (keep all) or >= 1, got {self.scarce_train_images}.")
         if self.max_pixels < 1 or self.min_image_size < 1:
             raise ParamsError("ingest.max_pixels and ingest.min_image_size must be >= 1.")
         for key in ("real_dir", "synthetic_dir", "groups_csv", "tiers_csv"):
@@ -120,6 +128,7 @@ class IngestPlan:
     duplicates: pd.DataFrame  # dropped copies (see entromix.dedupe.find_duplicates)
     skipped: pd.DataFrame  # SKIPPED_COLUMNS: files refused by check_image_file (bad_images: skip)
     tiers: pd.DataFrame  # entromix.tiers.TIER_COLUMNS; empty without a tier file
+    scarce_dropped: int = 0  # real training images left out by ingest.scarce_train_images
     discoveries: dict[str, Discovery] = field(default_factory=dict)  # "real" / "synthetic"
 
 
@@ -210,6 +219,8 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
     elif config.groups_csv is not None:
         _check_groups_within_splits(kept.loc[real_mask], config)
 
+    kept, scarce_dropped = limit_real_training(kept, config.labels.index(config.scarce_label),
+                                               config.scarce_train_images, config.scarce_seed, config.scarce_label)  # fmt: skip
     order = {name: i for i, name in enumerate(SPLITS)}
     kept["_split_order"] = kept["split"].map(order)
     kept = kept.sort_values(["is_syn", "_split_order", "class", "path"], kind="stable").drop(columns="_split_order")
@@ -223,7 +234,7 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
     if config.tiers_csv is not None and config.synthetic_dir is not None:
         tiers = read_tiers(config.path("tiers_csv"), manifest[manifest["is_syn"] == 1])
     return IngestPlan(config=config, manifest=manifest, duplicates=duplicates, skipped=skipped, tiers=tiers,
-                      discoveries=discoveries)  # fmt: skip
+                      scarce_dropped=scarce_dropped, discoveries=discoveries)  # fmt: skip
 
 
 def _check_groups_within_splits(real: pd.DataFrame, config: IngestConfig) -> None:
@@ -315,6 +326,8 @@ def ingest_metrics(plan: IngestPlan) -> dict:
                 "across_splits": int((dropped["reason"] == "across_splits").sum()),
             },
             "groups": int(real["group"].replace("", np.nan).nunique()),
+            "scarce": {"label": config.scarce_label, "limit": config.scarce_train_images,
+                       "dropped": int(plan.scarce_dropped)},
             "ignored_files": sum(f["ignored_files"] for f in folders.values())
             + sum(len(d.ignored_top_level) for d in plan.discoveries.values()),
             "folders": folders,

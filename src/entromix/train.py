@@ -10,6 +10,17 @@ Data path: the training table (real training rows, then the synthetic pool) and 
 images are gathered from the prepared uint8 array once, moved to the device once (on CUDA when
 they fit in half the free memory, else pinned host memory), and indexed per batch. Nothing is
 decoded and no Dataset or DataLoader exists. CPU runs are deterministic for a fixed seed.
+
+The gate reads ``gate_jsd``, one score per synthetic image: the score stage's JSD, except
+
+* ``curriculum.strategy: random``: the same scores shuffled among the synthetic images with
+  ``default_rng([seed, RANDOM_GATE_STREAM])``, so each epoch admits as many images as the
+  curriculum would, but chosen without regard to quality;
+* ``curriculum.rescore_every = k``: before epochs ``W, W + k, W + 2k, ...`` the current model
+  scores the synthetic pool (eval mode, no augmentation, softmax at the temperature fitted on
+  that epoch's validation logits, so ``tau`` keeps its meaning as a ``p_true`` threshold) and
+  its JSD replaces the scores. The model has then seen the images it admitted, so this can
+  confirm its own mistakes; ``RESULTS.md`` measures whether it helps.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from entromix.calibration import calibrated_probs, fit_temperature
 from entromix.checkpoints import load_resume_state, save_checkpoint, state_to_cpu
 from entromix.clinical_metrics import binary_metrics
 from entromix.curriculum import CurriculumConfig, p_true_equivalent, threshold
@@ -34,6 +46,7 @@ from entromix.device import autocast, generator, seed_everything
 from entromix.entromix_loss import EntroMixLoss, gate_weights
 from entromix.errors import DataError, ParamsError
 from entromix.fit import Optimizer, class_weights, make_optimizer, predict_logits, prepare_batch, uses_channels_last
+from entromix.jsd import jsd_to_onehot
 from entromix.models import MODEL_NAMES, build_model
 from entromix.rounding import round_floats
 from entromix.sampler import CurriculumBatchSampler
@@ -43,6 +56,9 @@ SelectMetric = Literal["val_auc", "val_balanced_accuracy", "val_sensitivity", "v
 # soft gate: synthetic images within this many temperatures above tau still enter batches
 # (weight >= sigmoid(-4) = 0.018); further out their weight would be negligible
 SOFT_GATE_MARGIN_TEMPERATURES = 4.0
+
+# second seed word of the generator that shuffles the scores for curriculum.strategy: random
+RANDOM_GATE_STREAM = 7919
 
 HISTORY_COLUMNS = [
     "epoch", "phase", "tau", "p_true_at_tau", "eligible_synthetic", "admitted_synthetic", "train_loss",
@@ -109,6 +125,9 @@ class TrainResult:
     best_state: dict[str, torch.Tensor]  # CPU state_dict of the best epoch
     last_state: dict[str, torch.Tensor]
     best_val: dict[str, Any] = field(default_factory=dict)
+    gate_jsd: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (n_syn,) scores the gate saw last
+    used: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n_syn,) placed in a batch in any epoch
+    final_eligible: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n_syn,) eligible at the last epoch
 
 
 def training_table(images: np.ndarray, manifest: pd.DataFrame, dataset: pd.DataFrame, source: str = "data/dataset.csv") -> TrainingTable:
@@ -208,19 +227,21 @@ def train_curriculum(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights = class_weights(table.labels[~table.is_syn], num_classes)
-    criterion = EntroMixLoss(weights, curriculum.gate, curriculum.gate_temperature).to(device)
+    criterion = EntroMixLoss(weights, curriculum.loss_gate, curriculum.gate_temperature).to(device)
     optim = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=config.epochs)
     aug_gen = generator(device, config.seed + 1) if config.augment else None
-    margin = SOFT_GATE_MARGIN_TEMPERATURES * curriculum.gate_temperature if curriculum.gate == "soft" else 0.0
+    margin = SOFT_GATE_MARGIN_TEMPERATURES * curriculum.gate_temperature if curriculum.loss_gate == "soft" else 0.0
 
     n_real = table.n_real
-    sampler = CurriculumBatchSampler(table.labels[:n_real], table.jsd[n_real:], config.batch_size,
+    gate_jsd = initial_gate_scores(table, curriculum, config.seed)  # (N,): 0 for real rows
+    used = np.zeros(len(gate_jsd) - n_real, dtype=bool)
+    sampler = CurriculumBatchSampler(table.labels[:n_real], gate_jsd[n_real:], config.batch_size,
                                      curriculum.max_synthetic_fraction, config.seed)  # fmt: skip
     images = place_on_device(table.images, device)  # (N, H, W, 3) uint8
     labels = torch.from_numpy(table.labels).to(device)
     is_syn = torch.from_numpy(table.is_syn).to(device)
-    jsd = torch.from_numpy(table.jsd).to(device)
+    jsd = torch.from_numpy(gate_jsd).to(device)
     val_x = place_on_device(val_images, device)
     val_y = torch.from_numpy(np.array(val_labels, dtype=np.int64))
     log(f"entromix train: class weights {[round(float(w), 3) for w in weights]} (n_total / (n_classes * n_class), "
@@ -239,15 +260,26 @@ def train_curriculum(
             aug_gen.set_state(state["augment_rng"])  # a CPU ByteTensor for CPU and CUDA generators
         torch.set_rng_state(state["torch_rng"])
         history, best_row, best_state = list(state["history"]), dict(state["best_row"]), dict(state["best_state"])
+        gate_jsd, used = state["gate_jsd"].numpy().astype(np.float32), state["used"].numpy().astype(bool)
+        sampler.synthetic_jsd = gate_jsd[n_real:].astype(np.float64)
+        jsd = torch.from_numpy(gate_jsd).to(device)
         start_epoch = len(history)
         log(f"entromix train: resuming from {resume_path} after epoch {start_epoch}/{config.epochs}")
     for epoch in range(start_epoch, config.epochs):
         tau = threshold(epoch, config.epochs, curriculum)
+        if curriculum.rescores_at(epoch) and len(used):
+            gate_jsd[n_real:] = rescore_synthetic(model, images[n_real:], table.labels[n_real:], val_x, val_y,
+                                                  device, config.image_size, channels_last)  # fmt: skip
+            sampler.synthetic_jsd = gate_jsd[n_real:].astype(np.float64)
+            jsd = torch.from_numpy(gate_jsd).to(device)
+            log(f"entromix train: re-scored {len(used)} synthetic images with the current model before epoch "
+                f"{epoch + 1}; {int((gate_jsd[n_real:] <= (tau or 0.0)).sum())} now have jsd <= tau")  # fmt: skip
         plan = sampler.epoch(epoch, tau, margin)
         placed = np.concatenate(plan.batches)
         placed = placed[placed >= n_real]
-        admitted = float(gate_weights(torch.from_numpy(table.is_syn[placed]), torch.from_numpy(table.jsd[placed]),
-                                      tau, curriculum.gate, curriculum.gate_temperature).sum())  # fmt: skip
+        used[placed - n_real] = True
+        admitted = float(gate_weights(torch.from_numpy(table.is_syn[placed]), torch.from_numpy(gate_jsd[placed]),
+                                      tau, curriculum.loss_gate, curriculum.gate_temperature).sum())  # fmt: skip
         lr = optim.param_groups[0]["lr"]
 
         model.train()
@@ -294,12 +326,65 @@ def train_curriculum(
                 "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
                 "augment_rng": aug_gen.get_state().cpu() if aug_gen is not None else torch.zeros(0, dtype=torch.uint8),
                 "torch_rng": torch.get_rng_state(), "history": history, "best_row": best_row, "best_state": best_state,
+                "gate_jsd": torch.from_numpy(gate_jsd.copy()), "used": torch.from_numpy(used.copy()),
             })  # fmt: skip
         if on_epoch is not None:
             on_epoch(row, model, is_best)
     assert best_row is not None
+    final_eligible = np.zeros(len(used), dtype=bool)
+    final_eligible[sampler.eligible(threshold(config.epochs - 1, config.epochs, curriculum), margin) - n_real] = True
     return TrainResult(history=history, best_epoch=best_row["epoch"], best_state=best_state,
-                       last_state=state_to_cpu(model.state_dict()), best_val=best_row)  # fmt: skip
+                       last_state=state_to_cpu(model.state_dict()), best_val=best_row,
+                       gate_jsd=gate_jsd[n_real:].copy(), used=used, final_eligible=final_eligible)  # fmt: skip
+
+
+def initial_gate_scores(table: TrainingTable, curriculum: CurriculumConfig, seed: int) -> np.ndarray:
+    """The per-row scores the gate starts from: the score stage's JSD, shuffled among the synthetic
+    rows for ``strategy: random`` (same counts per epoch as the curriculum, chosen blindly)."""
+    scores = np.array(table.jsd, dtype=np.float32)
+    scores[~table.is_syn] = 0.0
+    if curriculum.strategy == "random":
+        syn = np.flatnonzero(table.is_syn)
+        scores[syn] = np.random.default_rng([seed, RANDOM_GATE_STREAM]).permutation(scores[syn])
+    return scores
+
+
+def rescore_synthetic(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, val_x: torch.Tensor,
+                      val_y: torch.Tensor, device: torch.device, image_size: int, channels_last: bool) -> np.ndarray:  # fmt: skip
+    """JSD in bits of the current model's calibrated softmax against each synthetic image's label.
+
+    The temperature is fitted on the model's validation logits, as the score stage fits it on its
+    out-of-fold logits, so the same ``tau`` means the same ``p_true`` before and after re-scoring.
+    """
+    val_logits = predict_logits(model, val_x, device, image_size, channels_last=channels_last)
+    temperature = fit_temperature(val_logits, val_y.numpy())
+    logits = predict_logits(model, images, device, image_size, channels_last=channels_last)
+    scores, _ = jsd_to_onehot(calibrated_probs(logits, temperature), labels)
+    return scores.astype(np.float32)
+
+
+def synthetic_tiers(table: TrainingTable, tiers_csv: Path) -> pd.Series | None:
+    """The known quality tier of each synthetic row of ``table`` from ingest's
+    ``synthetic_tiers.csv`` ("" where unknown), or None when no tier is known."""
+    if not Path(tiers_csv).exists():
+        return None
+    tiers = pd.read_csv(tiers_csv, keep_default_na=False)
+    if tiers.empty or not {"id", "tier"} <= set(tiers.columns):
+        return None
+    by_id = dict(zip(tiers["id"].astype(int), tiers["tier"].astype(str)))
+    return pd.Series([by_id.get(int(i), "") for i in table.ids[table.is_syn]], dtype=object)
+
+
+def synthetic_by_tier(result: TrainResult, tiers: pd.Series) -> dict[str, dict[str, int]]:
+    """Per known quality tier (and ``all``): the pool, the images eligible at the last epoch and
+    the images placed in any batch. ``tiers``: the tier of each synthetic row, "" when unknown."""
+    tiers = tiers.fillna("").astype(str).to_numpy()
+    out: dict[str, dict[str, int]] = {}
+    for name in ["all", *sorted(t for t in set(tiers) if t)]:
+        rows = np.ones(len(tiers), dtype=bool) if name == "all" else tiers == name
+        out[name] = {"pool": int(rows.sum()), "eligible_final": int((result.final_eligible & rows).sum()),
+                     "used": int((result.used & rows).sum())}  # fmt: skip
+    return out
 
 
 def run_fingerprint(curriculum: CurriculumConfig, config: TrainConfig, inputs: list[Path], array_shape: tuple) -> str:
@@ -337,16 +422,19 @@ def history_frame(history: list[dict[str, Any]], digits: int = 6) -> pd.DataFram
     return frame.round(digits)
 
 
-def train_metrics(result: TrainResult, config: TrainConfig, digits: int = 4) -> dict:
-    """``metrics/train.json``: the best and final validation values and the curriculum's end state."""
+def train_metrics(result: TrainResult, config: TrainConfig, curriculum: CurriculumConfig | None = None,
+                  tiers: pd.Series | None = None, digits: int = 4) -> dict:  # fmt: skip
+    """``metrics/train.json``: the best and final validation values and the curriculum's end state;
+    with ``tiers`` (the known quality tier of each synthetic row) also the synthetic images per tier."""
     keys = ["val_loss", "val_accuracy", "val_sensitivity", "val_specificity", "val_balanced_accuracy", "val_auc"]
     last = result.history[-1]
 
     def pick(row: dict) -> dict:
         return {k: round_floats(row[k], digits) for k in keys}
 
-    return {
+    out = {
         "train": {
+            "strategy": curriculum.strategy if curriculum is not None else "curriculum",
             "select_metric": config.select_metric,
             "best_epoch": result.best_epoch,
             "best": pick(result.best_val),
@@ -357,3 +445,6 @@ def train_metrics(result: TrainResult, config: TrainConfig, digits: int = 4) -> 
             "epochs": len(result.history),
         }
     }  # no timings here: metrics files are identical run to run on CPU (speed: history.csv)
+    if tiers is not None and len(result.used):
+        out["train"]["synthetic"] = synthetic_by_tier(result, tiers)
+    return out

@@ -1,0 +1,125 @@
+"""Queue and run the strategy comparison as DVC experiments, then export them for the compare script.
+
+    python scripts/run_experiments.py --seeds 0,1,2 --settings full,10 --jobs 1 --export results/demo.json
+
+For every setting (``full``, or ``N``: ``ingest.scarce_train_images=N`` with the scarce draw
+seeded like the run), every strategy preset and every seed it queues one experiment,
+
+    dvc exp run --queue -n full-curriculum-s0 -S curriculum.strategy=curriculum -S curriculum.jsd_end=1.0 ... -S train.seed=0
+
+then runs the queue with ``dvc queue start -j JOBS``, waits for it, and writes
+``dvc exp show --json`` (only these experiments) to ``--export``. Each preset sets every
+curriculum key it depends on, so the comparison does not drift when params.yaml's defaults change.
+Stages whose inputs an experiment does not change are restored from DVC's run cache, not rerun
+(the score stage runs once per setting and draw). Run it from the repository root, with the
+baseline committed (`git status` clean) and ``dvc repro`` done once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: The reference design's curriculum; every preset starts from it.
+REFERENCE = {"curriculum.strategy": "curriculum", "curriculum.jsd_end": 1.0, "curriculum.gate": "hard",
+             "curriculum.pacing": "linear", "curriculum.rescore_every": 0, "curriculum.max_synthetic_fraction": 0.5}  # fmt: skip
+PRESETS: dict[str, dict[str, object]] = {
+    "real_only": {"curriculum.strategy": "real_only"},
+    "naive": {"curriculum.strategy": "naive"},
+    "random": {"curriculum.strategy": "random"},
+    "curriculum": {},
+    "capped": {"curriculum.jsd_end": 0.311},  # p_true >= 0.5 at the end: never admits what the scorer calls benign
+    "soft": {"curriculum.gate": "soft"},
+    "sqrt": {"curriculum.pacing": "sqrt"},
+    "rescore": {"curriculum.rescore_every": 2},
+}
+
+
+def dvc(*args: str, capture: bool = False) -> str:
+    proc = subprocess.run(["dvc", *args], capture_output=capture, text=True)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout or "").strip() if capture else ""
+        sys.exit(f"run_experiments: `dvc {' '.join(args)}` failed (exit {proc.returncode}). {detail}")
+    return proc.stdout if capture else ""
+
+
+def overrides(setting: str, preset: str, seed: int) -> dict[str, object]:
+    values = dict(REFERENCE) | PRESETS[preset] | {"train.seed": seed}
+    if setting == "full":
+        values["ingest.scarce_train_images"] = "null"
+    else:
+        values["ingest.scarce_train_images"] = int(setting)
+        values["ingest.scarce_seed"] = seed
+    return values
+
+
+def experiment_name(setting: str, preset: str, seed: int) -> str:
+    return f"{'full' if setting == 'full' else 'n' + setting}-{preset.replace('_', '-')}-s{seed}"
+
+
+def wait_for_queue(poll_s: float) -> None:
+    while True:
+        status = dvc("queue", "status", capture=True)
+        active = [line for line in status.splitlines() if " Queued " in f" {line} " or " Running " in f" {line} "]
+        if not active:
+            return
+        time.sleep(poll_s)
+
+
+def filter_export(exported: list, names: set[str]) -> list:
+    """Keep only the named experiments (and their commits) of a `dvc exp show --json` export."""
+    out = []
+    for commit in exported:
+        runs = [run for run in (commit.get("experiments") or [])
+                if any(rev.get("name") in names for rev in run.get("revs") or [])]  # fmt: skip
+        if runs:
+            out.append({**commit, "experiments": runs})
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1,2", help="train.seed values (and scarce draws), comma-separated")
+    parser.add_argument("--settings", default="full,10", help="full and/or N (malignant training images kept)")
+    parser.add_argument("--strategies", default=",".join(PRESETS), help=f"presets: {', '.join(PRESETS)}")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel queue workers (1 on a 2-core machine)")
+    parser.add_argument("--export", type=Path, required=True, help="where to write the filtered `dvc exp show --json`")
+    parser.add_argument("--poll", type=float, default=20.0, help="seconds between queue status checks")
+    parser.add_argument("--no-run", action="store_true", help="only export experiments that already ran")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    settings = args.settings.split(",")
+    presets = args.strategies.split(",")
+    unknown = [p for p in presets if p not in PRESETS]
+    bad_settings = [s for s in settings if s != "full" and not s.isdigit()]
+    if unknown or bad_settings:
+        sys.exit(f"run_experiments: unknown preset(s) {unknown} or setting(s) {bad_settings}; presets are "
+                 f"{', '.join(PRESETS)} and settings 'full' or a number.")  # fmt: skip
+    names = set()
+    for setting in settings:
+        for preset in presets:
+            for seed in seeds:
+                name = experiment_name(setting, preset, seed)
+                names.add(name)
+                if args.no_run:
+                    continue
+                sets = [arg for k, v in overrides(setting, preset, seed).items() for arg in ("-S", f"{k}={v}")]
+                dvc("exp", "run", "--queue", "--force", "-n", name, *sets)
+    if not args.no_run:
+        print(f"run_experiments: {len(names)} experiments queued; `dvc queue start -j {args.jobs}`", flush=True)
+        dvc("queue", "start", "-j", str(args.jobs))
+        wait_for_queue(args.poll)
+    exported = filter_export(json.loads(dvc("exp", "show", "--json", capture=True)), names)
+    args.export.parent.mkdir(parents=True, exist_ok=True)
+    args.export.write_text(json.dumps(exported, indent=1) + "\n")
+    found = sum(1 for c in exported for r in c["experiments"] for rev in r.get("revs") or [] if rev.get("name") in names)
+    print(f"run_experiments: {found}/{len(names)} experiments exported to {args.export}")
+    return 0 if found == len(names) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Compare DVC experiments: which strategy, in which setting, over how many seeds.
+
+The experiments are ordinary DVC experiments (``dvc exp run --queue -S ...``, see
+``scripts/run_experiments.py``); ``dvc exp show --json`` exports their params and metrics. This
+module turns such exports into one row per (dataset, setting, strategy) with the mean and the
+standard deviation over seeds, and renders ``RESULTS.md`` and a figure
+(``scripts/compare_experiments.py``).
+
+* **strategy** (:func:`strategy_label`): ``curriculum.strategy``, and for the curriculum what
+  differs from the reference design (jsd_end 1.0, hard gate, linear pacing, no re-scoring,
+  at most half a batch synthetic): e.g. ``curriculum, jsd_end 0.311`` or ``curriculum, soft gate``.
+* **setting** (:func:`setting_label`): ``full`` or ``10 malignant`` (``ingest.scarce_train_images``).
+* **seed**: ``train.seed``; experiments that differ only in the seed are repeats.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from entromix.errors import DataError
+
+#: The reference design's curriculum; a strategy label names what an experiment changes from it.
+REFERENCE_CURRICULUM = {"jsd_end": 1.0, "gate": "hard", "pacing": "linear", "rescore_every": 0,
+                        "max_synthetic_fraction": 0.5}  # fmt: skip
+
+#: (column, metrics key) reported per strategy, mean and std over seeds.
+TEST_METRICS = [
+    ("roc_auc", "evaluate.test.roc_auc"),
+    ("sens_050", "evaluate.test.at_050.sensitivity"),
+    ("spec_050", "evaluate.test.at_050.specificity"),
+    ("bacc_050", "evaluate.test.at_050.balanced_accuracy"),
+    ("sens_tuned", "evaluate.test.at_tuned.sensitivity"),
+    ("spec_tuned", "evaluate.test.at_tuned.specificity"),
+    ("bacc_tuned", "evaluate.test.at_tuned.balanced_accuracy"),
+]
+#: How well the score stage's JSD ranked the known tiers (AUROC: the worse tier scores higher).
+SCORE_METRICS = [
+    ("auroc_halluc_vs_good", "score.tier_auroc_hallucinated_vs_good"),
+    ("auroc_degraded_vs_good", "score.tier_auroc_degraded_vs_good"),
+    ("oof_auc", "score.oof_auc"),
+]
+TIERS = ("good", "degraded", "hallucinated")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One finished experiment: its name, flattened params (``train.seed``) and metrics
+    (``evaluate.test.roc_auc``), each keyed by the dotted path inside its file."""
+
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _merge_files(files: dict | None) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for content in (files or {}).values():
+        merged.update(flatten((content or {}).get("data") or {}))
+    return merged
+
+
+def experiments_from_exp_show(exported: Any, source: str = "dvc exp show --json") -> list[Experiment]:
+    """The finished experiments in a ``dvc exp show --json`` export (DVC 3).
+
+    The export is a list of commits (``workspace`` first), each with ``experiments``: a list of
+    runs whose ``revs`` hold ``{"rev", "name", "data": {"params", "metrics"}}``. The workspace and
+    the commits themselves are left out (they repeat an experiment or predate it); runs that
+    failed or have no evaluate metrics are skipped.
+    """
+    if not isinstance(exported, list):
+        raise DataError(f"{source}: expected the JSON list that `dvc exp show --json` writes.")
+    found: dict[str, Experiment] = {}
+    for commit in exported:
+        for run in (commit or {}).get("experiments") or []:
+            for rev in (run or {}).get("revs") or []:
+                data = (rev or {}).get("data") or {}
+                if rev.get("error") or data.get("status") not in (None, "Success"):
+                    continue
+                metrics = _merge_files(data.get("metrics"))
+                if "evaluate.test.roc_auc" not in metrics:
+                    continue
+                name = rev.get("name") or run.get("name") or str(rev.get("rev", ""))[:7]
+                found[str(rev.get("rev", name))] = Experiment(name, _merge_files(data.get("params")), metrics)
+    return list(found.values())
+
+
+def strategy_label(params: dict[str, Any]) -> str:
+    """``curriculum.strategy`` plus, for the curriculum, what differs from the reference design."""
+    strategy = str(params.get("curriculum.strategy", "curriculum"))
+    if strategy != "curriculum":
+        return strategy
+    changes = []
+    jsd_end = float(params.get("curriculum.jsd_end", 1.0))
+    if not math.isclose(jsd_end, REFERENCE_CURRICULUM["jsd_end"]):
+        changes.append(f"jsd_end {jsd_end:g}")
+    if params.get("curriculum.gate", "hard") != "hard":
+        changes.append(f"{params['curriculum.gate']} gate")
+    if params.get("curriculum.pacing", "linear") != "linear":
+        changes.append(f"{params['curriculum.pacing']} pacing")
+    if int(params.get("curriculum.rescore_every", 0) or 0) > 0:
+        changes.append(f"rescore every {int(params['curriculum.rescore_every'])}")
+    fraction = float(params.get("curriculum.max_synthetic_fraction", 0.5))
+    if not math.isclose(fraction, REFERENCE_CURRICULUM["max_synthetic_fraction"]):
+        changes.append(f"synthetic <= {fraction:g} of a batch")
+    return ", ".join(["curriculum", *changes])
+
+
+def setting_label(params: dict[str, Any]) -> str:
+    """``full`` or ``<N> <label>`` when ``ingest.scarce_train_images`` limits the real training set."""
+    limit = params.get("ingest.scarce_train_images")
+    if limit is None:
+        return "full"
+    return f"{int(limit)} {params.get('ingest.scarce_label', 'malignant')}"
+
+
+def _tier_used(metrics: dict[str, Any], tier: str) -> float | None:
+    value = metrics.get(f"train.synthetic.{tier}.eligible_final")
+    return None if value is None else float(value)
+
+
+def experiment_rows(experiments: Iterable[Experiment], dataset: str) -> pd.DataFrame:
+    """One row per experiment: dataset, setting, strategy, seed, the test metrics, tiers, JSD ranking."""
+    rows = []
+    for exp in experiments:
+        row: dict[str, Any] = {
+            "dataset": dataset, "setting": setting_label(exp.params), "strategy": strategy_label(exp.params),
+            "seed": exp.params.get("train.seed"), "experiment": exp.name,
+        }  # fmt: skip
+        for column, key in TEST_METRICS + SCORE_METRICS:
+            value = exp.metrics.get(key)
+            row[column] = np.nan if value is None else float(value)
+        row["admitted_all"] = _tier_used(exp.metrics, "all")
+        for tier in TIERS:
+            row[f"admitted_{tier}"] = _tier_used(exp.metrics, tier)
+            row[f"pool_{tier}"] = exp.metrics.get(f"train.synthetic.{tier}.pool")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and (sample) standard deviation over seeds per (dataset, setting, strategy).
+
+    A repeat with the same seed as another is an error: it would count one run twice.
+    """
+    keys = ["dataset", "setting", "strategy"]
+    repeated = rows[rows.duplicated(keys + ["seed"], keep=False)]
+    if not repeated.empty:
+        first = repeated.iloc[0]
+        names = ", ".join(repeated.loc[(repeated[keys + ["seed"]] == first[keys + ["seed"]]).all(axis=1), "experiment"])
+        raise DataError(f"experiments {names} repeat {first['strategy']!r} ({first['setting']}, seed {first['seed']}) "
+                        f"on {first['dataset']}; remove one (dvc exp remove NAME) so no run counts twice.")  # fmt: skip
+    values = [c for c, _ in TEST_METRICS] + [c for c in rows.columns if c.startswith("admitted_")]
+    grouped = rows.groupby(keys, sort=False)
+    out = grouped[values].mean().add_suffix("_mean").join(grouped[values].std(ddof=1).add_suffix("_std"))
+    out["seeds"] = grouped["seed"].nunique()
+    for column, _ in SCORE_METRICS:
+        out[column] = grouped[column].mean()
+    for tier in TIERS:
+        out[f"pool_{tier}"] = grouped[f"pool_{tier}"].first()
+    return out.reset_index()
+
+
+def _pm(mean: float, std: float, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    if std is None or math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _order(summary: pd.DataFrame, strategy_order: list[str] | None) -> pd.DataFrame:
+    order = strategy_order or ["real_only", "naive", "random", "curriculum"]
+    rank = {name: i for i, name in enumerate(order)}
+    return summary.assign(_rank=summary["strategy"].map(lambda s: rank.get(s, len(rank)))).sort_values(
+        ["dataset", "setting", "_rank", "strategy"], kind="stable", key=lambda c: c if c.name != "setting" else c.map(
+            lambda s: (0, 0) if s == "full" else (1, -int(str(s).split()[0])))).drop(columns="_rank")  # fmt: skip
+
+
+def markdown_tables(summary: pd.DataFrame, strategy_order: list[str] | None = None) -> str:
+    """Per dataset and setting: the test metrics table, the admitted-per-tier table and the JSD ranking."""
+    parts = []
+    summary = _order(summary, strategy_order)
+    for (dataset, setting), block in summary.groupby(["dataset", "setting"], sort=False):
+        parts.append(f"### {dataset}: {setting}\n")
+        seeds = sorted(set(block["seeds"]))
+        parts.append(f"Test set, mean ± standard deviation over {'/'.join(map(str, seeds))} seeds "
+                     "(sens/spec/bal. acc. at the 0.5 threshold and at the threshold tuned on val).\n")  # fmt: skip
+        header = ("| strategy | ROC-AUC | sens 0.5 | spec 0.5 | bal. acc. 0.5 | sens tuned | spec tuned | "
+                  "bal. acc. tuned |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+        lines = [header]
+        for row in block.itertuples(index=False):
+            r = row._asdict()
+            cells = [_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c, _ in TEST_METRICS]
+            lines.append(f"| {r['strategy']} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+        pools = {t: block[f"pool_{t}"].dropna() for t in TIERS}
+        if all(len(p) for p in pools.values()):
+            pool_text = ", ".join(f"{t} {int(pools[t].iloc[0])}" for t in TIERS)
+            tier_lines = [f"Synthetic images eligible at the last epoch (mean over seeds; pool: {pool_text}).\n",
+                          "| strategy | all | good | degraded | hallucinated |\n|---|---|---|---|---|"]  # fmt: skip
+            for row in block.itertuples(index=False):
+                r = row._asdict()
+                tier_lines.append(f"| {r['strategy']} | " + " | ".join(
+                    _pm(r[f"admitted_{t}_mean"], np.nan, 1) for t in ("all", *TIERS)) + " |")  # fmt: skip
+            parts.append("\n".join(tier_lines) + "\n")
+        ranking = block.iloc[0]
+        if not math.isnan(ranking["auroc_halluc_vs_good"]):
+            parts.append(
+                f"How well the score stage's JSD ranked the known tiers (AUROC, 1 = every worse image scored "
+                f"above every good one; mean over the scoring runs): hallucinated vs good "
+                f"{ranking['auroc_halluc_vs_good']:.3f}, degraded vs good {ranking['auroc_degraded_vs_good']:.3f}; "
+                f"reference classifier out-of-fold ROC-AUC {ranking['oof_auc']:.3f}.\n"
+            )
+    return "\n".join(parts)
+
+
+def comparison_figure(summary: pd.DataFrame, path: str, strategy_order: list[str] | None = None) -> None:
+    """Bars of test ROC-AUC and tuned balanced accuracy (mean ± std) per strategy, one panel per
+    dataset and setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = _order(summary, strategy_order)
+    groups = list(summary.groupby(["dataset", "setting"], sort=False))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(9, 2.2 + 0.45 * summary["strategy"].nunique() * len(groups)),
+                             squeeze=False)  # fmt: skip
+    for ax, ((dataset, setting), block) in zip(axes[:, 0], groups):
+        y = np.arange(len(block))
+        for offset, (column, label) in enumerate([("roc_auc", "ROC-AUC"), ("bacc_tuned", "balanced accuracy, tuned")]):
+            ax.barh(y + (offset - 0.5) * 0.38, block[f"{column}_mean"], 0.38,
+                    xerr=block[f"{column}_std"].fillna(0), label=label, capsize=2)  # fmt: skip
+        ax.set_yticks(y, block["strategy"])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{dataset}: {setting} (mean ± std over seeds)", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,123 @@
+"""curriculum.strategy (real_only / naive / random / curriculum) and re-scoring, in the training loop."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_train import CPU, make_config, make_curriculum, make_data
+
+from entromix.curriculum import schedule
+from entromix.errors import ParamsError
+from entromix.train import initial_gate_scores, synthetic_by_tier, train_curriculum, train_metrics
+
+TIERS = pd.Series(["good"] * 8 + ["degraded"] * 4 + ["hallucinated"] * 4)  # syn_jsd rises along the pool
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data()
+
+
+def run(data, curriculum, config=None, **kwargs):
+    table, val_x, val_y = data
+    return train_curriculum(config or make_config(), curriculum, table, val_x, val_y, CPU, log=lambda s: None, **kwargs)
+
+
+def test_real_only_never_admits_a_synthetic_image(data):
+    result = run(data, make_curriculum(strategy="real_only"), make_config(epochs=3))
+    assert all(r["tau"] is None and r["eligible_synthetic"] == 0 and r["admitted_synthetic"] == 0 for r in result.history)
+    assert not result.used.any() and not result.final_eligible.any()
+    tiers = train_metrics(result, make_config(epochs=3), make_curriculum(strategy="real_only"), TIERS)["train"]
+    assert tiers["strategy"] == "real_only"
+    assert tiers["synthetic"]["all"] == {"pool": 16, "eligible_final": 0, "used": 0}
+
+
+def test_naive_admits_every_image_from_epoch_0_without_a_gate(data):
+    # soft gate configured, but naive has no gate: every placed image counts with weight 1
+    result = run(data, make_curriculum(strategy="naive", gate="soft"), make_config(epochs=3))
+    assert [r["tau"] for r in result.history] == [1.0, 1.0, 1.0]
+    assert all(r["eligible_synthetic"] == 16 for r in result.history)
+    # 6 batches of 8, at most 4 synthetic each: all 16 fit, each with weight 1
+    assert all(r["admitted_synthetic"] == 16 for r in result.history)
+    assert result.used.all() and result.final_eligible.all()
+
+
+def test_random_admits_the_curriculums_count_but_not_its_images(data):
+    config = make_config(epochs=5)
+    curriculum, random = make_curriculum(jsd_end=0.5), make_curriculum(jsd_end=0.5, strategy="random")
+    a, b = run(data, curriculum, config), run(data, random, config)
+    assert [r["tau"] for r in a.history] == [r["tau"] for r in b.history]
+    assert [r["eligible_synthetic"] for r in a.history] == [r["eligible_synthetic"] for r in b.history]
+    assert a.final_eligible.sum() == b.final_eligible.sum() > 0
+    assert not np.array_equal(a.final_eligible, b.final_eligible)
+    # the curriculum's final set is the lowest-JSD prefix of the pool; random's is a shuffle of it
+    table = data[0]
+    assert np.array_equal(np.flatnonzero(a.final_eligible), np.arange(a.final_eligible.sum()))
+    assert sorted(b.gate_jsd.tolist()) == sorted(table.jsd[table.is_syn].tolist())
+
+
+def test_random_gate_scores_are_a_seeded_permutation(data):
+    table = data[0]
+    random = make_curriculum(strategy="random")
+    one, again, other = (initial_gate_scores(table, random, s) for s in (0, 0, 1))
+    assert np.array_equal(one, again) and not np.array_equal(one, other)
+    assert np.array_equal(np.sort(one[table.is_syn]), np.sort(table.jsd[table.is_syn]))
+    assert (one[~table.is_syn] == 0).all()
+    assert np.array_equal(initial_gate_scores(table, make_curriculum(), 0)[table.is_syn], table.jsd[table.is_syn])
+
+
+def test_rescoring_replaces_the_scores_and_resumes_exactly(data, tmp_path):
+    config = make_config(epochs=5)
+    curriculum = make_curriculum(rescore_every=2, jsd_end=0.5)  # re-scored before epochs 2 and 4
+    lines = []
+    table, val_x, val_y = data
+    full = train_curriculum(config, curriculum, table, val_x, val_y, CPU, log=lines.append)
+    assert sum("re-scored 16 synthetic images" in line for line in lines) == 2
+    assert not np.allclose(full.gate_jsd, table.jsd[table.is_syn])
+    assert ((full.gate_jsd >= 0) & (full.gate_jsd <= 1)).all()
+    plain = run(data, make_curriculum(jsd_end=0.5), config)
+    assert [r["val_loss"] for r in full.history[:2]] == [r["val_loss"] for r in plain.history[:2]]  # warmup identical
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_epoch_3(row, model, is_best):
+        if row["epoch"] == 3:
+            raise Crash
+
+    path = tmp_path / "resume.pt"
+    with pytest.raises(Crash):
+        run(data, curriculum, config, on_epoch=crash_after_epoch_3, resume_path=path, fingerprint="r")
+    resumed = run(data, curriculum, config, resume_path=path, fingerprint="r")
+    assert np.array_equal(resumed.gate_jsd, full.gate_jsd) and np.array_equal(resumed.used, full.used)
+    assert train_metrics(resumed, config) == train_metrics(full, config)
+    for key in full.last_state:
+        assert torch.equal(resumed.last_state[key], full.last_state[key]), key
+
+
+def test_synthetic_by_tier_counts(data):
+    result = run(data, make_curriculum(jsd_end=0.5), make_config(epochs=4))
+    counts = synthetic_by_tier(result, TIERS)
+    assert list(counts) == ["all", "degraded", "good", "hallucinated"]
+    assert counts["all"]["pool"] == 16 and counts["good"]["pool"] == 8
+    # tau ends at 0.5 bits; syn_jsd = linspace(0, 0.9, 16): the 9 lowest (<= 0.5) are eligible
+    assert counts["all"]["eligible_final"] == 9
+    assert counts["good"]["eligible_final"] == 8 and counts["hallucinated"]["eligible_final"] == 0
+    assert all(c["used"] <= c["pool"] for c in counts.values())
+    unknown = synthetic_by_tier(result, pd.Series([""] * 16))
+    assert list(unknown) == ["all"]
+
+
+def test_strategy_params_are_checked():
+    with pytest.raises(ParamsError, match="curriculum.strategy"):
+        make_curriculum(strategy="greedy")
+    with pytest.raises(ParamsError, match="rescore_every"):
+        make_curriculum(rescore_every=-1)
+    with pytest.raises(ParamsError, match="only applies to the curriculum strategy"):
+        make_curriculum(strategy="random", rescore_every=2)
+    # real_only and naive need no epoch after warmup
+    make_curriculum(strategy="real_only", warmup_epochs=10).check_epochs(3)
+    assert schedule(3, make_curriculum(strategy="naive", warmup_epochs=10)) == [1.0, 1.0, 1.0]
+    assert make_curriculum(rescore_every=3, warmup_epochs=2).rescores_at(2)
+    assert [make_curriculum(rescore_every=3, warmup_epochs=2).rescores_at(t) for t in range(9)] == \
+        [False, False, True, False, False, True, False, False, True]
