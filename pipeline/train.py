@@ -50,7 +50,7 @@ def main() -> None:
     table = training_table(images, manifest, dataset, str(DATASET))
     val = manifest[(manifest["split"] == "val") & (manifest["is_syn"] == 0)]
     print(f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
-          f"warmup), {config.optimizer} lr {config.lr}; {table.n_real} real + {len(table.labels) - table.n_real} "
+          f"warmup), {config.optimizer} lr {config.lr}; strategy {curriculum.strategy}; {table.n_real} real + {len(table.labels) - table.n_real} "
           f"synthetic training images, {len(val)} real val; {curriculum.gate} gate, tau {curriculum.jsd_start} -> "
           f"{curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}")  # fmt: skip
 

@@ -1,5 +1,6 @@
 """Atomic writes: all or nothing, and ordinary file permissions."""
 
+import json
 import os
 import stat
 
@@ -26,3 +27,13 @@ def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+    stale = tmp_path / ".out.json.abc123.tmp"  # what SIGKILL during a write leaves
+    stale.write_text('{"half": ')
+    other = tmp_path / ".other.json.abc123.tmp"  # another output's: not ours to delete
+    other.write_text("x")
+    write_json(tmp_path / "out.json", {"a": 1})
+    assert not stale.exists() and other.exists()
+    assert json.loads((tmp_path / "out.json").read_text()) == {"a": 1}

@@ -223,3 +223,66 @@ def test_fingerprint_changes_with_settings_data_and_code(tmp_path, monkeypatch):
     one = run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))
     (fake_src / "mod.py").write_text("x = 2\n")
     assert one != run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))
+
+
+def test_a_finished_resume_state_trains_afresh(data, tmp_path):
+    path = tmp_path / "resume.pt"
+    table, val_x, val_y = data
+    config, curriculum = make_config(epochs=2), make_curriculum(warmup_epochs=1)
+    first = train_curriculum(config, curriculum, table, val_x, val_y, CPU, log=lambda s: None, resume_path=path, fingerprint="a")
+    lines = []
+    again = train_curriculum(config, curriculum, table, val_x, val_y, CPU, log=lines.append, resume_path=path, fingerprint="a")
+    assert any("holds a finished run; training afresh" in line for line in lines)
+    assert sum(line.startswith("epoch ") for line in lines) == 2  # both epochs trained again
+    assert train_metrics(again, config) == train_metrics(first, config)
+
+
+SIGNAL_DURING_TRAINING = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_train as t
+from entromix.stage import run_stage
+from entromix.train import train_curriculum
+table, val_x, val_y = t.make_data()
+
+def main():
+    train_curriculum(t.make_config(), t.make_curriculum(), table, val_x, val_y, t.CPU,
+                     log=lambda line: print(line, flush=True), resume_path={path!r}, fingerprint="run-a")
+
+run_stage("train", main)
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_training_stopped_by_a_signal_mid_run_resumes_to_the_same_result(data, baseline, tmp_path, signum):
+    """The signal arrives while epoch 4 runs or its state is being written, not at a chosen point."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "checkpoints" / "resume.pt"
+    script = SIGNAL_DURING_TRAINING.format(tests=str(Path(__file__).parent), path=str(path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch   3/6"):
+            proc.send_signal(getattr(signal, signum))
+            break
+    _, err = proc.communicate(timeout=120)
+    expected = {"SIGINT": 130, "SIGTERM": 143, "SIGKILL": -signal.SIGKILL}[signum]
+    assert proc.returncode == expected, err  # SIGINT / SIGTERM: run_stage reports it and exits 130 / 143
+    if signum != "SIGKILL":
+        assert {"SIGINT": "interrupted;", "SIGTERM": "terminated (SIGTERM);"}[signum] in err
+        assert not list(path.parent.glob(".*.tmp"))  # caught: the temporary file of a write is removed
+    assert path.is_file()  # a complete state: writes are atomic
+    lines = []
+    table, val_x, val_y = data
+    resumed = train_curriculum(make_config(), make_curriculum(), table, val_x, val_y, CPU, log=lines.append,
+                               resume_path=path, fingerprint="run-a")
+    assert not list(path.parent.glob(".*.tmp"))  # one left by SIGKILL mid-write is removed by the next write
+    resumed_after = [line for line in lines if "resuming from" in line]
+    assert resumed_after and ("after epoch 2/6" in resumed_after[0] or "after epoch 3/6" in resumed_after[0])
+    cfg = make_config()
+    assert train_metrics(resumed, cfg) == train_metrics(baseline, cfg)
+    for key in baseline.last_state:
+        assert torch.equal(resumed.last_state[key], baseline.last_state[key]), key

@@ -1,12 +1,15 @@
 """Atomic file writes: a stage killed mid-write never leaves a half-written output.
 
 Every output is written to a temporary file in the same directory and moved into place with
-``os.replace`` (atomic on POSIX when source and target share a file system).
+``os.replace`` (atomic on POSIX when source and target share a file system). A failed write
+deletes its temporary file; one left by a process killed mid-write (SIGKILL cannot be caught) is
+deleted by the next write of the same output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -21,6 +24,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

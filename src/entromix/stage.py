@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from typing import Callable
@@ -16,9 +17,23 @@ def stage_args(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+class Terminated(Exception):
+    """SIGTERM, raised in the main thread so that temporary files are cleaned up on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; print user errors as one paragraph (no traceback) and exit 2."""
+    """Run a stage's ``main``; print user errors as one paragraph (no traceback) and exit 2.
+
+    SIGINT (Ctrl-C) and SIGTERM (a scheduler's kill) end the stage with a one-line message and
+    exit 130 / 143; every output is written atomically, so none is left half-written, and the
+    train stage resumes from its last finished epoch on the next run.
+    """
     start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main()
     except EntromixError as exc:
@@ -27,4 +42,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print(f"entromix {name}: interrupted; outputs were not replaced.", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print(f"entromix {name}: terminated (SIGTERM); outputs were not replaced.", file=sys.stderr)
+        sys.exit(143)
     print(f"entromix {name}: done in {time.perf_counter() - start:.1f} s")

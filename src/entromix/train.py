@@ -252,6 +252,10 @@ def train_curriculum(
     best_state: dict[str, torch.Tensor] = {}
     start_epoch = 0
     state = load_resume_state(resume_path, fingerprint) if resume_path is not None else None
+    if state is not None and len(state["history"]) >= config.epochs:
+        # a finished run's state: `dvc repro -f train` means train again, not reload the end
+        log(f"entromix train: {resume_path} holds a finished run; training afresh")
+        state = None
     if state is not None:
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optimizer"])
