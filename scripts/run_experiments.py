@@ -13,6 +13,10 @@ curriculum key it depends on, so the comparison does not drift when params.yaml'
 Stages whose inputs an experiment does not change are restored from DVC's run cache, not rerun
 (the score stage runs once per setting and draw). Run it from the repository root, with the
 baseline committed (`git status` clean) and ``dvc repro`` done once.
+
+``--scorer`` queues the scorer ablation instead: the score stage alone (``dvc exp run ... score``)
+with and without augmentation, with more epochs, more folds, and without temperature scaling,
+named ``scorer-<variant>-s<seed>``; the compare script reports the tier AUROCs of each.
 """
 
 from __future__ import annotations
@@ -36,6 +40,17 @@ PRESETS: dict[str, dict[str, object]] = {
     "soft": {"curriculum.gate": "soft"},
     "sqrt": {"curriculum.pacing": "sqrt"},
     "rescore": {"curriculum.rescore_every": 2},
+}
+
+#: Scorer ablation (``--scorer``): how the score stage's choices change how well the JSD ranks the
+#: known synthetic tiers. Run with target ``score`` only (nothing downstream), seeds via score.seed.
+SCORER_REFERENCE = {"score.augment": "true", "score.epochs": 8, "score.folds": 4, "score.temperature_scaling": "true"}
+SCORER_PRESETS: dict[str, dict[str, object]] = {
+    "base": {},
+    "no-augment": {"score.augment": "false"},
+    "epochs-16": {"score.epochs": 16},
+    "folds-8": {"score.folds": 8},
+    "no-temperature": {"score.temperature_scaling": "false"},
 }
 
 
@@ -90,6 +105,8 @@ def main() -> int:
     parser.add_argument("--export", type=Path, required=True, help="where to write the filtered `dvc exp show --json`")
     parser.add_argument("--poll", type=float, default=20.0, help="seconds between queue status checks")
     parser.add_argument("--no-run", action="store_true", help="only export experiments that already ran")
+    parser.add_argument("--scorer", action="store_true",
+                        help="queue the scorer ablation instead (score stage only, named scorer-*; seeds = score.seed)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
@@ -100,6 +117,16 @@ def main() -> int:
         sys.exit(f"run_experiments: unknown preset(s) {unknown} or setting(s) {bad_settings}; presets are "
                  f"{', '.join(PRESETS)} and settings 'full' or a number.")  # fmt: skip
     names = set()
+    if args.scorer:
+        for preset, changes in SCORER_PRESETS.items():
+            for seed in seeds:
+                name = f"scorer-{preset}-s{seed}"
+                names.add(name)
+                if not args.no_run:
+                    values = SCORER_REFERENCE | changes | {"score.seed": seed}
+                    sets = [arg for k, v in values.items() for arg in ("-S", f"{k}={v}")]
+                    dvc("exp", "run", "--queue", "--force", "-n", name, *sets, "score")
+        settings = []
     for setting in settings:
         for preset in presets:
             for seed in seeds:

@@ -62,6 +62,33 @@ FABRICATED = [
 ]
 
 
+def scorer_state(name: str, score: dict, seed: int, halluc: float, degraded: float) -> dict:
+    """A score-only run (`dvc exp run ... score`): evaluate metrics are the baseline's, stale."""
+    state = exp_state(name, {}, 0, 0.5, 0.5, 0.5)
+    state["data"]["params"]["params.yaml"]["data"]["score"] = {"augment": True, "epochs": 8, "folds": 4,
+                                                               "temperature_scaling": True, "seed": seed, **score}
+    state["data"]["metrics"]["metrics/score.json"]["data"]["score"] = {
+        "tier_auroc_hallucinated_vs_good": halluc, "tier_auroc_degraded_vs_good": degraded, "oof_auc": 0.8}
+    return state
+
+
+SCORER = [
+    scorer_state("scorer-base-s0", {}, 0, 0.8, 0.6),
+    scorer_state("scorer-no-augment-s0", {"augment": False}, 0, 0.7, 0.5),
+]
+
+
+def test_scorer_ablation_table():
+    from entromix.experiments import is_scorer_ablation, scorer_label, scorer_rows, scorer_table
+
+    experiments = experiments_from_exp_show(export(SCORER + [scorer_state("scorer-base-s1", {}, 1, 0.9, 0.7)]))
+    assert all(is_scorer_ablation(e) for e in experiments)
+    assert scorer_label({"score.epochs": 16, "score.folds": 4}) == "epochs 16"
+    text = scorer_table(scorer_rows(experiments, "leuk"))
+    assert "| base | 0.850 ± 0.071 | 0.650 ± 0.071 | 0.800 ± 0.000 | 2 |" in text
+    assert "| augment false | 0.700 | 0.500 | 0.800 | 1 |" in text
+
+
 def test_labels():
     assert strategy_label({"curriculum.strategy": "naive", "curriculum.jsd_end": 0.3}) == "naive"
     assert strategy_label({"curriculum.strategy": "curriculum", "curriculum.jsd_end": 1.0}) == "curriculum"
@@ -116,7 +143,7 @@ def test_not_an_export_is_a_clear_error():
 def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path):
     demo, leuk = tmp_path / "demo.json", tmp_path / "leuk.json"
     demo.write_text(json.dumps(export(FABRICATED)))
-    leuk.write_text(json.dumps(export(FABRICATED[:3])))
+    leuk.write_text(json.dumps(export(FABRICATED[:3] + SCORER)))
     out = tmp_path / "RESULTS.md"
     out.write_text("# Results\n\nOur conclusion, written by hand.\n\n<!-- generated:start -->\nSTALE TABLE\n<!-- generated:end -->\n\nTail.\n")
     args = [sys.executable, str(PROJECT / "scripts" / "compare_experiments.py"), "--export", f"demo={demo}",
@@ -127,7 +154,8 @@ def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path):
     text = out.read_text()
     assert text.startswith("# Results\n\nOur conclusion, written by hand.") and text.rstrip().endswith("Tail.")
     assert "STALE TABLE" not in text and "### demo: full" in text and "### leukemia_dev: full" in text
-    assert "9 experiments in all." in text
+    assert "9 strategy experiments and 2 scorer runs in all." in text
+    assert "### leukemia_dev: scorer ablation" in text and "| augment false | 0.700 | 0.500 | 0.800 | 1 |" in text
     assert (tmp_path / "r.png").stat().st_size > 1000
     assert len(pd.read_csv(tmp_path / "s.csv")) == 4
     missing = subprocess.run(args[:2] + ["--export", f"demo={tmp_path / 'nope.json'}", "--out", str(out)],

@@ -11,6 +11,11 @@ standard deviation over seeds, and renders ``RESULTS.md`` and a figure
   at most half a batch synthetic): e.g. ``curriculum, jsd_end 0.311`` or ``curriculum, soft gate``.
 * **setting** (:func:`setting_label`): ``full`` or ``10 malignant`` (``ingest.scarce_train_images``).
 * **seed**: ``train.seed``; experiments that differ only in the seed are repeats.
+
+Experiments named ``scorer-*`` are the scorer ablation (the score stage alone, run with target
+``score``; their train and evaluate metrics are the baseline's and are not read):
+:func:`scorer_rows` and :func:`scorer_table` report how well the JSD ranked the known tiers for
+each scoring choice (augmentation, epochs, folds, temperature scaling), over ``score.seed``.
 """
 
 from __future__ import annotations
@@ -92,11 +97,62 @@ def experiments_from_exp_show(exported: Any, source: str = "dvc exp show --json"
                 if rev.get("error") or data.get("status") not in (None, "Success"):
                     continue
                 metrics = _merge_files(data.get("metrics"))
-                if "evaluate.test.roc_auc" not in metrics:
+                if "evaluate.test.roc_auc" not in metrics and "score.oof_auc" not in metrics:
                     continue
                 name = rev.get("name") or run.get("name") or str(rev.get("rev", ""))[:7]
                 found[str(rev.get("rev", name))] = Experiment(name, _merge_files(data.get("params")), metrics)
     return list(found.values())
+
+
+SCORER_PREFIX = "scorer-"
+#: The score stage's CPU profile; a scorer variant is named by what it changes.
+REFERENCE_SCORER = {"augment": True, "epochs": 8, "folds": 4, "temperature_scaling": True}
+
+
+def is_scorer_ablation(experiment: Experiment) -> bool:
+    return experiment.name.startswith(SCORER_PREFIX)
+
+
+def scorer_label(params: dict[str, Any]) -> str:
+    """What a scoring run changes from the CPU profile (``base`` when nothing)."""
+    changes = []
+    for key, reference in REFERENCE_SCORER.items():
+        value = params.get(f"score.{key}", reference)
+        if value != reference:
+            changes.append(f"{key} {str(value).lower()}")
+    return ", ".join(changes) or "base"
+
+
+def scorer_rows(experiments: Iterable[Experiment], dataset: str) -> pd.DataFrame:
+    rows = []
+    for exp in experiments:
+        row = {"dataset": dataset, "variant": scorer_label(exp.params), "seed": exp.params.get("score.seed"),
+               "experiment": exp.name}  # fmt: skip
+        for column, key in SCORE_METRICS:
+            value = exp.metrics.get(key)
+            row[column] = np.nan if value is None else float(value)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["dataset", "variant", "seed", "experiment"] + [c for c, _ in SCORE_METRICS])
+
+
+def scorer_table(rows: pd.DataFrame) -> str:
+    """Markdown: per dataset and scoring variant, the tier AUROCs and OOF AUC, mean ± std over seeds."""
+    if rows.empty:
+        return ""
+    parts = []
+    for dataset, block in rows.groupby("dataset", sort=False):
+        grouped = block.groupby("variant", sort=False)
+        lines = [f"### {dataset}: scorer ablation\n",
+                 "How well the JSD ranks the known synthetic tiers (AUROC; 1 = every worse image scores above "
+                 f"every good one) for each scoring choice, mean ± std over {grouped['seed'].nunique().max()} "
+                 "score seeds, full setting.\n",
+                 "| scoring | hallucinated vs good | degraded vs good | reference OOF ROC-AUC | seeds |",
+                 "|---|---|---|---|---|"]  # fmt: skip
+        for variant, group in grouped:
+            cells = [_pm(group[c].mean(), group[c].std(ddof=1)) for c, _ in SCORE_METRICS]
+            lines.append(f"| {variant} | " + " | ".join(cells) + f" | {group['seed'].nunique()} |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def strategy_label(params: dict[str, Any]) -> str:
