@@ -116,7 +116,8 @@ def main() -> int:
     if unknown or bad_settings:
         sys.exit(f"run_experiments: unknown preset(s) {unknown} or setting(s) {bad_settings}; presets are "
                  f"{', '.join(PRESETS)} and settings 'full' or a number.")  # fmt: skip
-    names = set()
+    names: set[str] = set()
+    queue: list[list[str]] = []  # no --force: in `dvc exp run` it also means "rerun every stage"
     if args.scorer:
         for preset, changes in SCORER_PRESETS.items():
             for seed in seeds:
@@ -125,7 +126,7 @@ def main() -> int:
                 if not args.no_run:
                     values = SCORER_REFERENCE | changes | {"score.seed": seed}
                     sets = [arg for k, v in values.items() for arg in ("-S", f"{k}={v}")]
-                    dvc("exp", "run", "--queue", "--force", "-n", name, *sets, "score")
+                    queue.append(["exp", "run", "--queue", "-n", name, *sets, "score"])
         settings = []
     for setting in settings:
         for preset in presets:
@@ -135,8 +136,13 @@ def main() -> int:
                 if args.no_run:
                     continue
                 sets = [arg for k, v in overrides(setting, preset, seed).items() for arg in ("-S", f"{k}={v}")]
-                dvc("exp", "run", "--queue", "--force", "-n", name, *sets)
-    if not args.no_run:
+                queue.append(["exp", "run", "--queue", "-n", name, *sets])
+    if queue:
+        existing = set(dvc("exp", "list", "--name-only", capture=True).split())
+        if names & existing:  # a rerun replaces the earlier result of the same name
+            dvc("exp", "remove", *sorted(names & existing))
+        for command in queue:
+            dvc(*command)
         print(f"run_experiments: {len(names)} experiments queued; `dvc queue start -j {args.jobs}`", flush=True)
         dvc("queue", "start", "-j", str(args.jobs))
         wait_for_queue(args.poll)
