@@ -242,3 +242,22 @@ def test_scarce_params_are_checked(flat_data):
         ingest_config(flat_data, scarce_label="Early")
     with pytest.raises(ParamsError, match="ingest.scarce_train_images must be null"):
         ingest_config(flat_data, scarce_train_images=0)
+
+
+@pytest.mark.parametrize("escape", ["../outside.png", "../../etc/passwd", "/etc/passwd", "Benign/../../outside.png"])
+def test_csv_paths_that_leave_the_data_root_are_refused_not_opened(tmp_path, escape):
+    """Paths in the groups and tier CSVs are only matched against the files ingest found under the
+    data root; one that leads elsewhere is an error naming it, and nothing is read from it."""
+    root = tmp_path / "data"
+    make_folder(root / "real", {"Benign": 3, "Early": 3}, seed=6)
+    make_folder(root / "synthetic", {"Early": 2}, seed=7)
+    outside = write_image(tmp_path / "outside.png", 99)  # a real image the escape would reach
+    before = outside.read_bytes()
+    rows = [(p.relative_to(root / "real").as_posix(), "P1") for p in sorted((root / "real").rglob("*.png"))]
+    pd.DataFrame(rows + [(escape, "P9")], columns=["path", "group"]).to_csv(root / "groups.csv", index=False)
+    with pytest.raises(DataError, match="name images that are not in the real-images folder"):
+        plan_ingest(ingest_config(root, groups_csv="groups.csv"))
+    pd.DataFrame({"filename": ["Early/img_000.png", escape], "tier": ["good", "good"]}).to_csv(root / "q.csv", index=False)
+    with pytest.raises(DataError, match="not ingested synthetic images"):
+        plan_ingest(ingest_config(root, tiers_csv="q.csv"))
+    assert outside.read_bytes() == before
