@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.entromix-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install lock bench figures clean-env
+.PHONY: run test install lock bench figures results clean-env
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ figures: $(STAMP)
 	mkdir -p docs/figures
 	cp plots/score/jsd_distribution.png plots/evaluate/figures/*.png docs/figures/
 	$(BIN)/python scripts/readme_results.py
+
+# Regenerate RESULTS.md, docs/figures/results.png and results/summary.csv from the DVC experiment
+# exports in results/ (written by scripts/run_experiments.py; see RESULTS.md for the commands).
+results: $(STAMP)
+	$(BIN)/python scripts/compare_experiments.py
 
 # Re-pin requirements.lock from the ranges in pyproject.toml (needs network access to PyPI).
 lock:

@@ -76,12 +76,18 @@ def experiment_name(setting: str, preset: str, seed: int) -> str:
     return f"{'full' if setting == 'full' else 'n' + setting}-{preset.replace('_', '-')}-s{seed}"
 
 
-def wait_for_queue(poll_s: float) -> None:
+def wait_for_queue(poll_s: float, jobs: int) -> None:
+    """Poll `dvc queue status` until nothing is queued or running. A worker that exits while
+    tasks are still queued (seen with DVC 3.67 after the first task) is started again."""
     while True:
-        status = dvc("queue", "status", capture=True)
-        active = [line for line in status.splitlines() if " Queued " in f" {line} " or " Running " in f" {line} "]
-        if not active:
+        status = dvc("queue", "status", capture=True).splitlines()
+        queued = sum(" Queued" in line for line in status)
+        running = sum(" Running" in line for line in status)
+        if not queued and not running:
             return
+        if queued and not running and any("Worker status: 0 active" in line for line in status):
+            subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         time.sleep(poll_s)
 
 
@@ -145,7 +151,7 @@ def main() -> int:
             dvc(*command)
         print(f"run_experiments: {len(names)} experiments queued; `dvc queue start -j {args.jobs}`", flush=True)
         dvc("queue", "start", "-j", str(args.jobs))
-        wait_for_queue(args.poll)
+        wait_for_queue(args.poll, args.jobs)
     exported = filter_export(json.loads(dvc("exp", "show", "--json", capture=True)), names)
     args.export.parent.mkdir(parents=True, exist_ok=True)
     args.export.write_text(json.dumps(exported, indent=1) + "\n")
