@@ -113,6 +113,7 @@ def main() -> int:
     parser.add_argument("--no-run", action="store_true", help="only export experiments that already ran")
     parser.add_argument("--scorer", action="store_true",
                         help="queue the scorer ablation instead (score stage only, named scorer-*; seeds = score.seed)")
+    parser.add_argument("--variants", default=",".join(SCORER_PRESETS), help=f"with --scorer: {', '.join(SCORER_PRESETS)}")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
@@ -125,7 +126,10 @@ def main() -> int:
     names: set[str] = set()
     queue: list[list[str]] = []  # no --force: in `dvc exp run` it also means "rerun every stage"
     if args.scorer:
-        for preset, changes in SCORER_PRESETS.items():
+        variants = args.variants.split(",")
+        if unknown := [v for v in variants if v not in SCORER_PRESETS]:
+            sys.exit(f"run_experiments: unknown scorer variant(s) {unknown}; choose from {', '.join(SCORER_PRESETS)}.")
+        for preset, changes in ((v, SCORER_PRESETS[v]) for v in variants):
             for seed in seeds:
                 name = f"scorer-{preset}-s{seed}"
                 names.add(name)
