@@ -91,14 +91,21 @@ def wait_for_queue(poll_s: float, jobs: int) -> None:
         time.sleep(poll_s)
 
 
+def slim(rev: dict) -> dict:
+    """An experiment without its deps and outs listings (hashes of every file): the compare
+    script reads params and metrics only, and the export stays small enough to commit."""
+    data = {k: v for k, v in (rev.get("data") or {}).items() if k not in ("deps", "outs")}
+    return {**rev, "data": data}
+
+
 def filter_export(exported: list, names: set[str]) -> list:
     """Keep only the named experiments (and their commits) of a `dvc exp show --json` export."""
     out = []
     for commit in exported:
-        runs = [run for run in (commit.get("experiments") or [])
+        runs = [{**run, "revs": [slim(rev) for rev in run.get("revs") or []]} for run in (commit.get("experiments") or [])
                 if any(rev.get("name") in names for rev in run.get("revs") or [])]  # fmt: skip
         if runs:
-            out.append({**commit, "experiments": runs})
+            out.append({**slim(commit), "experiments": runs})
     return out
 
 

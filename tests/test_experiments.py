@@ -43,11 +43,17 @@ def exp_state(name: str, curriculum: dict, seed: int, auc: float, sens: float, s
     }  # fmt: skip
 
 
+def queued(state: dict) -> dict:
+    """The same experiment while it waits in `dvc queue`: DVC shows the baseline's metrics."""
+    return {**state, "name": state["name"] + "-queued", "rev": "b" * 40, "_executor": {"state": "queued"}}
+
+
 def export(states: list[dict]) -> list:
     workspace = {"rev": "workspace", "name": None, "error": None, "experiments": None,
                  "data": {"rev": "workspace", "params": {}, "metrics": {}}}  # fmt: skip
     baseline = {"rev": "a" * 40, "name": "main", "error": None, "data": {"rev": "a" * 40, "params": {}, "metrics": {}},
-                "experiments": [{"revs": [s], "executor": None, "name": s["name"]} for s in states]}  # fmt: skip
+                "experiments": [{"revs": [s], "executor": s.get("_executor") or {"state": "success"}, "name": s["name"]}
+                                for s in states]}  # fmt: skip
     return [workspace, baseline]
 
 
@@ -60,6 +66,7 @@ FABRICATED = [
     exp_state("n10-curriculum-s0", {}, 0, 0.60, 0.5, 0.5, scarce=10),
     exp_state("failed", {}, 5, 0.1, 0.1, 0.1, status="Failed"),
 ]
+FABRICATED.append(queued(exp_state("full-real-only-s3", {"strategy": "real_only"}, 3, 0.1, 0.1, 0.1)))
 
 
 def scorer_state(name: str, score: dict, seed: int, halluc: float, degraded: float) -> dict:
@@ -101,7 +108,7 @@ def test_labels():
 
 def test_reads_finished_experiments_and_averages_over_seeds():
     experiments = experiments_from_exp_show(export(FABRICATED))
-    assert sorted(e.name for e in experiments) == sorted(s["name"] for s in FABRICATED[:-1])  # failed run left out
+    assert sorted(e.name for e in experiments) == sorted(s["name"] for s in FABRICATED[:-2])  # failed, queued left out
     rows = experiment_rows(experiments, "demo")
     summary = summarise(rows).set_index(["setting", "strategy"])
     real = summary.loc[("full", "real_only")]

@@ -84,14 +84,18 @@ def experiments_from_exp_show(exported: Any, source: str = "dvc exp show --json"
 
     The export is a list of commits (``workspace`` first), each with ``experiments``: a list of
     runs whose ``revs`` hold ``{"rev", "name", "data": {"params", "metrics"}}``. The workspace and
-    the commits themselves are left out (they repeat an experiment or predate it); runs that
-    failed or have no evaluate metrics are skipped.
+    the commits themselves are left out (they repeat an experiment or predate it). Runs still
+    queued or running (their ``executor.state``; they show the baseline's metrics), runs that
+    failed, and runs with neither evaluate nor score metrics are skipped.
     """
     if not isinstance(exported, list):
         raise DataError(f"{source}: expected the JSON list that `dvc exp show --json` writes.")
     found: dict[str, Experiment] = {}
     for commit in exported:
         for run in (commit or {}).get("experiments") or []:
+            state = ((run or {}).get("executor") or {}).get("state", "success")
+            if state != "success":
+                continue
             for rev in (run or {}).get("revs") or []:
                 data = (rev or {}).get("data") or {}
                 if rev.get("error") or data.get("status") not in (None, "Success"):
