@@ -24,7 +24,8 @@ from entromix.experiments import (comparison_figure, experiment_rows, experiment
                                   markdown_tables, scorer_rows, scorer_table, summarise)
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
-DEFAULT_EXPORTS = ["demo=results/demo.json", "leukemia_dev=results/leukemia_dev.json"]
+DEFAULT_EXPORTS = ["demo=results/demo.json", "leukemia_dev=results/leukemia_dev.json",
+                   "leukemia_dev=results/leukemia_dev_scorer.json"]
 STRATEGY_ORDER = ["real_only", "naive", "random", "curriculum"]
 
 

@@ -308,6 +308,7 @@ def comparison_figure(summary: pd.DataFrame, path: str, strategy_order: list[str
                     xerr=block[f"{column}_std"].fillna(0), label=label, capsize=2)  # fmt: skip
         ax.set_yticks(y, block["strategy"])
         ax.invert_yaxis()
+        ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)  # chance
         ax.set_xlim(0, 1)
         ax.set_title(f"{dataset}: {setting} (mean ± std over seeds)", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
