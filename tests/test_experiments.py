@@ -34,7 +34,7 @@ def exp_state(name: str, curriculum: dict, seed: int, auc: float, sens: float, s
             "params": {"params.yaml": {"data": params}},
             "metrics": {
                 "metrics/evaluate.json": {"data": {"evaluate": {"test": {"roc_auc": auc, "at_050": at, "at_tuned": at}}}},
-                "metrics/train.json": {"data": {"train": {"synthetic": tiers}}},
+                "metrics/train.json": {"data": {"train": {"best_epoch": seed + 3, "synthetic": tiers}}},
                 "metrics/score.json": {"data": {"score": {"tier_auroc_hallucinated_vs_good": 0.9,
                                                           "tier_auroc_degraded_vs_good": 0.6, "oof_auc": 0.8}}},
             },
@@ -123,6 +123,7 @@ def test_reads_finished_experiments_and_averages_over_seeds():
     assert one["seeds"] == 1 and np.isnan(one["roc_auc_std"])
     assert capped["admitted_good_mean"] == 3 and capped["admitted_hallucinated_mean"] == 0
     assert capped["auroc_halluc_vs_good"] == pytest.approx(0.9)
+    assert real["best_epoch_mean"] == pytest.approx(5.0)  # best_epoch 3, 4, 5 (0-based) -> 4, 5, 6
 
 
 def test_markdown_has_every_setting_and_strategy_in_order():

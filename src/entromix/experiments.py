@@ -188,7 +188,7 @@ def setting_label(params: dict[str, Any]) -> str:
     return f"{int(limit)} {params.get('ingest.scarce_label', 'malignant')}"
 
 
-def _tier_used(metrics: dict[str, Any], tier: str) -> float | None:
+def _tier_admitted(metrics: dict[str, Any], tier: str) -> float | None:
     value = metrics.get(f"train.synthetic.{tier}.eligible_final")
     return None if value is None else float(value)
 
@@ -204,9 +204,11 @@ def experiment_rows(experiments: Iterable[Experiment], dataset: str) -> pd.DataF
         for column, key in TEST_METRICS + SCORE_METRICS:
             value = exp.metrics.get(key)
             row[column] = np.nan if value is None else float(value)
-        row["admitted_all"] = _tier_used(exp.metrics, "all")
+        best = exp.metrics.get("train.best_epoch")
+        row["best_epoch"] = np.nan if best is None else float(best) + 1  # 1-based, as the logs
+        row["admitted_all"] = _tier_admitted(exp.metrics, "all")
         for tier in TIERS:
-            row[f"admitted_{tier}"] = _tier_used(exp.metrics, tier)
+            row[f"admitted_{tier}"] = _tier_admitted(exp.metrics, tier)
             row[f"pool_{tier}"] = exp.metrics.get(f"train.synthetic.{tier}.pool")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -224,7 +226,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
         names = ", ".join(repeated.loc[(repeated[keys + ["seed"]] == first[keys + ["seed"]]).all(axis=1), "experiment"])
         raise DataError(f"experiments {names} repeat {first['strategy']!r} ({first['setting']}, seed {first['seed']}) "
                         f"on {first['dataset']}; remove one (dvc exp remove NAME) so no run counts twice.")  # fmt: skip
-    values = [c for c, _ in TEST_METRICS] + [c for c in rows.columns if c.startswith("admitted_")]
+    values = [c for c, _ in TEST_METRICS] + ["best_epoch"] + [c for c in rows.columns if c.startswith("admitted_")]
     grouped = rows.groupby(keys, sort=False)
     out = grouped[values].mean().add_suffix("_mean").join(grouped[values].std(ddof=1).add_suffix("_std"))
     out["seeds"] = grouped["seed"].nunique()
@@ -259,13 +261,14 @@ def markdown_tables(summary: pd.DataFrame, strategy_order: list[str] | None = No
         parts.append(f"### {dataset}: {setting}\n")
         seeds = sorted(set(block["seeds"]))
         parts.append(f"Test set, mean ± standard deviation over {'/'.join(map(str, seeds))} seeds "
-                     "(sens/spec/bal. acc. at the 0.5 threshold and at the threshold tuned on val).\n")  # fmt: skip
+                     "(sens/spec/bal. acc. at the 0.5 threshold and at the threshold tuned on val; best epoch: "
+                     "the checkpoint evaluated, chosen by val AUC, mean over seeds).\n")  # fmt: skip
         header = ("| strategy | ROC-AUC | sens 0.5 | spec 0.5 | bal. acc. 0.5 | sens tuned | spec tuned | "
-                  "bal. acc. tuned |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+                  "bal. acc. tuned | best epoch |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
         lines = [header]
         for row in block.itertuples(index=False):
             r = row._asdict()
-            cells = [_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c, _ in TEST_METRICS]
+            cells = [_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c, _ in TEST_METRICS] + [_pm(r["best_epoch_mean"], np.nan, 1)]
             lines.append(f"| {r['strategy']} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")
         pools = {t: block[f"pool_{t}"].dropna() for t in TIERS}
