@@ -40,6 +40,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "soft": {"curriculum.gate": "soft"},
     "sqrt": {"curriculum.pacing": "sqrt"},
     "rescore": {"curriculum.rescore_every": 2},
+    "quarter": {"curriculum.max_synthetic_fraction": 0.25},  # at most 4 of 16 synthetic per batch (not 8)
 }
 
 #: Scorer ablation (``--scorer``): how the score stage's choices change how well the JSD ranks the
