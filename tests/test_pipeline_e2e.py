@@ -138,8 +138,12 @@ def test_training_killed_under_dvc_resumes_on_the_next_repro(repo):
 def test_train_writes_checkpoints_history_and_metrics(repo):
     history = pd.read_csv(repo / "plots/train/history.csv")
     assert history["epoch"].tolist() == [0, 1, 2]
-    assert history["tau"].tolist() == pytest.approx([0.0, 0.03, 1.0])  # warmup 1, then the ramp
-    assert history.loc[2, "eligible_synthetic"] == 8
+    curriculum = yaml.safe_load((repo / "params.yaml").read_text())["curriculum"]
+    start, end = curriculum["jsd_start"], curriculum["jsd_end"]
+    assert history["tau"].tolist() == pytest.approx([0.0, start, end])  # warmup 1, then the ramp
+    data = pd.read_csv(repo / "data/dataset.csv")
+    syn_jsd = data.loc[data["is_syn"] == 1, "jsd_score"]
+    assert history.loc[2, "eligible_synthetic"] == int((syn_jsd <= end + 1e-6).sum())
     metrics = json.loads((repo / "metrics/train.json").read_text())["train"]
     assert metrics["epochs"] == 3 and 0 <= metrics["best_epoch"] < 3
     for name in ("best.pt", "last.pt"):

@@ -129,3 +129,21 @@ def test_tier_auroc_and_metrics():
 def test_bad_score_params(changes, message):
     with pytest.raises(ParamsError, match=message):
         config(**changes)
+
+
+@pytest.mark.parametrize("temperature", [0.3, 1.0, 4.0])
+def test_temperature_moves_jsd_values_but_never_the_tier_ranking(temperature):
+    """Why the scorer ablation has no temperature arm: T changes which images pass a fixed tau,
+    but not the order of the scores, so the tier AUROCs are identical with and without it."""
+    from entromix.calibration import calibrated_probs
+    from entromix.jsd import jsd_to_onehot
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 2, size=(200, 2))
+    labels = np.ones(200, dtype=int)  # the synthetic pool: every image labelled malignant
+    tiers = np.where(rng.random(200) < 0.5, "good", "hallucinated")
+    plain, _ = jsd_to_onehot(calibrated_probs(logits, 1.0), labels)
+    scaled, _ = jsd_to_onehot(calibrated_probs(logits, temperature), labels)
+    assert tier_auroc(scaled, tiers, "hallucinated") == tier_auroc(plain, tiers, "hallucinated")
+    if temperature != 1.0:
+        assert not np.allclose(scaled, plain)
