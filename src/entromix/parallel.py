@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from tqdm import tqdm
@@ -26,6 +27,14 @@ def resolve_workers(workers: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _default_signals() -> None:
+    """Workers die quietly on SIGTERM (``Pool.terminate`` sends it when the ``with`` block ends).
+    A forked worker inherits the parent stage's handler (entromix.stage), which would raise in
+    the worker instead and can leave the pool waiting for it."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
+
+
 def ordered_map(
     fn: Callable[[A], R], items: Sequence[A], workers: int, desc: str, chunksize: int = 16
 ) -> Iterator[R]:
@@ -38,7 +47,7 @@ def ordered_map(
                 bar.update()
             return
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        with mp.get_context(method).Pool(workers) as pool:
+        with mp.get_context(method).Pool(workers, initializer=_default_signals) as pool:
             results: Iterable[R] = pool.imap(fn, items, chunksize=chunksize)
             for result in results:
                 yield result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -21,7 +22,14 @@ class Terminated(Exception):
     """SIGTERM, raised in the main thread so that temporary files are cleaned up on the way out."""
 
 
+_STAGE_PID = os.getpid()
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    if os.getpid() != _STAGE_PID:  # a forked child that kept the handler: die as SIGTERM would
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated
 
 
@@ -32,7 +40,9 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     exit 130 / 143; every output is written atomically, so none is left half-written, and the
     train stage resumes from its last finished epoch on the next run.
     """
+    global _STAGE_PID
     start = time.perf_counter()
+    _STAGE_PID = os.getpid()
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main()
