@@ -164,7 +164,7 @@ def main() -> int:
         print(f"run_experiments: {len(names)} experiments queued; `dvc queue start -j {args.jobs}`", flush=True)
         dvc("queue", "start", "-j", str(args.jobs))
         wait_for_queue(args.poll, args.jobs)
-    exported = filter_export(json.loads(dvc("exp", "show", "--json", capture=True)), names)
+    exported = filter_export(json.loads(dvc("exp", "show", "--json", "--all-commits", capture=True)), names)
     args.export.parent.mkdir(parents=True, exist_ok=True)
     args.export.write_text(json.dumps(exported, indent=1) + "\n")
     found = sum(1 for c in exported for r in c["experiments"] for rev in r.get("revs") or [] if rev.get("name") in names)
