@@ -238,7 +238,10 @@ def test_a_finished_resume_state_trains_afresh(data, tmp_path):
 
 
 SIGNAL_DURING_TRAINING = """
-import sys
+import signal, sys
+# as in a terminal: a shell starts background jobs (and so some CI runners) with SIGINT ignored,
+# and Python then never turns Ctrl-C into KeyboardInterrupt
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 import test_train as t
 from entromix.stage import run_stage
