@@ -74,6 +74,10 @@ class CurriculumBatchSampler:
                 "curriculum.max_synthetic_fraction."
             )
 
+    def set_scores(self, synthetic_jsd: np.ndarray) -> None:
+        """Replace the synthetic images' scores (re-scoring, or a resumed run's scores)."""
+        self.synthetic_jsd = np.asarray(synthetic_jsd, dtype=np.float64)
+
     def eligible(self, tau: float | None, margin: float = 0.0) -> np.ndarray:
         """Rows of the synthetic images with ``jsd <= tau + margin`` (none during warmup)."""
         if tau is None:

@@ -265,7 +265,7 @@ def train_curriculum(
         torch.set_rng_state(state["torch_rng"])
         history, best_row, best_state = list(state["history"]), dict(state["best_row"]), dict(state["best_state"])
         gate_jsd, used = state["gate_jsd"].numpy().astype(np.float32), state["used"].numpy().astype(bool)
-        sampler.synthetic_jsd = gate_jsd[n_real:].astype(np.float64)
+        sampler.set_scores(gate_jsd[n_real:])
         jsd = torch.from_numpy(gate_jsd).to(device)
         start_epoch = len(history)
         log(f"entromix train: resuming from {resume_path} after epoch {start_epoch}/{config.epochs}")
@@ -274,7 +274,7 @@ def train_curriculum(
         if curriculum.rescores_at(epoch) and len(used):
             gate_jsd[n_real:] = rescore_synthetic(model, images[n_real:], table.labels[n_real:], val_x, val_y,
                                                   device, config.image_size, channels_last)  # fmt: skip
-            sampler.synthetic_jsd = gate_jsd[n_real:].astype(np.float64)
+            sampler.set_scores(gate_jsd[n_real:])
             jsd = torch.from_numpy(gate_jsd).to(device)
             log(f"entromix train: re-scored {len(used)} synthetic images with the current model before epoch "
                 f"{epoch + 1}; {int((gate_jsd[n_real:] <= (tau or 0.0)).sum())} now have jsd <= tau")  # fmt: skip
