@@ -98,7 +98,7 @@ def main() -> None:
 
         if args.train_n:
             settings = FitSettings(epochs=1, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
-                                   augment=True, color_jitter=0.2, image_size=args.size)  # fmt: skip
+                                   augment=True, color_jitter=0.0, image_size=args.size, rotate90=True)  # fmt: skip
             u8 = torch.from_numpy(np.array(images[: args.train_n])).to(device)
             labels = torch.from_numpy(rng.integers(0, 2, args.train_n)).to(device)
             train_model = build_model(args.model, 2, args.size).to(device)

@@ -38,7 +38,7 @@ def random_tensor_speed(model_name: str, size: int, batch: int, steps: int, devi
     cl = uses_channels_last(model_name, device)
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    optim = make_optimizer(model, "sgd", 7e-4, 5e-4)
+    optim = make_optimizer(model, "adamw", 1e-3, 1e-4)  # the train profile in params.yaml
     x = normalize(torch.rand(batch, 3, size, size, device=device))
     if cl:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--size", type=int, default=64, help="model input size = stored size (px)")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--n-real", type=int, default=320, help="real training images (an epoch = n_real // batch batches)")
     parser.add_argument("--n-syn", type=int, default=160, help="synthetic pool (half admitted from epoch 2)")
     parser.add_argument("--epochs", type=int, default=4)
@@ -89,11 +89,12 @@ def main() -> None:
     val_labels = np.array([0, 1] * 16)
     val_images = rng.integers(0, 256, size=(len(val_labels), args.size, args.size, 3), dtype=np.uint8)
     config = TrainConfig(model=args.model, pretrained_weights=None, image_size=args.size, epochs=args.epochs,
-                         batch_size=args.batch, optimizer="sgd", lr=7e-4, weight_decay=5e-4, augment=True,
-                         color_jitter=0.2, select_metric="val_auc", seed=0, device=args.device, resume=False)  # fmt: skip
+                         min_steps=0, batch_size=args.batch, optimizer="adamw", lr=1e-3, lr_warmup_epochs=1,
+                         weight_decay=1e-4, label_smoothing=0.0, class_weights="real", augment=True, rotate90=True,
+                         color_jitter=0.0, select_metric="val_auc", seed=0, device=args.device, resume=False)  # fmt: skip
     curriculum = CurriculumConfig(warmup_epochs=1, jsd_start=0.5, jsd_end=0.5, pacing="linear", gate="hard",
-                                  gate_temperature=0.02, max_synthetic_fraction=0.5, strategy="curriculum",
-                                  rescore_every=0)  # fmt: skip
+                                  gate_temperature=0.02, max_synthetic_fraction=0.5, synthetic_slots="replace",
+                                  strategy="curriculum", rescore_every=0)  # fmt: skip
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     result = train_curriculum(config, curriculum, table, val_images, val_labels, device, log=lambda s: None)

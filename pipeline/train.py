@@ -27,7 +27,7 @@ from entromix.image_store import open_images
 from entromix.params import load_params, section, to_dict
 from entromix.stage import run_stage, stage_args
 from entromix.train import (TrainConfig, history_frame, run_fingerprint, synthetic_tiers, train_curriculum, train_metrics,
-                            training_table)
+                            training_table, with_tiers)
 
 PREPARED = Path("data/prepared")
 DATASET = Path("data/dataset.csv")
@@ -48,6 +48,8 @@ def main() -> None:
     labels = [str(x) for x in load_params(PREPARED / "ingest_config.json").get("labels", ["benign", "malignant"])]
     images = open_images(PREPARED / "images.npy")
     table = training_table(images, manifest, dataset, str(DATASET))
+    tiers = synthetic_tiers(table, PREPARED / "synthetic_tiers.csv")
+    table = with_tiers(table, tiers)  # read only by the oracle_gate diagnostic and the per-tier metrics
     val = manifest[(manifest["split"] == "val") & (manifest["is_syn"] == 0)]
     print(f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
           f"warmup), {config.optimizer} lr {config.lr}; strategy {curriculum.strategy}; {table.n_real} real + {len(table.labels) - table.n_real} "
@@ -58,7 +60,8 @@ def main() -> None:
         return {"model": state, "model_name": config.model, "num_classes": 2, "image_size": config.image_size,
                 "labels": labels, "epoch": row["epoch"], "val": {k: v for k, v in row.items() if k.startswith("val_")}}  # fmt: skip
 
-    fingerprint = run_fingerprint(curriculum, config, [DATASET, PREPARED / "manifest.csv"], images.shape)
+    inputs = [DATASET, PREPARED / "manifest.csv"] + [p for p in [PREPARED / "synthetic_tiers.csv"] if p.exists()]
+    fingerprint = run_fingerprint(curriculum, config, inputs, images.shape)
     resume_path = MODELS / "checkpoints" / "resume.pt"
     if not config.resume and resume_path.exists():
         resume_path.unlink()
@@ -68,7 +71,7 @@ def main() -> None:
     save_checkpoint(MODELS / "last.pt", checkpoint(result.last_state, result.history[-1]))
     history = history_frame(result.history)
     write_csv(HISTORY, history)
-    write_json(METRICS, train_metrics(result, config, curriculum, synthetic_tiers(table, PREPARED / "synthetic_tiers.csv")))
+    write_json(METRICS, train_metrics(result, config, curriculum, tiers))
     write_json(MODELS / "run.json", {
         "curriculum": to_dict(curriculum), "train": to_dict(config), "device": describe(device),
         "torch": torch.__version__, "python": platform.python_version(), "best_epoch": result.best_epoch,

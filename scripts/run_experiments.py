@@ -1,22 +1,26 @@
-"""Queue and run the strategy comparison as DVC experiments, then export them for the compare script.
+"""Queue and run a sweep as DVC experiments, then export them for the compare script.
 
-    python scripts/run_experiments.py --seeds 0,1,2 --settings full,10 --jobs 1 --export results/demo.json
+    python scripts/run_experiments.py sweeps/strategies.yaml --settings full,10 --seeds 0,1,2 \\
+        --export results/leukemia_dev/strategies.json
 
-For every setting (``full``, or ``N``: ``ingest.scarce_train_images=N`` with the scarce draw
-seeded like the run), every strategy preset and every seed it queues one experiment,
+A sweep file (``sweeps/*.yaml``) names its variants, each a set of ``-S`` overrides, plus a
+``base`` that every variant starts from (it pins what the sweep holds fixed, so the sweep means
+the same thing when params.yaml's defaults change). For every setting (``full``, or ``N``:
+``ingest.scarce_train_images=N``), every variant and every seed it queues one experiment,
 
-    dvc exp run --queue -n full-curriculum-s0 -S curriculum.strategy=curriculum -S curriculum.jsd_end=1.0 ... -S train.seed=0
+    dvc exp run --queue -n <sweep>-<variant>-<setting>-s<seed> -S key=value ... [target]
 
 then runs the queue with ``dvc queue start -j JOBS``, waits for it, and writes
-``dvc exp show --json`` (only these experiments) to ``--export``. Each preset sets every
-curriculum key it depends on, so the comparison does not drift when params.yaml's defaults change.
-Stages whose inputs an experiment does not change are restored from DVC's run cache, not rerun
-(the score stage runs once per setting and draw). Run it from the repository root, with the
-baseline committed (`git status` clean) and ``dvc repro`` done once.
+``dvc exp show --json`` (only these experiments) to ``--export``. The seed goes into every key of
+the sweep's ``seed_keys`` (default ``train.seed``) and, in a scarce setting, into
+``ingest.scarce_seed`` too (each seed draws its own N images). Stages whose inputs an experiment
+does not change are restored from DVC's run cache, not rerun. Run it from the repository root,
+with the baseline committed (``git status`` clean) and ``dvc repro`` done once.
 
-``--scorer`` queues the scorer ablation instead: the score stage alone (``dvc exp run ... score``)
-with and without augmentation, with more epochs, more folds, and without temperature scaling,
-named ``scorer-<variant>-s<seed>``; the compare script reports the tier AUROCs of each.
+Sweep file keys: ``name`` (experiment name prefix), ``title`` and ``about`` (for RESULTS.md),
+``report`` (``score``: out-of-fold and tier AUROCs; ``val``: validation metrics, for choosing a
+recipe; ``test``: the test metrics of a comparison), ``target`` (optional stage: ``score`` runs the
+score stage and what it needs, nothing downstream), ``seed_keys``, ``base``, ``variants``.
 """
 
 from __future__ import annotations
@@ -28,31 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-#: The reference design's curriculum; every preset starts from it.
-REFERENCE = {"curriculum.strategy": "curriculum", "curriculum.jsd_end": 1.0, "curriculum.gate": "hard",
-             "curriculum.pacing": "linear", "curriculum.rescore_every": 0, "curriculum.max_synthetic_fraction": 0.5}  # fmt: skip
-PRESETS: dict[str, dict[str, object]] = {
-    "real_only": {"curriculum.strategy": "real_only"},
-    "naive": {"curriculum.strategy": "naive"},
-    "random": {"curriculum.strategy": "random"},
-    "curriculum": {},
-    "capped": {"curriculum.jsd_end": 0.311},  # p_true >= 0.5 at the end: never admits what the scorer calls benign
-    "soft": {"curriculum.gate": "soft"},
-    "sqrt": {"curriculum.pacing": "sqrt"},
-    "rescore": {"curriculum.rescore_every": 2},
-    "quarter": {"curriculum.max_synthetic_fraction": 0.25},  # at most 4 of 16 synthetic per batch (not 8)
-}
-
-#: Scorer ablation (``--scorer``): how the score stage's choices change how well the JSD ranks the
-#: known synthetic tiers. Run with target ``score`` only (nothing downstream), seeds via score.seed.
-SCORER_REFERENCE = {"score.augment": "true", "score.epochs": 8, "score.folds": 4, "score.temperature_scaling": "true"}
-SCORER_PRESETS: dict[str, dict[str, object]] = {
-    "base": {},
-    "no-augment": {"score.augment": "false"},
-    "epochs-16": {"score.epochs": 16},
-    "folds-8": {"score.folds": 8},
-    "no-temperature": {"score.temperature_scaling": "false"},
-}
+from entromix.errors import DataError
+from entromix.experiments import Sweep, experiment_name, load_sweep
 
 
 def dvc(*args: str, capture: bool = False) -> str:
@@ -63,8 +44,8 @@ def dvc(*args: str, capture: bool = False) -> str:
     return proc.stdout if capture else ""
 
 
-def overrides(setting: str, preset: str, seed: int) -> dict[str, object]:
-    values = dict(REFERENCE) | PRESETS[preset] | {"train.seed": seed}
+def overrides(sweep: Sweep, variant: str, setting: str, seed: int) -> dict[str, object]:
+    values = dict(sweep.base) | dict(sweep.variants[variant]) | {key: seed for key in sweep.seed_keys}
     if setting == "full":
         values["ingest.scarce_train_images"] = "null"
     else:
@@ -73,8 +54,12 @@ def overrides(setting: str, preset: str, seed: int) -> dict[str, object]:
     return values
 
 
-def experiment_name(setting: str, preset: str, seed: int) -> str:
-    return f"{'full' if setting == 'full' else 'n' + setting}-{preset.replace('_', '-')}-s{seed}"
+def format_value(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def wait_for_queue(poll_s: float, jobs: int) -> None:
@@ -112,50 +97,44 @@ def filter_export(exported: list, names: set[str]) -> list:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", default="0,1,2", help="train.seed values (and scarce draws), comma-separated")
-    parser.add_argument("--settings", default="full,10", help="full and/or N (malignant training images kept)")
-    parser.add_argument("--strategies", default=",".join(PRESETS), help=f"presets: {', '.join(PRESETS)}")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel queue workers (1 on a 2-core machine)")
+    parser.add_argument("sweep", type=Path, help="a sweep file, e.g. sweeps/strategies.yaml")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (into the sweep's seed_keys)")
+    parser.add_argument("--settings", default=None, help="full and/or N (malignant training images kept); "
+                        "default: the sweep file's settings")  # fmt: skip
+    parser.add_argument("--variants", default=None, help="a comma-separated subset of the sweep's variants")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel queue workers")
     parser.add_argument("--export", type=Path, required=True, help="where to write the filtered `dvc exp show --json`")
     parser.add_argument("--poll", type=float, default=20.0, help="seconds between queue status checks")
     parser.add_argument("--no-run", action="store_true", help="only export experiments that already ran")
-    parser.add_argument("--scorer", action="store_true",
-                        help="queue the scorer ablation instead (score stage only, named scorer-*; seeds = score.seed)")
-    parser.add_argument("--variants", default=",".join(SCORER_PRESETS), help=f"with --scorer: {', '.join(SCORER_PRESETS)}")
+    parser.add_argument("--dry-run", action="store_true", help="print the dvc commands and exit")
     args = parser.parse_args()
+    try:
+        sweep = load_sweep(args.sweep)
+    except DataError as exc:
+        sys.exit(f"run_experiments: {exc}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    settings = args.settings.split(",")
-    presets = args.strategies.split(",")
-    unknown = [p for p in presets if p not in PRESETS]
+    settings = args.settings.split(",") if args.settings else list(sweep.settings)
+    variants = args.variants.split(",") if args.variants else list(sweep.variants)
+    unknown = [v for v in variants if v not in sweep.variants]
     bad_settings = [s for s in settings if s != "full" and not s.isdigit()]
     if unknown or bad_settings:
-        sys.exit(f"run_experiments: unknown preset(s) {unknown} or setting(s) {bad_settings}; presets are "
-                 f"{', '.join(PRESETS)} and settings 'full' or a number.")  # fmt: skip
+        sys.exit(f"run_experiments: unknown variant(s) {unknown} or setting(s) {bad_settings}; {args.sweep} has "
+                 f"{', '.join(sweep.variants)}, and settings are 'full' or a number.")  # fmt: skip
     names: set[str] = set()
     queue: list[list[str]] = []  # no --force: in `dvc exp run` it also means "rerun every stage"
-    if args.scorer:
-        variants = args.variants.split(",")
-        if unknown := [v for v in variants if v not in SCORER_PRESETS]:
-            sys.exit(f"run_experiments: unknown scorer variant(s) {unknown}; choose from {', '.join(SCORER_PRESETS)}.")
-        for preset, changes in ((v, SCORER_PRESETS[v]) for v in variants):
-            for seed in seeds:
-                name = f"scorer-{preset}-s{seed}"
-                names.add(name)
-                if not args.no_run:
-                    values = SCORER_REFERENCE | changes | {"score.seed": seed}
-                    sets = [arg for k, v in values.items() for arg in ("-S", f"{k}={v}")]
-                    queue.append(["exp", "run", "--queue", "-n", name, *sets, "score"])
-        settings = []
     for setting in settings:
-        for preset in presets:
+        for variant in variants:
             for seed in seeds:
-                name = experiment_name(setting, preset, seed)
+                name = experiment_name(sweep.name, variant, setting, seed)
                 names.add(name)
-                if args.no_run:
-                    continue
-                sets = [arg for k, v in overrides(setting, preset, seed).items() for arg in ("-S", f"{k}={v}")]
-                queue.append(["exp", "run", "--queue", "-n", name, *sets])
-    if queue:
+                sets = [arg for k, v in overrides(sweep, variant, setting, seed).items()
+                        for arg in ("-S", f"{k}={format_value(v)}")]  # fmt: skip
+                queue.append(["exp", "run", "--queue", "-n", name, *sets, *([sweep.target] if sweep.target else [])])
+    if args.dry_run:
+        for command in queue:
+            print("dvc " + " ".join(command))
+        return 0
+    if not args.no_run:
         existing = set(dvc("exp", "list", "--name-only", capture=True).split())
         if names & existing:  # a rerun replaces the earlier result of the same name
             dvc("exp", "remove", *sorted(names & existing))

@@ -9,7 +9,8 @@ from entromix.jsd import TAU_AT_P_HALF
 
 def config(**overrides) -> CurriculumConfig:
     values = dict(warmup_epochs=20, jsd_start=0.03, jsd_end=1.0, pacing="linear", gate="hard",
-                  gate_temperature=0.02, max_synthetic_fraction=0.5, strategy="curriculum", rescore_every=0)
+                  gate_temperature=0.02, max_synthetic_fraction=0.5, synthetic_slots="replace", strategy="curriculum",
+                  rescore_every=0)
     values.update(overrides)
     return CurriculumConfig(**values)
 

@@ -19,9 +19,10 @@ CPU = torch.device("cpu")
 
 
 def config(**changes) -> ScoreConfig:
-    base = ScoreConfig(model="resnet18", pretrained_weights=None, image_size=32, epochs=1, batch_size=8,
-                       optimizer="adamw", lr=1e-3, weight_decay=0.0, augment=True, color_jitter=0.2,
-                       folds=2, temperature_scaling=True, seed=0, device="cpu")  # fmt: skip
+    base = ScoreConfig(model="resnet18", pretrained_weights=None, image_size=32, epochs=1, min_steps=0, batch_size=8,
+                       optimizer="adamw", lr=1e-3, lr_warmup_epochs=0, weight_decay=0.0, label_smoothing=0.0,
+                       augment=True, rotate90=False, color_jitter=0.2, folds=2, tta=False, temperature_scaling=True,
+                       seed=0, device="cpu")  # fmt: skip
     return replace(base, **changes)
 
 

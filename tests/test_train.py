@@ -13,8 +13,9 @@ CPU = torch.device("cpu")
 
 
 def make_config(**overrides) -> TrainConfig:
-    values = dict(model="resnet18", pretrained_weights=None, image_size=32, epochs=6, batch_size=8,
-                  optimizer="adamw", lr=0.002, weight_decay=0.0, augment=True, color_jitter=0.1,
+    values = dict(model="resnet18", pretrained_weights=None, image_size=32, epochs=6, min_steps=0, batch_size=8,
+                  optimizer="adamw", lr=0.002, lr_warmup_epochs=0, weight_decay=0.0, label_smoothing=0.0,
+                  class_weights="real", augment=True, rotate90=False, color_jitter=0.1,
                   select_metric="val_auc", seed=0, device="cpu", resume=True)
     values.update(overrides)
     return TrainConfig(**values)
@@ -22,7 +23,8 @@ def make_config(**overrides) -> TrainConfig:
 
 def make_curriculum(**overrides) -> CurriculumConfig:
     values = dict(warmup_epochs=2, jsd_start=0.05, jsd_end=1.0, pacing="linear", gate="hard",
-                  gate_temperature=0.02, max_synthetic_fraction=0.5, strategy="curriculum", rescore_every=0)
+                  gate_temperature=0.02, max_synthetic_fraction=0.5, synthetic_slots="replace",
+                  strategy="curriculum", rescore_every=0)
     values.update(overrides)
     return CurriculumConfig(**values)
 

@@ -5,7 +5,9 @@ the batch is on, so a GPU never waits for a CPU data loader and no image is deco
 
 Augmentations (the reference's ``RandomHorizontalFlip(0.5)``, ``RandomVerticalFlip(0.3)``,
 ``RandomRotation(10)``, ``RandomAffine(translate=0.05, scale=(0.9, 1.1))`` and ``ColorJitter``),
-drawn per image from a seeded ``torch.Generator``:
+drawn per image from a seeded ``torch.Generator``, plus optional rotations by a random multiple of
+90 degrees (``rotate90``: a smear has no "up", so with the flips this covers all eight
+orientations of the square):
 
 * flips, rotation, translation and scale are folded into one 2x3 affine matrix per image and
   applied with a single ``grid_sample`` (reflection padding, so no black corners);
@@ -57,11 +59,15 @@ def augment(
     translate: float = 0.05,
     scale: tuple[float, float] = (0.9, 1.1),
     color_jitter: float = 0.2,
+    rotate90: bool = False,
 ) -> torch.Tensor:
     """Randomly flip, rotate, shift, scale and colour-jitter a (B, 3, H, W) batch in [0, 1]."""
     b, device = x.shape[0], x.device
     # geometric: output pixel -> input pixel mapping in normalised coordinates
     angle = _uniform(b, -rotation_deg, rotation_deg, gen, device) * (math.pi / 180.0)
+    if rotate90:
+        quarter_turns = torch.randint(0, 4, (b,), generator=gen, device=device)
+        angle = angle + quarter_turns.to(angle.dtype) * (math.pi / 2)
     zoom = _uniform(b, scale[0], scale[1], gen, device)
     fx = torch.where(torch.rand(b, generator=gen, device=device) < hflip, -1.0, 1.0)
     fy = torch.where(torch.rand(b, generator=gen, device=device) < vflip, -1.0, 1.0)

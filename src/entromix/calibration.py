@@ -19,7 +19,12 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     return float(-logp[np.arange(len(labels)), labels].mean())
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+#: The search range of the temperature. A fit at the upper bound means the logits carry almost no
+#: information about the labels (the score stage warns).
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
     """The NLL-minimising temperature in ``bounds`` (searched in log space)."""
     labels = np.asarray(labels, dtype=np.int64)
     result = minimize_scalar(

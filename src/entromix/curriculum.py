@@ -22,6 +22,10 @@ both agree at the start (``tau(20) = 0.03``).
   curriculum's, but the gate sees the synthetic JSD scores shuffled among the synthetic images
   (seeded), so every epoch admits exactly as many images as ``curriculum`` would, chosen without
   regard to their score (``entromix.train``).
+* ``oracle_gate``: a DIAGNOSTIC, never a default: after warmup the gate admits exactly the
+  synthetic images whose known tier (``ingest.tiers_csv``) is ``good``, and no other. It needs
+  the tiers file, which real projects do not have; it measures the ceiling a perfect scorer would
+  reach, against which the real gate is judged (``RESULTS.md``).
 
 ``rescore_every = k > 0`` (``curriculum`` only) replaces the synthetic scores with the current
 model's every ``k`` epochs from the end of warmup (``entromix.train``).
@@ -43,8 +47,9 @@ from entromix.jsd import p_true_at_jsd
 
 Pacing = Literal["linear", "sqrt"]
 Gate = Literal["hard", "soft"]
-Strategy = Literal["curriculum", "real_only", "naive", "random"]
-STRATEGIES = ("curriculum", "real_only", "naive", "random")
+Strategy = Literal["curriculum", "real_only", "naive", "random", "oracle_gate"]
+STRATEGIES = ("curriculum", "real_only", "naive", "random", "oracle_gate")
+SyntheticSlots = Literal["replace", "add"]
 
 
 @dataclass(frozen=True)
@@ -58,12 +63,15 @@ class CurriculumConfig:
     gate: Gate  # hard: weight 1 if jsd <= tau else 0 | soft: sigmoid((tau - jsd) / gate_temperature)
     gate_temperature: float  # bits; soft gate only: width of the sigmoid around tau
     max_synthetic_fraction: float  # at most this share of a batch is synthetic (the rest stays real)
-    strategy: Strategy  # curriculum | real_only | naive | random (see module doc)
+    synthetic_slots: SyntheticSlots  # replace: synthetic images take real slots | add: on top of B real
+    strategy: Strategy  # curriculum | real_only | naive | random | oracle_gate (diagnostic; see module doc)
     rescore_every: int  # k > 0: re-score the synthetic pool with the current model every k epochs
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ParamsError(f"curriculum.strategy is {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
+        if self.synthetic_slots not in ("replace", "add"):
+            raise ParamsError(f"curriculum.synthetic_slots is {self.synthetic_slots!r}; choose replace or add.")
         if self.rescore_every < 0:
             raise ParamsError(f"curriculum.rescore_every must be >= 0 (0 = never), got {self.rescore_every}.")
         if self.rescore_every > 0 and self.strategy != "curriculum":
@@ -91,8 +99,9 @@ class CurriculumConfig:
 
     @property
     def loss_gate(self) -> Gate:
-        """The gate EntroMixLoss applies: ``naive`` has none (hard at 1 bit admits every image)."""
-        return "hard" if self.strategy == "naive" else self.gate
+        """The gate EntroMixLoss applies: ``naive`` has none (hard at 1 bit admits every image), and
+        ``oracle_gate`` admits by tier, all or nothing (hard)."""
+        return "hard" if self.strategy in ("naive", "oracle_gate") else self.gate
 
     def rescores_at(self, epoch: int) -> bool:
         """Whether the synthetic pool is re-scored with the current model before ``epoch``."""
@@ -101,7 +110,7 @@ class CurriculumConfig:
 
     def check_epochs(self, epochs: int) -> None:
         """The schedule needs at least one epoch after warmup to admit anything."""
-        if self.strategy in ("curriculum", "random") and self.warmup_epochs >= epochs:
+        if self.strategy in ("curriculum", "random", "oracle_gate") and self.warmup_epochs >= epochs:
             raise ParamsError(
                 f"curriculum.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({epochs}), "
                 "or no synthetic image is ever admitted. Lower warmup_epochs or raise train.epochs."

@@ -21,13 +21,80 @@ each scoring choice (augmentation, epochs, folds, temperature scaling), over ``s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from entromix.errors import DataError
+
+Report = Literal["score", "val", "test"]
+NAME_RE = re.compile(r"^(?P<sweep>[a-z0-9]+)-(?P<variant>[a-z0-9][a-z0-9.-]*?)-(?P<setting>full|n\d+)-s(?P<seed>\d+)$")
+VARIANT_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep file (``sweeps/*.yaml``): named variants of ``-S`` overrides on a common base."""
+
+    name: str
+    title: str
+    about: str
+    report: Report
+    target: str | None
+    seed_keys: tuple[str, ...]
+    settings: tuple[str, ...]
+    base: dict[str, Any]
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such sweep file (see sweeps/ for examples).")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({exc}).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("variants"), dict) or not data["variants"]:
+        raise DataError(f"{path}: expected a mapping with a non-empty 'variants' mapping (name -> overrides).")
+    name = str(data.get("name", ""))
+    if not re.fullmatch(r"[a-z0-9]+", name):
+        raise DataError(f"{path}: 'name' must be lower-case letters and digits (it prefixes experiment names), got {name!r}.")
+    report = data.get("report", "test")
+    if report not in ("score", "val", "test"):
+        raise DataError(f"{path}: 'report' is {report!r}; use score, val or test.")
+    variants = {}
+    for variant, changes in data["variants"].items():
+        if not VARIANT_RE.fullmatch(str(variant)):
+            raise DataError(f"{path}: variant name {variant!r} must be lower-case letters, digits, '.' and '-'.")
+        if not isinstance(changes or {}, dict):
+            raise DataError(f"{path}: variants.{variant} must be a mapping of dotted params keys to values.")
+        variants[str(variant)] = dict(changes or {})
+    return Sweep(name=name, title=str(data.get("title", name)), about=str(data.get("about", "")).strip(),
+                 report=report, target=data.get("target"), seed_keys=tuple(data.get("seed_keys", ["train.seed"])),
+                 settings=tuple(str(s) for s in data.get("settings", ["full"])), base=dict(data.get("base") or {}),
+                 variants=variants)  # fmt: skip
+
+
+def experiment_name(sweep: str, variant: str, setting: str, seed: int) -> str:
+    """``<sweep>-<variant>-<full|nN>-s<seed>``, the DVC experiment name (parsed by :func:`parse_name`)."""
+    return f"{sweep}-{variant}-{'full' if setting == 'full' else 'n' + str(setting)}-s{seed}"
+
+
+def parse_name(name: str) -> dict[str, Any] | None:
+    """The sweep, variant, setting and seed of an experiment name, or None for another name."""
+    match = NAME_RE.match(name or "")
+    if not match:
+        return None
+    setting = match["setting"]
+    return {"sweep": match["sweep"], "variant": match["variant"],
+            "setting": "full" if setting == "full" else setting[1:], "seed": int(match["seed"])}  # fmt: skip
 
 #: The reference design's curriculum; a strategy label names what an experiment changes from it.
 REFERENCE_CURRICULUM = {"jsd_end": 1.0, "gate": "hard", "pacing": "linear", "rescore_every": 0,

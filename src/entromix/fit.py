@@ -3,6 +3,13 @@
 The reference classifier of the score stage trains with :func:`fit_classifier`; every stage
 predicts with :func:`predict_logits`. Images stay uint8 (N, H, W, 3) on the device (when they
 fit) and are turned into normalised float batches per step (``entromix.augment``).
+
+The amount of training is ``epochs`` passes, each at least ``ceil(min_steps / epochs)`` optimiser
+steps (:func:`batches_per_epoch`): with 107 images and batch 32 a pass is 4 steps, so 30 epochs
+would be 120 steps, too few for a network trained from scratch; ``min_steps`` lengthens each
+epoch (the images are drawn again in a fresh order) without changing what an epoch means for
+the schedules. The learning rate warms up linearly and then follows a cosine, per step
+(``entromix.lr_schedule``).
 """
 
 from __future__ import annotations
@@ -10,12 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
 from entromix.augment import augment, normalize, to_float
 from entromix.device import autocast, generator
+from entromix.lr_schedule import warmup_cosine
 from entromix.models import CNN_MODELS
 
 Optimizer = Literal["adamw", "sgd"]
@@ -31,6 +41,23 @@ class FitSettings:
     augment: bool
     color_jitter: float
     image_size: int
+    min_steps: int = 0  # optimiser steps at least, over all epochs (epochs are lengthened)
+    lr_warmup_epochs: float = 0.0  # linear LR warmup, in epochs, then cosine to 0 (per step)
+    label_smoothing: float = 0.0
+    rotate90: bool = False  # random quarter turns on top of the flips (augment only)
+
+
+def batches_per_epoch(natural: int, epochs: int, min_steps: int) -> int:
+    """``max(natural, ceil(min_steps / epochs))``: one pass over the data, or longer when a small
+    data set would otherwise get fewer than ``min_steps`` optimiser steps in ``epochs`` epochs."""
+    return max(natural, math.ceil(min_steps / max(1, epochs)))
+
+
+def epoch_order(n: int, num_rows: int, gen: torch.Generator) -> torch.Tensor:
+    """``num_rows`` indices into ``range(n)``: consecutive seeded permutations, so every index
+    appears ``floor`` or ``ceil`` of ``num_rows / n`` times."""
+    passes = max(1, math.ceil(num_rows / n))
+    return torch.cat([torch.randperm(n, generator=gen) for _ in range(passes)])[:num_rows]
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -43,7 +70,13 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     if (counts == 0).any():
         missing = [c for c in range(num_classes) if counts[c] == 0]
         raise ValueError(f"no training images of class(es) {missing}")
-    return torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32)
+    return weights_from_counts(counts)
+
+
+def weights_from_counts(counts: np.ndarray) -> torch.Tensor:
+    """``w_c = n_total / (n_classes * n_c)`` for (possibly fractional) counts ``n_c > 0`` (C,)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
 
 
 def make_optimizer(model: nn.Module, name: Optimizer, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -53,14 +86,21 @@ def make_optimizer(model: nn.Module, name: Optimizer, lr: float, weight_decay: f
 
 
 def prepare_batch(
-    batch_u8: torch.Tensor, size: int, gen: torch.Generator | None, color_jitter: float, channels_last: bool
+    batch_u8: torch.Tensor, size: int, gen: torch.Generator | None, color_jitter: float, channels_last: bool,
+    rotate90: bool = False,
 ) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised float (B, 3, size, size), augmented when ``gen`` is given."""
     x = to_float(batch_u8, size)
     if gen is not None:
-        x = augment(x, gen, color_jitter=color_jitter)
+        x = augment(x, gen, color_jitter=color_jitter, rotate90=rotate90)
     x = normalize(x)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The eight orientations of a square (B, C, H, W) batch: four quarter turns, each also mirrored."""
+    turns = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
+    return turns + [torch.flip(t, dims=(3,)) for t in turns]
 
 
 def uses_channels_last(model_name: str, device: torch.device) -> bool:
@@ -80,7 +120,7 @@ def fit_classifier(
     channels_last: bool = False,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` with class-weighted cross-entropy, cosine LR, seeded batches and augmentation.
+    """Train ``model`` with class-weighted cross-entropy, warmup + cosine LR, seeded batches and augmentation.
 
     Args:
         images: uint8 (N, H, W, 3) on ``device`` (or on CPU; batches are moved per step).
@@ -88,34 +128,40 @@ def fit_classifier(
         on_epoch: called with (epoch, mean training loss) after each epoch.
     """
     num_classes = model_num_classes(model)
-    criterion = nn.CrossEntropyLoss(weight=class_weights(labels.cpu().numpy(), num_classes).to(device))
+    criterion = nn.CrossEntropyLoss(weight=class_weights(labels.cpu().numpy(), num_classes).to(device),
+                                    label_smoothing=settings.label_smoothing)  # fmt: skip
     optim = make_optimizer(model, settings.optimizer, settings.lr, settings.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(1, settings.epochs))
+    n = len(labels)
+    natural = math.ceil(n / settings.batch_size)  # the last batch may be short
+    num_batches = batches_per_epoch(natural, settings.epochs, settings.min_steps)
+    sched = warmup_cosine(optim, settings.epochs * num_batches, round(settings.lr_warmup_epochs * num_batches))
     order_gen = torch.Generator().manual_seed(seed)  # batch order: CPU, identical on every device
     aug_gen = generator(device, seed + 1) if settings.augment else None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    n = len(labels)
     for epoch in range(settings.epochs):
         model.train()
-        order = torch.randperm(n, generator=order_gen)
+        if num_batches == natural:
+            order = torch.randperm(n, generator=order_gen)
+        else:  # a lengthened epoch: num_batches full batches, images drawn again in fresh orders
+            order = epoch_order(n, num_batches * settings.batch_size, order_gen)
         total, seen = 0.0, 0
-        for start in range(0, n, settings.batch_size):
+        for start in range(0, len(order), settings.batch_size):
             idx = order[start : start + settings.batch_size]
             if len(idx) < 2:  # BatchNorm cannot train on a single image
                 continue
             idx_dev = idx.to(images.device)
             x = prepare_batch(images[idx_dev].to(device, non_blocking=True), settings.image_size, aug_gen,
-                              settings.color_jitter, channels_last)  # fmt: skip
+                              settings.color_jitter, channels_last, settings.rotate90)  # fmt: skip
             y = labels[idx_dev].to(device, non_blocking=True)
             with autocast(device):
                 loss = criterion(model(x).float(), y)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
+            sched.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
-        sched.step()
         if on_epoch is not None:
             on_epoch(epoch, total / max(1, seen))
     return model
@@ -124,9 +170,14 @@ def fit_classifier(
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, images: torch.Tensor | np.ndarray, device: torch.device, image_size: int,
-    batch_size: int = 256, channels_last: bool = False,
+    batch_size: int = 256, channels_last: bool = False, tta: bool = False,
 ) -> np.ndarray:
-    """float32 logits (N, C) for uint8 images (N, H, W, 3), in batches, eval mode."""
+    """float32 logits (N, C) for uint8 images (N, H, W, 3), in batches, eval mode.
+
+    ``tta``: the mean logits over the eight orientations of each image (:func:`dihedral_views`),
+    8x the compute; a smear's class does not depend on its orientation, so this averages out
+    the part of a prediction that does.
+    """
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
@@ -134,8 +185,11 @@ def predict_logits(
         if isinstance(chunk, np.ndarray):
             chunk = torch.from_numpy(np.ascontiguousarray(chunk))
         x = prepare_batch(chunk.to(device, non_blocking=True), image_size, None, 0.0, channels_last)
+        views = dihedral_views(x) if tta else [x]
         with autocast(device):
-            out.append(model(x).float().cpu())
+            logits = torch.stack([model(v.contiguous(memory_format=torch.channels_last) if channels_last else v).float()
+                                  for v in views]).mean(0)  # (B, C)  # fmt: skip
+            out.append(logits.cpu())
     if not out:
         return np.zeros((0, model_num_classes(model)), dtype=np.float32)
     return torch.cat(out).numpy()

@@ -28,7 +28,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from entromix.calibration import calibrated_probs, fit_temperature
+from entromix.calibration import TEMPERATURE_BOUNDS, calibrated_probs, fit_temperature
 from entromix.device import seed_everything
 from entromix.errors import DataError, ParamsError
 from entromix.fit import FitSettings, Optimizer, fit_classifier, predict_logits, uses_channels_last
@@ -46,13 +46,18 @@ class ScoreConfig:
     pretrained_weights: str | None  # local state_dict file; None = from scratch (never downloads)
     image_size: int  # px the reference model sees (the prepared array is resized on the fly)
     epochs: int
+    min_steps: int  # optimiser steps per fold model at least: small folds get longer epochs
     batch_size: int
     optimizer: Optimizer  # adamw | sgd (momentum 0.9)
     lr: float
+    lr_warmup_epochs: float  # linear LR warmup, then cosine to 0 (per step)
     weight_decay: float
+    label_smoothing: float  # cross-entropy label smoothing in [0, 1)
     augment: bool  # flips, rotation, affine, colour jitter while training the reference model
+    rotate90: bool  # augment also with random quarter turns
     color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
     folds: int  # K: out-of-fold scoring of real images, K-model ensemble for synthetic ones
+    tta: bool  # predict as the mean logits over the eight orientations of each image
     temperature_scaling: bool  # fit T on the out-of-fold logits and apply it before the JSD
     seed: int
     device: Literal["auto", "cpu", "cuda"]
@@ -71,10 +76,14 @@ class ScoreConfig:
             raise ParamsError("score.batch_size must be >= 2 (BatchNorm needs two images per batch).")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.color_jitter < 1:
             raise ParamsError("score.lr must be > 0, score.weight_decay >= 0 and score.color_jitter in [0, 1).")
+        if self.min_steps < 0 or self.lr_warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
+            raise ParamsError("score.min_steps and score.lr_warmup_epochs must be >= 0 and score.label_smoothing in [0, 1).")
 
     def fit_settings(self) -> FitSettings:
         return FitSettings(self.epochs, self.batch_size, self.optimizer, self.lr, self.weight_decay,
-                           self.augment, self.color_jitter, self.image_size)  # fmt: skip
+                           self.augment, self.color_jitter, self.image_size, min_steps=self.min_steps,
+                           lr_warmup_epochs=self.lr_warmup_epochs, label_smoothing=self.label_smoothing,
+                           rotate90=self.rotate90)  # fmt: skip
 
 
 @dataclass
@@ -138,8 +147,9 @@ def score_training_images(
         fit_classifier(model, real_images[train_idx], real_labels[train_idx], config.fit_settings(), device,
                        seed=config.seed * 1000 + k, channels_last=channels_last)  # fmt: skip
         oof_logits[held_idx] = predict_logits(model, real_images[torch.from_numpy(held_idx).to(device)], device,
-                                              config.image_size, channels_last=channels_last)  # fmt: skip
-        syn_logits[k] = predict_logits(model, syn_images, device, config.image_size, channels_last=channels_last)
+                                              config.image_size, channels_last=channels_last, tta=config.tta)  # fmt: skip
+        syn_logits[k] = predict_logits(model, syn_images, device, config.image_size, channels_last=channels_last,
+                                       tta=config.tta)  # fmt: skip
         fold_seconds.append(time.perf_counter() - start)
         acc = (oof_logits[held_idx].argmax(1) == real["label"].to_numpy()[held_idx]).mean()
         log(f"entromix score: fold {k + 1}/{config.folds}: trained on {len(train_idx)}, scored {len(held_idx)} "
@@ -148,6 +158,12 @@ def score_training_images(
 
     labels = real["label"].to_numpy()
     temperature = fit_temperature(oof_logits, labels) if config.temperature_scaling else 1.0
+    if config.temperature_scaling and temperature >= 0.99 * TEMPERATURE_BOUNDS[1]:
+        log(f"entromix score: WARNING: the fitted temperature {temperature:.1f} is at its upper bound "
+            f"({TEMPERATURE_BOUNDS[1]:g}): the reference classifier's out-of-fold predictions carry almost no "
+            "information, so every image gets p_true near 1/classes and the JSD cannot tell good synthetic "
+            "images from bad ones. Train the scorer longer (score.min_steps, score.epochs) or check the data; "
+            "see metrics/score.json (oof_auc).")  # fmt: skip
     real_probs = calibrated_probs(oof_logits, temperature)
     syn_probs = calibrated_probs(syn_logits, temperature).mean(axis=0)  # mean softmax of the K fold models
 

@@ -16,6 +16,9 @@ The gate reads ``gate_jsd``, one score per synthetic image: the score stage's JS
 * ``curriculum.strategy: random``: the same scores shuffled among the synthetic images with
   ``default_rng([seed, RANDOM_GATE_STREAM])``, so each epoch admits as many images as the
   curriculum would, but chosen without regard to quality;
+* ``curriculum.strategy: oracle_gate`` (a diagnostic): 0 for the synthetic images of the known
+  ``good`` tier and :data:`ORACLE_SHUT` for every other, so after warmup the gate admits exactly
+  the good tier, whatever ``tau``;
 * ``curriculum.rescore_every = k``: before epochs ``W, W + k, W + 2k, ...`` the current model
   scores the synthetic pool (eval mode, no augmentation, softmax at the temperature fitted on
   that epoch's validation logits, so ``tau`` keeps its meaning as a ``p_true`` threshold) and
@@ -29,7 +32,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -45,7 +48,9 @@ from entromix.curriculum import CurriculumConfig, p_true_equivalent, threshold
 from entromix.device import autocast, generator, seed_everything
 from entromix.entromix_loss import EntroMixLoss, gate_weights
 from entromix.errors import DataError, ParamsError
-from entromix.fit import Optimizer, class_weights, make_optimizer, predict_logits, prepare_batch, uses_channels_last
+from entromix.fit import (Optimizer, class_weights, make_optimizer, predict_logits, prepare_batch, uses_channels_last,
+                          weights_from_counts)
+from entromix.lr_schedule import warmup_cosine
 from entromix.jsd import jsd_to_onehot
 from entromix.models import MODEL_NAMES, build_model
 from entromix.rounding import round_floats
@@ -59,6 +64,11 @@ SOFT_GATE_MARGIN_TEMPERATURES = 4.0
 
 # second seed word of the generator that shuffles the scores for curriculum.strategy: random
 RANDOM_GATE_STREAM = 7919
+
+# oracle_gate's score for a synthetic image outside the good tier: above any tau (at most 1 bit)
+ORACLE_SHUT = 2.0
+
+ClassWeights = Literal["real", "mix", "none"]
 
 HISTORY_COLUMNS = [
     "epoch", "phase", "tau", "p_true_at_tau", "eligible_synthetic", "admitted_synthetic", "train_loss",
@@ -75,11 +85,16 @@ class TrainConfig:
     pretrained_weights: str | None  # local state_dict file; None = from scratch (never downloads)
     image_size: int  # px the model sees (the prepared array is resized on the fly when different)
     epochs: int
+    min_steps: int  # optimiser steps at least over the run: small data sets get longer epochs
     batch_size: int
     optimizer: Optimizer  # sgd (reference: momentum 0.9) | adamw
     lr: float
+    lr_warmup_epochs: float  # linear LR warmup, then cosine to 0 (per step)
     weight_decay: float
+    label_smoothing: float  # cross-entropy label smoothing in [0, 1)
+    class_weights: ClassWeights  # counts behind w_c: real training images | the epoch's mix | none
     augment: bool  # the reference's flips, rotation, affine and colour jitter, on the device
+    rotate90: bool  # augment also with random quarter turns
     color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
     select_metric: SelectMetric  # best checkpoint by this validation metric (val_loss: lowest)
     seed: int
@@ -97,6 +112,10 @@ class TrainConfig:
             raise ParamsError(f"train.batch_size must be >= 2 (BatchNorm needs two images per batch), got {self.batch_size}.")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.color_jitter < 1:
             raise ParamsError("train.lr must be > 0, train.weight_decay >= 0 and train.color_jitter in [0, 1).")
+        if self.min_steps < 0 or self.lr_warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
+            raise ParamsError("train.min_steps and train.lr_warmup_epochs must be >= 0 and train.label_smoothing in [0, 1).")
+        if self.class_weights not in ("real", "mix", "none"):
+            raise ParamsError(f"train.class_weights is {self.class_weights!r}; choose real, mix or none.")
 
 
 @dataclass
@@ -104,7 +123,9 @@ class TrainingTable:
     """Rows of the training set: real training images first, then the synthetic pool.
 
     images: uint8 (N, H, W, 3); labels int64 (N,); is_syn bool (N,); jsd float32 (N,) bits (0 for
-    real rows, never read); ids: row of each image in the prepared array (N,).
+    real rows, never read); ids: row of each image in the prepared array (N,); tiers: the known
+    quality tier of each row ("" for real rows and unknown ones), read only by the oracle_gate
+    diagnostic, or None when no tiers file exists.
     """
 
     images: np.ndarray
@@ -112,6 +133,7 @@ class TrainingTable:
     is_syn: np.ndarray
     jsd: np.ndarray
     ids: np.ndarray
+    tiers: np.ndarray | None = None
 
     @property
     def n_real(self) -> int:
@@ -218,6 +240,10 @@ def train_curriculum(
     curriculum.check_epochs(config.epochs)
     seed_everything(config.seed)
     num_classes = 2
+    if curriculum.strategy == "oracle_gate" and (table.tiers is None or not (table.tiers[table.is_syn] != "").any()):
+        raise ParamsError("curriculum.strategy is 'oracle_gate' (a diagnostic) but no synthetic image has a known tier; "
+                          "it needs ingest.tiers_csv (filename,tier with tier 'good' for the images to admit). "
+                          "Use another strategy for data without tiers.")  # fmt: skip
     if np.unique(table.labels[~table.is_syn]).size != num_classes or np.unique(val_labels).size != num_classes:
         raise DataError("the real training and validation images must both hold benign (0) and malignant (1) images; "
                         "check ingest's split fractions and class_map.")  # fmt: skip
@@ -226,26 +252,33 @@ def train_curriculum(
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    weights = class_weights(table.labels[~table.is_syn], num_classes)
-    criterion = EntroMixLoss(weights, curriculum.loss_gate, curriculum.gate_temperature).to(device)
-    optim = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=config.epochs)
-    aug_gen = generator(device, config.seed + 1) if config.augment else None
     margin = SOFT_GATE_MARGIN_TEMPERATURES * curriculum.gate_temperature if curriculum.loss_gate == "soft" else 0.0
 
     n_real = table.n_real
     gate_jsd = initial_gate_scores(table, curriculum, config.seed)  # (N,): 0 for real rows
     used = np.zeros(len(gate_jsd) - n_real, dtype=bool)
     sampler = CurriculumBatchSampler(table.labels[:n_real], gate_jsd[n_real:], config.batch_size,
-                                     curriculum.max_synthetic_fraction, config.seed)  # fmt: skip
+                                     curriculum.max_synthetic_fraction, config.seed,
+                                     min_batches=math.ceil(config.min_steps / config.epochs),
+                                     synthetic_slots=curriculum.synthetic_slots)  # fmt: skip
+    weights = (class_weights(table.labels[~table.is_syn], num_classes) if config.class_weights != "none"
+               else torch.ones(num_classes))  # "mix" starts here and is recomputed every epoch  # fmt: skip
+    criterion = EntroMixLoss(weights, curriculum.loss_gate, curriculum.gate_temperature, config.label_smoothing).to(device)
+    optim = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    nb = sampler.num_batches
+    sched = warmup_cosine(optim, config.epochs * nb, round(config.lr_warmup_epochs * nb))
+    aug_gen = generator(device, config.seed + 1) if config.augment else None
     images = place_on_device(table.images, device)  # (N, H, W, 3) uint8
     labels = torch.from_numpy(table.labels).to(device)
     is_syn = torch.from_numpy(table.is_syn).to(device)
     jsd = torch.from_numpy(gate_jsd).to(device)
     val_x = place_on_device(val_images, device)
     val_y = torch.from_numpy(np.array(val_labels, dtype=np.int64))
+    weight_source = {"real": "real training counts", "mix": "the images each epoch's loss sees", "none": "none"}
     log(f"entromix train: class weights {[round(float(w), 3) for w in weights]} (n_total / (n_classes * n_class), "
-        f"real training counts); {sampler.num_batches} batches of {config.batch_size} per epoch")  # fmt: skip
+        f"{weight_source[config.class_weights]}); {nb} batches of {config.batch_size} per epoch"
+        + (f" (lengthened from {n_real // config.batch_size} to reach train.min_steps {config.min_steps})"
+           if nb > n_real // config.batch_size else ""))  # fmt: skip
 
     history: list[dict[str, Any]] = []
     best_row: dict | None = None
@@ -284,6 +317,8 @@ def train_curriculum(
         used[placed - n_real] = True
         admitted = float(gate_weights(torch.from_numpy(table.is_syn[placed]), torch.from_numpy(gate_jsd[placed]),
                                       tau, curriculum.loss_gate, curriculum.gate_temperature).sum())  # fmt: skip
+        if config.class_weights == "mix":
+            criterion.set_class_weights(mix_class_weights(plan.batches, table, gate_jsd, tau, curriculum, num_classes))
         lr = optim.param_groups[0]["lr"]
 
         model.train()
@@ -293,7 +328,7 @@ def train_curriculum(
         for rows in plan.batches:
             idx = torch.from_numpy(rows).to(images.device)
             x = prepare_batch(images[idx].to(device, non_blocking=True), config.image_size, aug_gen,
-                              config.color_jitter, channels_last)  # (B, 3, S, S)  # fmt: skip
+                              config.color_jitter, channels_last, config.rotate90)  # (B, 3, S, S)  # fmt: skip
             idx = idx.to(device)
             with autocast(device):
                 logits = model(x)
@@ -301,11 +336,11 @@ def train_curriculum(
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
+            sched.step()  # per step: warmup, then cosine
             loss_sum += loss.detach()
             n_images += len(rows)
         train_loss = float(loss_sum) / len(plan.batches)  # float() synchronises the device
         train_seconds = time.perf_counter() - start
-        sched.step()
 
         val_logits = torch.from_numpy(predict_logits(model, val_x, device, config.image_size, channels_last=channels_last))
         val_loss = float(F.cross_entropy(val_logits, val_y))
@@ -347,10 +382,26 @@ def initial_gate_scores(table: TrainingTable, curriculum: CurriculumConfig, seed
     rows for ``strategy: random`` (same counts per epoch as the curriculum, chosen blindly)."""
     scores = np.array(table.jsd, dtype=np.float32)
     scores[~table.is_syn] = 0.0
+    if curriculum.strategy == "oracle_gate":
+        good = table.is_syn & (table.tiers == "good")
+        scores[table.is_syn] = ORACLE_SHUT
+        scores[good] = 0.0
     if curriculum.strategy == "random":
         syn = np.flatnonzero(table.is_syn)
         scores[syn] = np.random.default_rng([seed, RANDOM_GATE_STREAM]).permutation(scores[syn])
     return scores
+
+
+def mix_class_weights(batches: list[np.ndarray], table: TrainingTable, gate_jsd: np.ndarray, tau: float | None,
+                      curriculum: CurriculumConfig, num_classes: int) -> torch.Tensor:  # fmt: skip
+    """``train.class_weights: mix``: ``w_c = n / (C n_c)`` over the images of this epoch's batches,
+    each counted by its gate weight (1 for real images, 0..1 for synthetic ones), so a
+    malignant-only synthetic pool lowers the malignant weight instead of multiplying it."""
+    rows = np.concatenate(batches)
+    g = gate_weights(torch.from_numpy(table.is_syn[rows]), torch.from_numpy(gate_jsd[rows]), tau,
+                     curriculum.loss_gate, curriculum.gate_temperature).numpy()  # fmt: skip
+    counts = np.bincount(table.labels[rows], weights=g, minlength=num_classes)
+    return weights_from_counts(np.maximum(counts, 1e-6))
 
 
 def rescore_synthetic(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, val_x: torch.Tensor,
@@ -377,6 +428,15 @@ def synthetic_tiers(table: TrainingTable, tiers_csv: Path) -> pd.Series | None:
         return None
     by_id = dict(zip(tiers["id"].astype(int), tiers["tier"].astype(str)))
     return pd.Series([by_id.get(int(i), "") for i in table.ids[table.is_syn]], dtype=object)
+
+
+def with_tiers(table: TrainingTable, synthetic: pd.Series | None) -> TrainingTable:
+    """``table`` with the known tier of each row (:func:`synthetic_tiers` gives the synthetic rows')."""
+    if synthetic is None:
+        return table
+    tiers = np.full(len(table.labels), "", dtype=object)
+    tiers[table.is_syn] = synthetic.to_numpy(dtype=object)
+    return replace(table, tiers=tiers)
 
 
 def synthetic_by_tier(result: TrainResult, tiers: pd.Series) -> dict[str, dict[str, int]]:
