@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.entromix-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install lock bench figures results clean-env
+.PHONY: run test install lock bench figures results clean-env exp
 
 install: $(STAMP)
 
@@ -23,6 +23,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/dvc repro
+
+# One DVC experiment, optionally from a named recipe in profiles/ plus any -S overrides:
+#   make exp PROFILE=reference-gpu ARGS="-S train.pretrained_weights=/path/resnet50-0676ba61.pth"
+#   make exp ARGS="-S curriculum.jsd_start=0.05"
+exp: $(STAMP)
+	@set -e; profile_args=""; \
+	if [ -n "$(PROFILE)" ]; then profile_args=$$($(BIN)/python -m entromix.profiles profiles/$(PROFILE).yaml); fi; \
+	echo "dvc exp run $$profile_args $(ARGS)"; $(BIN)/dvc exp run $$profile_args $(ARGS)
 
 # pytest exits 5 when it collects no tests: treat that as a failure, not a pass.
 test: $(STAMP)

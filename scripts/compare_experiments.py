@@ -1,13 +1,14 @@
-"""Turn DVC experiment exports into RESULTS.md and docs/figures/results.png.
+"""Turn the DVC experiment exports in results/ into RESULTS.md's tables and figures.
 
-    python scripts/compare_experiments.py                       # the committed exports in results/
-    python scripts/compare_experiments.py --export demo=results/demo.json --export leukemia_dev=/tmp/l.json
+    python scripts/compare_experiments.py                 # every results/<dataset>/<sweep>.json
+    python scripts/compare_experiments.py --results /tmp/results --out /tmp/RESULTS.md
 
-Each export is what `dvc exp show --json` printed in a repository where the experiments ran
-(scripts/run_experiments.py writes it). Experiments that differ only in train.seed are repeats;
-each (dataset, setting, strategy) row gives the mean and standard deviation over them.
-Markdown written before the generated tables (the conclusions) is kept: only the part between
-the `<!-- generated:start -->` and `<!-- generated:end -->` markers is replaced.
+Each export ``results/<dataset>/<sweep>.json`` is what ``scripts/run_experiments.py
+sweeps/<sweep>.yaml`` wrote (a filtered ``dvc exp show --json``); its sweep file gives the
+variants, their order and what the table reports. Experiments that differ only in the seed are
+repeats; each (dataset, sweep, setting, variant) row gives the mean and standard deviation over
+them. Markdown outside the ``<!-- generated:start -->`` / ``<!-- generated:end -->`` markers
+(the reading of the numbers) is kept; only the part between them is replaced.
 """
 
 from __future__ import annotations
@@ -20,53 +21,55 @@ from pathlib import Path
 import pandas as pd
 
 from entromix.errors import DataError
-from entromix.experiments import (comparison_figure, experiment_rows, experiments_from_exp_show, is_scorer_ablation,
-                                  markdown_tables, scorer_rows, scorer_table, summarise)
+from entromix.experiments import Sweep, comparison_figure, experiments_from_exp_show, load_sweep, summarise, sweep_rows, sweep_tables
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
-DEFAULT_EXPORTS = ["demo=results/demo.json", "leukemia_dev=results/leukemia_dev.json",
-                   "leukemia_dev=results/leukemia_dev_scorer.json"]
-STRATEGY_ORDER = ["real_only", "naive", "random", "curriculum"]
+#: The order of the sweeps in RESULTS.md (others follow, by name).
+SWEEP_ORDER = ["strategies", "scorer_recipe", "train_recipe", "training_design", "scorer_gap"]
 
 
-def parse_export(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise DataError(f"--export {text!r}: write it as DATASET=PATH, e.g. demo=results/demo.json.")
-    return name, Path(path)
+def find_exports(results: Path, sweeps: Path) -> list[tuple[str, Path, Sweep]]:
+    """(dataset, export, sweep) for every ``results/<dataset>/<sweep>.json``, in report order."""
+    found = []
+    for path in sorted(results.glob("*/*.json")):
+        sweep_file = sweeps / f"{path.stem}.yaml"
+        if not sweep_file.is_file():
+            raise DataError(f"{path}: no sweep file {sweep_file} to read its variants from; name the export after "
+                            "its sweep (scripts/run_experiments.py sweeps/NAME.yaml --export results/DATASET/NAME.json).")  # fmt: skip
+        found.append((path.parent.name, path, load_sweep(sweep_file)))
+    rank = {name: i for i, name in enumerate(SWEEP_ORDER)}
+    return sorted(found, key=lambda f: (rank.get(f[1].stem, len(rank)), f[1].stem, f[0] != "leukemia_dev", f[0]))
 
 
-def load_rows(exports: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(strategy experiments, scorer ablation runs), one row each, from the exports."""
-    frames, scorer_frames = [], []
-    for text in exports:
-        dataset, path = parse_export(text)
-        if not path.is_file():
-            raise DataError(f"{path}: no such export. Run scripts/run_experiments.py (or `dvc exp show --json > {path}`).")
+def load_rows(exports: list[tuple[str, Path, Sweep]]) -> pd.DataFrame:
+    frames = []
+    for dataset, path, sweep in exports:
         try:
             exported = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc}); export it again with `dvc exp show --json`.") from None
-        experiments = experiments_from_exp_show(exported, str(path))
-        if not experiments:
-            raise DataError(f"{path}: no finished experiment with evaluate metrics in this export.")
-        frames.append(experiment_rows([e for e in experiments if not is_scorer_ablation(e)], dataset))
-        scorer_frames.append(scorer_rows([e for e in experiments if is_scorer_ablation(e)], dataset))
-    return pd.concat(frames, ignore_index=True), pd.concat(scorer_frames, ignore_index=True)
+            raise DataError(f"{path}: not valid JSON ({exc}); export it again with scripts/run_experiments.py --no-run.") from None
+        rows = sweep_rows(experiments_from_exp_show(exported, str(path)), dataset)
+        rows = rows[rows["sweep"] == sweep.name]
+        if rows.empty:
+            raise DataError(f"{path}: no finished experiment of sweep '{sweep.name}' in this export.")
+        frames.append(rows)
+    if not frames:
+        raise DataError("no exports found: run scripts/run_experiments.py first (see RESULTS.md for the commands).")
+    return pd.concat(frames, ignore_index=True)
 
 
-def write_report(summary: pd.DataFrame, rows: pd.DataFrame, scorer: pd.DataFrame, out: Path, figure: Path | None) -> None:
-    generated = [
-        "_Generated by `python scripts/compare_experiments.py` from the DVC experiment exports in `results/`; "
-        "do not edit between the markers._\n",
-        markdown_tables(summary, STRATEGY_ORDER),
-    ]
-    if figure is not None:
-        generated.append(f"![Test ROC-AUC and tuned balanced accuracy per strategy]({figure.as_posix()})\n")
-    if not scorer.empty:
-        generated.append(scorer_table(scorer))
-    generated.append(f"{len(rows)} strategy experiments and {len(scorer)} scorer runs in all.\n")
-    block = f"{START}\n" + "\n".join(generated) + f"{END}\n"
+def write_report(summary: pd.DataFrame, exports: list[tuple[str, Path, Sweep]], n_runs: int, out: Path,
+                 figures: dict[str, Path]) -> None:  # fmt: skip
+    generated = ["_Generated by `python scripts/compare_experiments.py` (`make results`) from the DVC experiment "
+                 "exports in `results/`; do not edit between the markers._\n"]  # fmt: skip
+    done: set[str] = set()
+    for dataset, _, sweep in exports:
+        generated.append(sweep_tables(summary, sweep, dataset))
+        if sweep.name in figures and sweep.name not in done:
+            done.add(sweep.name)
+            generated.append(f"![{sweep.title}]({figures[sweep.name].as_posix()})\n")
+    generated.append(f"{n_runs} experiments in all.\n")
+    block = f"{START}\n" + "\n".join(g for g in generated if g) + f"{END}\n"
     text = out.read_text() if out.exists() else "# Results\n\n"
     if START in text and END in text:
         head, _, rest = text.partition(START)
@@ -79,24 +82,29 @@ def write_report(summary: pd.DataFrame, rows: pd.DataFrame, scorer: pd.DataFrame
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export", action="append", help="DATASET=PATH of a `dvc exp show --json` export (repeatable)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="folder of <dataset>/<sweep>.json exports")
+    parser.add_argument("--sweeps", type=Path, default=Path("sweeps"), help="folder of the sweep files")
     parser.add_argument("--out", type=Path, default=Path("RESULTS.md"))
-    parser.add_argument("--figure", type=Path, default=Path("docs/figures/results.png"))
+    parser.add_argument("--figures", type=Path, default=Path("docs/figures"), help="where the comparison figures go")
     parser.add_argument("--csv", type=Path, default=Path("results/summary.csv"), help="the summary table as CSV")
     args = parser.parse_args(argv)
     try:
-        rows, scorer = load_rows(args.export or DEFAULT_EXPORTS)
+        exports = find_exports(args.results, args.sweeps)
+        rows = load_rows(exports)
         summary = summarise(rows)
     except DataError as exc:
         print(f"compare_experiments: {exc}", file=sys.stderr)
         return 2
-    args.figure.parent.mkdir(parents=True, exist_ok=True)
-    comparison_figure(summary, str(args.figure), STRATEGY_ORDER)
+    figures = {}
+    args.figures.mkdir(parents=True, exist_ok=True)
+    for sweep in {s.name: s for _, _, s in exports if s.report == "test"}.values():
+        figures[sweep.name] = args.figures / f"results_{sweep.name}.png"
+        comparison_figure(summary, sweep, str(figures[sweep.name]))
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     summary.round(4).to_csv(args.csv, index=False)
-    write_report(summary, rows, scorer, args.out, args.figure)
-    print(f"compare_experiments: {len(rows)} experiments, {len(summary)} strategy/setting rows -> {args.out}, "
-          f"{args.figure}, {args.csv}")
+    write_report(summary, exports, len(rows), args.out, figures)
+    print(f"compare_experiments: {len(rows)} experiments, {len(summary)} rows -> {args.out}, {args.csv}"
+          + (f", {', '.join(str(p) for p in figures.values())}" if figures else ""))  # fmt: skip
     return 0
 
 

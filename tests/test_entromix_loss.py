@@ -86,3 +86,21 @@ def test_soft_gate_loss_is_weighted_mean_over_gate_weights():
 def test_boundary_score_equal_to_tau_is_admitted_in_float32():
     g = gate_weights(torch.tensor([True]), torch.tensor([0.05], dtype=torch.float32), 0.05)
     assert g.item() == 1.0
+
+
+def test_label_smoothing_known_answer():
+    # one real image of class 1 with logits (0, 0): p = (0.5, 0.5); smoothing e = 0.2 with C = 2
+    # gives target (0.1, 0.9) and weighted CE = w0 * 0.1 * ln 2 + w1 * 0.9 * ln 2
+    w = torch.tensor([2.0, 0.5])
+    loss = EntroMixLoss(w, label_smoothing=0.2)(torch.zeros(1, 2), torch.tensor([1]), torch.tensor([False]),
+                                                 torch.tensor([0.0]), None)  # fmt: skip
+    assert loss.item() == pytest.approx((2.0 * 0.1 + 0.5 * 0.9) * math.log(2), rel=1e-6)
+
+
+def test_set_class_weights_replaces_the_weights_in_place():
+    criterion = EntroMixLoss(torch.tensor([1.0, 1.0]))
+    logits = torch.tensor([[2.0, 0.0]])
+    before = criterion(logits, torch.tensor([1]), torch.tensor([False]), torch.tensor([0.0]), None)
+    criterion.set_class_weights(torch.tensor([1.0, 3.0]))
+    after = criterion(logits, torch.tensor([1]), torch.tensor([False]), torch.tensor([0.0]), None)
+    assert after.item() == pytest.approx(3 * before.item())

@@ -1,4 +1,5 @@
-"""The experiment comparison (entromix.experiments, scripts/compare_experiments.py) on fabricated exports."""
+"""Sweeps and their reports (entromix.experiments, scripts/run_experiments.py, scripts/compare_experiments.py)
+on fabricated `dvc exp show --json` exports."""
 
 import json
 import subprocess
@@ -10,33 +11,44 @@ import pandas as pd
 import pytest
 
 from entromix.errors import DataError
-from entromix.experiments import (experiment_rows, experiments_from_exp_show, markdown_tables, setting_label,
-                                  strategy_label, summarise)  # fmt: skip
+from entromix.experiments import (experiment_name, experiments_from_exp_show, load_sweep, parse_name, summarise,
+                                  sweep_rows, sweep_tables)  # fmt: skip
 
 PROJECT = Path(__file__).resolve().parents[1]
-REFERENCE = {"strategy": "curriculum", "jsd_end": 1.0, "gate": "hard", "pacing": "linear", "rescore_every": 0,
-             "max_synthetic_fraction": 0.5, "warmup_epochs": 4, "jsd_start": 0.03}  # fmt: skip
+
+SWEEP = """\
+name: strat
+title: Strategies
+about: A fabricated comparison.
+report: test
+seed_keys: [train.seed, score.seed]
+settings: [full, "10"]
+base: {curriculum.jsd_end: 0.311}
+variants:
+  real-only: {curriculum.strategy: real_only}
+  capped: {}
+"""
 
 
-def exp_state(name: str, curriculum: dict, seed: int, auc: float, sens: float, spec: float, scarce=None,
-              status: str = "Success") -> dict:  # fmt: skip
+def exp_state(name: str, auc: float, sens: float, spec: float, status: str = "Success", val_auc: float = 0.9) -> dict:
     """One experiment as `dvc exp show --json` (DVC 3) writes it."""
-    params = {"curriculum": {**REFERENCE, **curriculum}, "train": {"seed": seed},
-              "ingest": {"scarce_train_images": scarce, "scarce_label": "malignant"}}  # fmt: skip
     at = {"sensitivity": sens, "specificity": spec, "balanced_accuracy": (sens + spec) / 2}
     tiers = {"all": {"pool": 6, "eligible_final": 3, "used": 3}, "good": {"pool": 3, "eligible_final": 3, "used": 3},
              "degraded": {"pool": 2, "eligible_final": 0, "used": 0},
              "hallucinated": {"pool": 1, "eligible_final": 0, "used": 0}}  # fmt: skip
     return {
-        "rev": f"{abs(hash((name, seed))):040x}"[:40], "name": name, "error": None, "experiments": None,
+        "rev": f"{abs(hash(name)):040x}"[:40], "name": name, "error": None, "experiments": None,
         "data": {
-            "rev": "x", "timestamp": "2026-11-23T18:00:00", "status": status, "executor": None, "error": None,
-            "params": {"params.yaml": {"data": params}},
+            "rev": "x", "timestamp": "2026-12-01T18:00:00", "status": status, "executor": None, "error": None,
+            "params": {"params.yaml": {"data": {"train": {"seed": 0}}}},
             "metrics": {
                 "metrics/evaluate.json": {"data": {"evaluate": {"test": {"roc_auc": auc, "at_050": at, "at_tuned": at}}}},
-                "metrics/train.json": {"data": {"train": {"best_epoch": seed + 3, "synthetic": tiers}}},
+                "metrics/train.json": {"data": {"train": {"best_epoch": 3, "synthetic": tiers,
+                                                          "final": {"val_auc": val_auc, "val_loss": 0.3},
+                                                          "best": {"val_auc": val_auc + 0.01}}}},
                 "metrics/score.json": {"data": {"score": {"tier_auroc_hallucinated_vs_good": 0.9,
-                                                          "tier_auroc_degraded_vs_good": 0.6, "oof_auc": 0.8}}},
+                                                          "tier_auroc_degraded_vs_good": 0.6, "oof_auc": 0.8,
+                                                          "temperature": 1.5}}},
             },
             "deps": {}, "outs": {}, "meta": {"has_checkpoints": False},
         },
@@ -45,7 +57,7 @@ def exp_state(name: str, curriculum: dict, seed: int, auc: float, sens: float, s
 
 def queued(state: dict) -> dict:
     """The same experiment while it waits in `dvc queue`: DVC shows the baseline's metrics."""
-    return {**state, "name": state["name"] + "-queued", "rev": "b" * 40, "_executor": {"state": "queued"}}
+    return {**state, "name": state["name"].replace("-s", "-q"), "rev": "b" * 40, "_executor": {"state": "queued"}}
 
 
 def export(states: list[dict]) -> list:
@@ -58,89 +70,77 @@ def export(states: list[dict]) -> list:
 
 
 FABRICATED = [
-    exp_state("full-real-only-s0", {"strategy": "real_only"}, 0, 0.80, 0.6, 0.9),
-    exp_state("full-real-only-s1", {"strategy": "real_only"}, 1, 0.90, 0.8, 0.7),
-    exp_state("full-real-only-s2", {"strategy": "real_only"}, 2, 0.70, 0.7, 0.8),
-    exp_state("full-capped-s0", {"jsd_end": 0.311}, 0, 0.95, 0.9, 0.9),
-    exp_state("full-capped-s1", {"jsd_end": 0.311}, 1, 0.85, 0.9, 0.7),
-    exp_state("n10-curriculum-s0", {}, 0, 0.60, 0.5, 0.5, scarce=10),
-    exp_state("failed", {}, 5, 0.1, 0.1, 0.1, status="Failed"),
-]
-FABRICATED.append(queued(exp_state("full-real-only-s3", {"strategy": "real_only"}, 3, 0.1, 0.1, 0.1)))
-
-
-def scorer_state(name: str, score: dict, seed: int, halluc: float, degraded: float) -> dict:
-    """A score-only run (`dvc exp run ... score`): evaluate metrics are the baseline's, stale."""
-    state = exp_state(name, {}, 0, 0.5, 0.5, 0.5)
-    state["data"]["params"]["params.yaml"]["data"]["score"] = {"augment": True, "epochs": 8, "folds": 4,
-                                                               "temperature_scaling": True, "seed": seed, **score}
-    state["data"]["metrics"]["metrics/score.json"]["data"]["score"] = {
-        "tier_auroc_hallucinated_vs_good": halluc, "tier_auroc_degraded_vs_good": degraded, "oof_auc": 0.8}
-    return state
-
-
-SCORER = [
-    scorer_state("scorer-base-s0", {}, 0, 0.8, 0.6),
-    scorer_state("scorer-no-augment-s0", {"augment": False}, 0, 0.7, 0.5),
+    exp_state("strat-real-only-full-s0", 0.80, 0.6, 0.9),
+    exp_state("strat-real-only-full-s1", 0.90, 0.8, 0.7),
+    exp_state("strat-real-only-full-s2", 0.70, 0.7, 0.8),
+    exp_state("strat-capped-full-s0", 0.95, 0.9, 0.9),
+    exp_state("strat-capped-full-s1", 0.85, 0.9, 0.7),
+    exp_state("strat-capped-n10-s0", 0.60, 0.5, 0.5),
+    exp_state("strat-capped-n10-s1", 0.1, 0.1, 0.1, status="Failed"),
+    exp_state("not-a-sweep-name", 0.1, 0.1, 0.1),
+    queued(exp_state("strat-real-only-full-s3", 0.1, 0.1, 0.1)),
 ]
 
 
-def test_scorer_ablation_table():
-    from entromix.experiments import is_scorer_ablation, scorer_label, scorer_rows, scorer_table
-
-    experiments = experiments_from_exp_show(export(SCORER + [scorer_state("scorer-base-s1", {}, 1, 0.9, 0.7)]))
-    assert all(is_scorer_ablation(e) for e in experiments)
-    assert scorer_label({"score.epochs": 16, "score.folds": 4}) == "epochs 16"
-    text = scorer_table(scorer_rows(experiments, "leuk"))
-    assert "| base | 0.850 ± 0.071 | 0.650 ± 0.071 | 0.800 ± 0.000 | 2 |" in text
-    assert "| augment false | 0.700 | 0.500 | 0.800 | 1 |" in text
+@pytest.fixture
+def sweep_file(tmp_path: Path) -> Path:
+    path = tmp_path / "strategies.yaml"
+    path.write_text(SWEEP)
+    return path
 
 
-def test_labels():
-    assert strategy_label({"curriculum.strategy": "naive", "curriculum.jsd_end": 0.3}) == "naive"
-    assert strategy_label({"curriculum.strategy": "curriculum", "curriculum.jsd_end": 1.0}) == "curriculum"
-    label = strategy_label({"curriculum.strategy": "curriculum", "curriculum.jsd_end": 0.311, "curriculum.gate": "soft",
-                            "curriculum.pacing": "sqrt", "curriculum.rescore_every": 2})  # fmt: skip
-    assert label == "curriculum, jsd_end 0.311, soft gate, sqrt pacing, rescore every 2"
-    assert setting_label({"ingest.scarce_train_images": None}) == "full"
-    assert setting_label({"ingest.scarce_train_images": 10, "ingest.scarce_label": "malignant"}) == "10 malignant"
+def test_names_round_trip():
+    for sweep, variant, setting, seed in [("scorer", "lr-3e-4", "10", 1), ("train", "size-96", "full", 0),
+                                          ("strat", "real-only", "full", 12)]:  # fmt: skip
+        name = experiment_name(sweep, variant, setting, seed)
+        assert parse_name(name) == {"sweep": sweep, "variant": variant, "setting": setting, "seed": seed}
+    assert parse_name("workspace") is None and parse_name("strat-x-full") is None
 
 
-def test_reads_finished_experiments_and_averages_over_seeds():
-    experiments = experiments_from_exp_show(export(FABRICATED))
-    assert sorted(e.name for e in experiments) == sorted(s["name"] for s in FABRICATED[:-2])  # failed, queued left out
-    rows = experiment_rows(experiments, "demo")
-    summary = summarise(rows).set_index(["setting", "strategy"])
-    real = summary.loc[("full", "real_only")]
+def test_load_sweep_checks_the_file(tmp_path, sweep_file):
+    sweep = load_sweep(sweep_file)
+    assert sweep.name == "strat" and list(sweep.variants) == ["real-only", "capped"]
+    assert sweep.seed_keys == ("train.seed", "score.seed") and sweep.settings == ("full", "10")
+    bad = tmp_path / "bad.yaml"
+    for text, message in [("name: Bad_Name\nvariants: {a: {}}", "'name' must be"),
+                          ("name: x\nvariants: {}", "non-empty 'variants'"),
+                          ("name: x\nreport: nope\nvariants: {a: {}}", "'report' is 'nope'"),
+                          ("name: x\nvariants: {A_b: {}}", "variant name 'A_b'"),
+                          ("name: [x", "not valid YAML")]:  # fmt: skip
+        bad.write_text(text)
+        with pytest.raises(DataError, match=message):
+            load_sweep(bad)
+    with pytest.raises(DataError, match="no such sweep file"):
+        load_sweep(tmp_path / "missing.yaml")
+
+
+def test_rows_keep_finished_sweep_experiments_and_average_over_seeds():
+    rows = sweep_rows(experiments_from_exp_show(export(FABRICATED)), "demo")
+    assert sorted(rows["experiment"]) == sorted(s["name"] for s in FABRICATED[:6])  # no failed, queued, foreign
+    summary = summarise(rows)
+    real = summary[(summary["variant"] == "real-only") & (summary["setting"] == "full")].iloc[0]
     assert real["seeds"] == 3
-    assert real["roc_auc_mean"] == pytest.approx(0.8) and real["roc_auc_std"] == pytest.approx(0.1)  # sample std
-    assert real["sens_050_mean"] == pytest.approx(0.7) and real["spec_tuned_mean"] == pytest.approx(0.8)
-    assert real["bacc_050_mean"] == pytest.approx(np.mean([0.75, 0.75, 0.75]))
-    capped = summary.loc[("full", "curriculum, jsd_end 0.311")]
-    assert capped["seeds"] == 2 and capped["roc_auc_mean"] == pytest.approx(0.9)
-    assert capped["roc_auc_std"] == pytest.approx(np.std([0.95, 0.85], ddof=1))
-    one = summary.loc[("10 malignant", "curriculum")]
-    assert one["seeds"] == 1 and np.isnan(one["roc_auc_std"])
-    assert capped["admitted_good_mean"] == 3 and capped["admitted_hallucinated_mean"] == 0
-    assert capped["auroc_halluc_vs_good"] == pytest.approx(0.9)
-    assert real["best_epoch_mean"] == pytest.approx(5.0)  # best_epoch 3, 4, 5 (0-based) -> 4, 5, 6
-
-
-def test_markdown_has_every_setting_and_strategy_in_order():
-    summary = summarise(experiment_rows(experiments_from_exp_show(export(FABRICATED)), "demo"))
-    text = markdown_tables(summary, ["real_only", "naive", "random", "curriculum"])
-    assert text.index("### demo: full") < text.index("### demo: 10 malignant")
-    full = text[text.index("### demo: full"):text.index("### demo: 10 malignant")]
-    assert full.index("| real_only |") < full.index("| curriculum, jsd_end 0.311 |")
-    assert "| real_only | 0.800 ± 0.100 | 0.700 ± 0.100 |" in full
-    assert "hallucinated vs good 0.900, degraded vs good 0.600" in full
-    assert "| curriculum | 0.600 | 0.500 |" in text  # one seed: no std
+    assert real["test_auc_mean"] == pytest.approx(0.8) and real["test_auc_std"] == pytest.approx(0.1)
+    assert real["best_epoch_mean"] == 4  # 1-based
+    assert real["admitted_good_mean"] == 3 and real["pool_good"] == 3
 
 
 def test_a_repeated_seed_is_an_error():
-    states = FABRICATED[:3] + [exp_state("again", {"strategy": "real_only"}, 0, 0.5, 0.5, 0.5)]
-    with pytest.raises(DataError, match="repeat 'real_only' \\(full, seed 0\\)"):
-        summarise(experiment_rows(experiments_from_exp_show(export(states)), "demo"))
+    rows = sweep_rows(experiments_from_exp_show(export(FABRICATED[:3])), "demo")
+    with pytest.raises(DataError, match="repeat a"):
+        summarise(pd.concat([rows, rows.iloc[:1]]))
+
+
+def test_tables_follow_the_sweep_order_and_report(sweep_file):
+    sweep = load_sweep(sweep_file)
+    summary = summarise(sweep_rows(experiments_from_exp_show(export(FABRICATED)), "demo"))
+    text = sweep_tables(summary, sweep, "demo")
+    assert text.startswith("### demo: Strategies") and "A fabricated comparison." in text
+    assert text.index("**full training set**") < text.index("**10 malignant training images**")
+    full = text[text.index("**full training set**"): text.index("**10 malignant")]
+    assert full.index("| real-only |") < full.index("| capped |")
+    assert "| real-only | 0.800 ± 0.100 |" in full and "eligible at the end: good" in full
+    assert sweep_tables(summary, sweep, "other") == ""
 
 
 def test_not_an_export_is_a_clear_error():
@@ -148,24 +148,57 @@ def test_not_an_export_is_a_clear_error():
         experiments_from_exp_show({"rev": "workspace"}, "x.json")
 
 
-def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path):
-    demo, leuk = tmp_path / "demo.json", tmp_path / "leuk.json"
-    demo.write_text(json.dumps(export(FABRICATED)))
-    leuk.write_text(json.dumps(export(FABRICATED[:3] + SCORER)))
+def test_run_experiments_dry_run_lists_one_command_per_setting_variant_and_seed(sweep_file):
+    proc = subprocess.run([sys.executable, str(PROJECT / "scripts" / "run_experiments.py"), str(sweep_file),
+                           "--seeds", "0,1", "--export", "x.json", "--dry-run"], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 * 2 * 2
+    first = lines[0]
+    assert first.startswith("dvc exp run --queue -n strat-real-only-full-s0 ")
+    assert "-S curriculum.jsd_end=0.311 -S curriculum.strategy=real_only -S train.seed=0 -S score.seed=0" in first
+    assert "-S ingest.scarce_train_images=null" in first
+    scarce = [line for line in lines if "-n strat-capped-n10-s1 " in line][0]
+    assert "-S ingest.scarce_train_images=10 -S ingest.scarce_seed=1" in scarce
+    bad = subprocess.run([sys.executable, str(PROJECT / "scripts" / "run_experiments.py"), str(sweep_file),
+                          "--variants", "nope", "--export", "x.json", "--dry-run"], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "unknown variant(s) ['nope']" in bad.stderr
+
+
+def test_every_committed_sweep_file_loads_and_sets_only_known_params():
+    import yaml
+
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    for path in sorted((PROJECT / "sweeps").glob("*.yaml")):
+        sweep = load_sweep(path)
+        for changes in [sweep.base, *sweep.variants.values()]:
+            for key in changes:
+                section, _, name = key.partition(".")
+                assert name in params.get(section, {}), f"{path.name}: {key} is not a params.yaml key"
+
+
+def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path, sweep_file):
+    results, sweeps = tmp_path / "results", tmp_path / "sweeps"
+    (results / "demo").mkdir(parents=True)
+    (results / "leukemia_dev").mkdir()
+    sweeps.mkdir()
+    (sweeps / "strategies.yaml").write_text(sweep_file.read_text())
+    (results / "demo" / "strategies.json").write_text(json.dumps(export(FABRICATED)))
+    (results / "leukemia_dev" / "strategies.json").write_text(json.dumps(export(FABRICATED[:3])))
     out = tmp_path / "RESULTS.md"
     out.write_text("# Results\n\nOur conclusion, written by hand.\n\n<!-- generated:start -->\nSTALE TABLE\n<!-- generated:end -->\n\nTail.\n")
-    args = [sys.executable, str(PROJECT / "scripts" / "compare_experiments.py"), "--export", f"demo={demo}",
-            "--export", f"leukemia_dev={leuk}", "--out", str(out), "--figure", str(tmp_path / "r.png"),
+    args = [sys.executable, str(PROJECT / "scripts" / "compare_experiments.py"), "--results", str(results),
+            "--sweeps", str(sweeps), "--out", str(out), "--figures", str(tmp_path / "fig"),
             "--csv", str(tmp_path / "s.csv")]  # fmt: skip
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert text.startswith("# Results\n\nOur conclusion, written by hand.") and text.rstrip().endswith("Tail.")
-    assert "STALE TABLE" not in text and "### demo: full" in text and "### leukemia_dev: full" in text
-    assert "9 strategy experiments and 2 scorer runs in all." in text
-    assert "### leukemia_dev: scorer ablation" in text and "| augment false | 0.700 | 0.500 | 0.800 | 1 |" in text
-    assert (tmp_path / "r.png").stat().st_size > 1000
+    assert "STALE TABLE" not in text and "9 experiments in all." in text
+    assert text.index("### leukemia_dev: Strategies") < text.index("### demo: Strategies")
+    assert (tmp_path / "fig" / "results_strat.png").stat().st_size > 1000
     assert len(pd.read_csv(tmp_path / "s.csv")) == 4
-    missing = subprocess.run(args[:2] + ["--export", f"demo={tmp_path / 'nope.json'}", "--out", str(out)],
-                             capture_output=True, text=True)  # fmt: skip
-    assert missing.returncode == 2 and "nope.json: no such export" in missing.stderr
+    (results / "demo" / "unknown.json").write_text("[]")
+    missing = subprocess.run(args, capture_output=True, text=True)
+    assert missing.returncode == 2 and "no sweep file" in missing.stderr
+    assert np.isfinite(pd.read_csv(tmp_path / "s.csv")["test_auc_mean"]).all()

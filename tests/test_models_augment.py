@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,3 +79,29 @@ def test_augment_flip_only_mirrors_the_image():
                       scale=(1, 1), color_jitter=0)  # fmt: skip
     assert torch.allclose(flipped, x.flip(-1), atol=1e-5)
     assert math.isclose(float(flipped.mean()), float(x.mean()), rel_tol=1e-5)
+
+
+def test_rotate90_turns_the_image_by_quarter_turns_only():
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    turned = augment(x, torch.Generator().manual_seed(3), hflip=0, vflip=0, rotation_deg=0, translate=0,
+                     scale=(1, 1), color_jitter=0, rotate90=True)  # fmt: skip
+    seen = set()
+    for i in range(len(x)):
+        matches = [k for k in range(4) if torch.allclose(turned[i], torch.rot90(x[i], k, dims=(1, 2)), atol=1e-5)]
+        assert len(matches) == 1, f"image {i} is not a quarter turn of its input"
+        seen.add(matches[0])
+    assert len(seen) >= 3  # the turns are drawn, not fixed
+
+
+def test_tta_logits_do_not_depend_on_the_orientation():
+    from entromix.fit import predict_logits
+    from entromix.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", 2, 32)
+    images = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8)
+    turned = torch.rot90(images, 1, dims=(1, 2)).contiguous()
+    a = predict_logits(model, images, torch.device("cpu"), 32, tta=True)
+    b = predict_logits(model, turned, torch.device("cpu"), 32, tta=True)
+    plain = predict_logits(model, images, torch.device("cpu"), 32)
+    assert np.allclose(a, b, atol=1e-4) and a.shape == plain.shape == (3, 2)

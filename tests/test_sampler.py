@@ -95,3 +95,35 @@ def test_batch_larger_than_real_set_is_a_clear_error():
 def test_batch_must_hold_each_class():
     with pytest.raises(DataError, match="one\\s+real image of each"):
         CurriculumBatchSampler(np.array([0, 1, 2] * 10), np.zeros(3), 4, 0.5, 0)
+
+
+def test_min_batches_lengthen_the_epoch_keeping_the_ratio_and_even_repeats():
+    s = CurriculumBatchSampler(REAL, SYN_JSD, 16, 0.5, seed=0, min_batches=25)
+    assert s.num_batches == 25
+    plan = s.epoch(2, None)
+    assert len(plan.batches) == 25 and all(len(b) == 16 for b in plan.batches)
+    rows = np.concatenate(plan.batches)
+    counts = np.bincount(rows, minlength=160)
+    benign, malignant = counts[:120], counts[120:]
+    assert (rows < 160).all()
+    assert benign.max() - benign.min() <= 1 and malignant.max() - malignant.min() <= 1  # floor or ceil each
+    assert benign.sum() == 300 and malignant.sum() == 100  # 400 slots at 3:1
+    assert all(np.sum(b >= 120) in (4,) for b in plan.batches)  # every batch keeps 12 + 4
+
+
+def test_min_batches_below_one_pass_change_nothing():
+    a, b = sampler(), CurriculumBatchSampler(REAL, SYN_JSD, 16, 0.5, seed=0, min_batches=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a.epoch(4, 0.3).batches, b.epoch(4, 0.3).batches))
+
+
+@pytest.mark.parametrize("tau", [None, 0.3, 1.0])
+def test_add_slots_keep_every_real_image_and_put_synthetic_on_top(tau):
+    s = CurriculumBatchSampler(REAL, SYN_JSD, 16, 0.5, seed=0, synthetic_slots="add")
+    assert s.synthetic_per_batch_cap == 16  # fraction 0.5 of the batch: as many synthetic as real
+    plan = s.epoch(3, tau)
+    real = [b[b < 160] for b in plan.batches]
+    assert all(len(r) == 16 for r in real)  # synthetic images never take a real slot
+    assert sorted(np.concatenate(real)) == list(range(160))
+    assert plan.placed == (0 if tau is None else int((SYN_JSD <= tau).sum()))
+    quarter = CurriculumBatchSampler(REAL, SYN_JSD, 16, 0.2, seed=0, synthetic_slots="add")
+    assert quarter.synthetic_per_batch_cap == 4  # 4 / (16 + 4) = 0.2

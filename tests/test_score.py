@@ -148,3 +148,26 @@ def test_temperature_moves_jsd_values_but_never_the_tier_ranking(temperature):
     assert tier_auroc(scaled, tiers, "hallucinated") == tier_auroc(plain, tiers, "hallucinated")
     if temperature != 1.0:
         assert not np.allclose(scaled, plain)
+
+
+def test_a_scorer_that_learned_nothing_is_a_loud_warning():
+    """Identical images with balanced labels: nothing to learn, so within a fold every logit is the
+    same and half the labels disagree with it; the fitted temperature runs to its bound (every
+    p_true near 0.5), which the stage must say, not hide."""
+    images, manifest = toy_data()
+    manifest["label"] = np.where(manifest["is_syn"] == 1, 1, np.arange(len(manifest)) % 2)
+    images = np.full_like(images, 128)
+    lines: list[str] = []
+    result = score_training_images(config(augment=False), images, manifest, CPU, log=lines.append)
+    assert result.temperature >= 19.8
+    warning = [line for line in lines if "WARNING" in line]
+    assert len(warning) == 1 and "upper bound" in warning[0] and "score.min_steps" in warning[0]
+    learned = score_training_images(config(epochs=6, lr=3e-3), *toy_data(), CPU, log=lines.append)
+    assert learned.temperature < 19.8
+
+
+def test_tta_and_min_steps_run_in_the_score_stage():
+    images, manifest = toy_data()
+    result = score_training_images(config(tta=True, min_steps=8, rotate90=True, label_smoothing=0.1,
+                                          lr_warmup_epochs=1), images, manifest, CPU, log=lambda s: None)  # fmt: skip
+    assert result.dataset["jsd_score"].between(0, 1).all() and len(result.dataset) == 30

@@ -121,3 +121,51 @@ def test_strategy_params_are_checked():
     assert make_curriculum(rescore_every=3, warmup_epochs=2).rescores_at(2)
     assert [make_curriculum(rescore_every=3, warmup_epochs=2).rescores_at(t) for t in range(9)] == \
         [False, False, True, False, False, True, False, False, True]
+
+
+def test_oracle_gate_admits_exactly_the_good_tier_after_warmup(data):
+    from dataclasses import replace
+
+    from entromix.train import with_tiers
+
+    table, val_x, val_y = data
+    tiered = with_tiers(table, TIERS)
+    result = train_curriculum(make_config(epochs=4), make_curriculum(strategy="oracle_gate", jsd_end=1.0), tiered,
+                              val_x, val_y, CPU, log=lambda s: None)  # fmt: skip
+    assert [r["eligible_synthetic"] for r in result.history] == [0, 0, 8, 8]  # warmup 2, then the 8 good ones
+    assert np.array_equal(result.final_eligible, (TIERS == "good").to_numpy())
+    assert not result.used[(TIERS != "good").to_numpy()].any()
+    metrics = train_metrics(result, make_config(epochs=4), make_curriculum(strategy="oracle_gate"), TIERS)["train"]
+    assert metrics["synthetic"]["hallucinated"]["eligible_final"] == 0 and metrics["synthetic"]["good"]["eligible_final"] == 8
+    with pytest.raises(ParamsError, match="oracle_gate.*needs ingest.tiers_csv"):
+        train_curriculum(make_config(epochs=4), make_curriculum(strategy="oracle_gate"), replace(table, tiers=None),
+                         val_x, val_y, CPU, log=lambda s: None)  # fmt: skip
+
+
+def test_mix_class_weights_count_the_admitted_synthetic_images(data):
+    from entromix.train import mix_class_weights
+
+    table = data[0]
+    gate = initial_gate_scores(table, make_curriculum(), 0)
+    # 36 benign + 12 malignant real rows, plus synthetic rows 48..63 with jsd 0..0.9 (16 steps of 0.06)
+    rows = [np.arange(48), np.arange(48, 64)]
+    w_warmup = mix_class_weights(rows[:1], table, gate, None, make_curriculum(), 2)
+    assert w_warmup.tolist() == pytest.approx([48 / 72, 48 / 24])  # the real counts
+    w_open = mix_class_weights(rows, table, gate, 0.3, make_curriculum(), 2)
+    admitted = int((table.jsd[48:] <= 0.3).sum())  # 6 synthetic malignant images
+    n = 48 + admitted
+    assert w_open.tolist() == pytest.approx([n / (2 * 36), n / (2 * (12 + admitted))])
+
+
+def test_class_weights_modes_train(data):
+    for mode in ("mix", "none"):
+        result = run(data, make_curriculum(jsd_end=0.5), make_config(epochs=3, class_weights=mode))
+        assert np.isfinite([r["train_loss"] for r in result.history]).all()
+
+
+def test_min_steps_lengthen_epochs_and_keep_the_schedule(data):
+    short = run(data, make_curriculum(), make_config(epochs=3))
+    long = run(data, make_curriculum(), make_config(epochs=3, min_steps=30))
+    assert [r["train_images"] for r in short.history] == [48, 48, 48]  # 6 batches of 8
+    assert [r["train_images"] for r in long.history] == [80, 80, 80]  # 10 batches of 8: 30 steps over 3 epochs
+    assert [r["tau"] for r in short.history] == [r["tau"] for r in long.history]

@@ -1,21 +1,18 @@
-"""Compare DVC experiments: which strategy, in which setting, over how many seeds.
+"""Sweeps of DVC experiments: which variant, in which setting, over how many seeds.
 
-The experiments are ordinary DVC experiments (``dvc exp run --queue -S ...``, see
-``scripts/run_experiments.py``); ``dvc exp show --json`` exports their params and metrics. This
-module turns such exports into one row per (dataset, setting, strategy) with the mean and the
-standard deviation over seeds, and renders ``RESULTS.md`` and a figure
-(``scripts/compare_experiments.py``).
+A sweep (``sweeps/*.yaml``, :func:`load_sweep`) is a set of named variants, each a handful of
+``-S`` overrides on a common base; ``scripts/run_experiments.py`` queues one ordinary DVC
+experiment per (setting, variant, seed), named ``<sweep>-<variant>-<full|nN>-s<seed>``
+(:func:`experiment_name`), and exports ``dvc exp show --json``. This module turns such exports
+into one row per (dataset, sweep, setting, variant) with the mean and the standard deviation
+over seeds (:func:`summarise`), and renders the tables of ``RESULTS.md``
+(``scripts/compare_experiments.py``). What a table shows depends on the sweep's ``report``:
 
-* **strategy** (:func:`strategy_label`): ``curriculum.strategy``, and for the curriculum what
-  differs from the reference design (jsd_end 1.0, hard gate, linear pacing, no re-scoring,
-  at most half a batch synthetic): e.g. ``curriculum, jsd_end 0.311`` or ``curriculum, soft gate``.
-* **setting** (:func:`setting_label`): ``full`` or ``10 malignant`` (``ingest.scarce_train_images``).
-* **seed**: ``train.seed``; experiments that differ only in the seed are repeats.
-
-Experiments named ``scorer-*`` are the scorer ablation (the score stage alone, run with target
-``score``; their train and evaluate metrics are the baseline's and are not read):
-:func:`scorer_rows` and :func:`scorer_table` report how well the JSD ranked the known tiers for
-each scoring choice (augmentation, epochs, folds, temperature scaling), over ``score.seed``.
+* ``score``: the scorer's out-of-fold ROC-AUC and how well its JSD ranks the known synthetic
+  tiers (score-stage-only sweeps);
+* ``val``: validation metrics, for choosing a recipe (never test);
+* ``test``: the test metrics of a comparison, with the validation AUC beside them and the
+  synthetic images admitted per known tier.
 """
 
 from __future__ import annotations
@@ -175,130 +172,72 @@ def experiments_from_exp_show(exported: Any, source: str = "dvc exp show --json"
     return list(found.values())
 
 
-SCORER_PREFIX = "scorer-"
-#: The score stage's CPU profile; a scorer variant is named by what it changes.
-REFERENCE_SCORER = {"augment": True, "epochs": 8, "folds": 4, "temperature_scaling": True}
+#: (column, metrics key, header) of every figure a table can show.
+METRICS = [
+    ("oof_auc", "score.oof_auc", "scorer OOF ROC-AUC"),
+    ("auroc_halluc", "score.tier_auroc_hallucinated_vs_good", "JSD AUROC hallucinated vs good"),
+    ("auroc_degraded", "score.tier_auroc_degraded_vs_good", "JSD AUROC degraded vs good"),
+    ("temperature", "score.temperature", "temperature"),
+    ("val_auc_final", "train.final.val_auc", "val ROC-AUC, last epoch"),
+    ("val_loss_final", "train.final.val_loss", "val loss, last epoch"),
+    ("val_bacc_final", "train.final.val_balanced_accuracy", "val bal. acc. at 0.5, last epoch"),
+    ("val_auc_best", "train.best.val_auc", "val ROC-AUC, best epoch"),
+    ("best_epoch", "train.best_epoch", "best epoch"),
+    ("test_auc", "evaluate.test.roc_auc", "test ROC-AUC"),
+    ("test_bacc_tuned", "evaluate.test.at_tuned.balanced_accuracy", "test bal. acc., tuned"),
+    ("test_sens_tuned", "evaluate.test.at_tuned.sensitivity", "test sens., tuned"),
+    ("test_spec_tuned", "evaluate.test.at_tuned.specificity", "test spec., tuned"),
+    ("test_bacc_050", "evaluate.test.at_050.balanced_accuracy", "test bal. acc. at 0.5"),
+    ("admitted_good", "train.synthetic.good.eligible_final", "good"),
+    ("admitted_degraded", "train.synthetic.degraded.eligible_final", "degraded"),
+    ("admitted_hallucinated", "train.synthetic.hallucinated.eligible_final", "hallucinated"),
+]
+HEADERS = {column: header for column, _, header in METRICS}
+REPORT_COLUMNS: dict[str, list[str]] = {
+    "score": ["oof_auc", "auroc_halluc", "auroc_degraded", "temperature"],
+    "val": ["val_auc_final", "val_loss_final", "val_bacc_final", "val_auc_best", "best_epoch"],
+    "test": ["test_auc", "test_bacc_tuned", "test_sens_tuned", "test_spec_tuned", "test_bacc_050", "val_auc_final",
+             "best_epoch"],
+}  # fmt: skip
+TIERS = ("good", "degraded", "hallucinated")
 
 
-def is_scorer_ablation(experiment: Experiment) -> bool:
-    return experiment.name.startswith(SCORER_PREFIX)
-
-
-def scorer_label(params: dict[str, Any]) -> str:
-    """What a scoring run changes from the CPU profile (``base`` when nothing)."""
-    changes = []
-    for key, reference in REFERENCE_SCORER.items():
-        value = params.get(f"score.{key}", reference)
-        if value != reference:
-            changes.append(f"{key} {str(value).lower()}")
-    return ", ".join(changes) or "base"
-
-
-def scorer_rows(experiments: Iterable[Experiment], dataset: str) -> pd.DataFrame:
+def sweep_rows(experiments: Iterable[Experiment], dataset: str) -> pd.DataFrame:
+    """One row per experiment named by :func:`experiment_name` (others are left out)."""
     rows = []
     for exp in experiments:
-        row = {"dataset": dataset, "variant": scorer_label(exp.params), "seed": exp.params.get("score.seed"),
-               "experiment": exp.name}  # fmt: skip
-        for column, key in SCORE_METRICS:
+        parsed = parse_name(exp.name)
+        if parsed is None:
+            continue
+        row: dict[str, Any] = {"dataset": dataset, **parsed, "experiment": exp.name}
+        for column, key, _ in METRICS:
             value = exp.metrics.get(key)
             row[column] = np.nan if value is None else float(value)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["dataset", "variant", "seed", "experiment"] + [c for c, _ in SCORE_METRICS])
-
-
-def scorer_table(rows: pd.DataFrame) -> str:
-    """Markdown: per dataset and scoring variant, the tier AUROCs and OOF AUC, mean ± std over seeds."""
-    if rows.empty:
-        return ""
-    parts = []
-    for dataset, block in rows.groupby("dataset", sort=False):
-        grouped = block.groupby("variant", sort=False)
-        lines = [f"### {dataset}: scorer ablation\n",
-                 "How well the JSD ranks the known synthetic tiers (AUROC; 1 = every worse image scores above "
-                 f"every good one) for each scoring choice, mean ± std over {grouped['seed'].nunique().max()} "
-                 "score seeds, full setting.\n",
-                 "| scoring | hallucinated vs good | degraded vs good | reference OOF ROC-AUC | seeds |",
-                 "|---|---|---|---|---|"]  # fmt: skip
-        for variant, group in grouped:
-            cells = [_pm(group[c].mean(), group[c].std(ddof=1)) for c, _ in SCORE_METRICS]
-            lines.append(f"| {variant} | " + " | ".join(cells) + f" | {group['seed'].nunique()} |")
-        parts.append("\n".join(lines) + "\n")
-    return "\n".join(parts)
-
-
-def strategy_label(params: dict[str, Any]) -> str:
-    """``curriculum.strategy`` plus, for the curriculum, what differs from the reference design."""
-    strategy = str(params.get("curriculum.strategy", "curriculum"))
-    if strategy != "curriculum":
-        return strategy
-    changes = []
-    jsd_end = float(params.get("curriculum.jsd_end", 1.0))
-    if not math.isclose(jsd_end, REFERENCE_CURRICULUM["jsd_end"]):
-        changes.append(f"jsd_end {jsd_end:g}")
-    if params.get("curriculum.gate", "hard") != "hard":
-        changes.append(f"{params['curriculum.gate']} gate")
-    if params.get("curriculum.pacing", "linear") != "linear":
-        changes.append(f"{params['curriculum.pacing']} pacing")
-    if int(params.get("curriculum.rescore_every", 0) or 0) > 0:
-        changes.append(f"rescore every {int(params['curriculum.rescore_every'])}")
-    fraction = float(params.get("curriculum.max_synthetic_fraction", 0.5))
-    if not math.isclose(fraction, REFERENCE_CURRICULUM["max_synthetic_fraction"]):
-        changes.append(f"synthetic <= {fraction:g} of a batch")
-    return ", ".join(["curriculum", *changes])
-
-
-def setting_label(params: dict[str, Any]) -> str:
-    """``full`` or ``<N> <label>`` when ``ingest.scarce_train_images`` limits the real training set."""
-    limit = params.get("ingest.scarce_train_images")
-    if limit is None:
-        return "full"
-    return f"{int(limit)} {params.get('ingest.scarce_label', 'malignant')}"
-
-
-def _tier_admitted(metrics: dict[str, Any], tier: str) -> float | None:
-    value = metrics.get(f"train.synthetic.{tier}.eligible_final")
-    return None if value is None else float(value)
-
-
-def experiment_rows(experiments: Iterable[Experiment], dataset: str) -> pd.DataFrame:
-    """One row per experiment: dataset, setting, strategy, seed, the test metrics, tiers, JSD ranking."""
-    rows = []
-    for exp in experiments:
-        row: dict[str, Any] = {
-            "dataset": dataset, "setting": setting_label(exp.params), "strategy": strategy_label(exp.params),
-            "seed": exp.params.get("train.seed"), "experiment": exp.name,
-        }  # fmt: skip
-        for column, key in TEST_METRICS + SCORE_METRICS:
-            value = exp.metrics.get(key)
-            row[column] = np.nan if value is None else float(value)
-        best = exp.metrics.get("train.best_epoch")
-        row["best_epoch"] = np.nan if best is None else float(best) + 1  # 1-based, as the logs
-        row["admitted_all"] = _tier_admitted(exp.metrics, "all")
+        if not math.isnan(row["best_epoch"]):
+            row["best_epoch"] += 1  # 1-based, as the logs
         for tier in TIERS:
-            row[f"admitted_{tier}"] = _tier_admitted(exp.metrics, tier)
-            row[f"pool_{tier}"] = exp.metrics.get(f"train.synthetic.{tier}.pool")
+            pool = exp.metrics.get(f"train.synthetic.{tier}.pool")
+            row[f"pool_{tier}"] = np.nan if pool is None else float(pool)
         rows.append(row)
-    return pd.DataFrame(rows)
+    columns = ["dataset", "sweep", "variant", "setting", "seed", "experiment"] + [c for c, _, _ in METRICS]
+    return pd.DataFrame(rows, columns=columns + [f"pool_{t}" for t in TIERS])
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean and (sample) standard deviation over seeds per (dataset, setting, strategy).
+    """Mean and (sample) standard deviation over seeds per (dataset, sweep, setting, variant).
 
     A repeat with the same seed as another is an error: it would count one run twice.
     """
-    keys = ["dataset", "setting", "strategy"]
+    keys = ["dataset", "sweep", "setting", "variant"]
     repeated = rows[rows.duplicated(keys + ["seed"], keep=False)]
     if not repeated.empty:
-        first = repeated.iloc[0]
-        names = ", ".join(repeated.loc[(repeated[keys + ["seed"]] == first[keys + ["seed"]]).all(axis=1), "experiment"])
-        raise DataError(f"experiments {names} repeat {first['strategy']!r} ({first['setting']}, seed {first['seed']}) "
-                        f"on {first['dataset']}; remove one (dvc exp remove NAME) so no run counts twice.")  # fmt: skip
-    values = [c for c, _ in TEST_METRICS] + ["best_epoch"] + [c for c in rows.columns if c.startswith("admitted_")]
+        names = ", ".join(repeated["experiment"].head(4))
+        raise DataError(f"experiments {names} repeat a (dataset, sweep, setting, variant, seed); remove one "
+                        "(dvc exp remove NAME) or keep one export per sweep, so no run counts twice.")  # fmt: skip
+    values = [c for c, _, _ in METRICS]
     grouped = rows.groupby(keys, sort=False)
     out = grouped[values].mean().add_suffix("_mean").join(grouped[values].std(ddof=1).add_suffix("_std"))
     out["seeds"] = grouped["seed"].nunique()
-    for column, _ in SCORE_METRICS:
-        out[column] = grouped[column].mean()
     for tier in TIERS:
         out[f"pool_{tier}"] = grouped[f"pool_{tier}"].first()
     return out.reset_index()
@@ -312,77 +251,75 @@ def _pm(mean: float, std: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _order(summary: pd.DataFrame, strategy_order: list[str] | None) -> pd.DataFrame:
-    order = strategy_order or ["real_only", "naive", "random", "curriculum"]
+def setting_title(setting: str) -> str:
+    return "full training set" if setting == "full" else f"{setting} malignant training images"
+
+
+def _ordered(block: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     rank = {name: i for i, name in enumerate(order)}
-    return summary.assign(_rank=summary["strategy"].map(lambda s: rank.get(s, len(rank)))).sort_values(
-        ["dataset", "setting", "_rank", "strategy"], kind="stable", key=lambda c: c if c.name != "setting" else c.map(
-            lambda s: (0, 0) if s == "full" else (1, -int(str(s).split()[0])))).drop(columns="_rank")  # fmt: skip
+    return block.assign(_rank=block["variant"].map(lambda v: rank.get(v, len(rank)))).sort_values(
+        ["_rank", "variant"], kind="stable").drop(columns="_rank")  # fmt: skip
 
 
-def markdown_tables(summary: pd.DataFrame, strategy_order: list[str] | None = None) -> str:
-    """Per dataset and setting: the test metrics table, the admitted-per-tier table and the JSD ranking."""
-    parts = []
-    summary = _order(summary, strategy_order)
-    for (dataset, setting), block in summary.groupby(["dataset", "setting"], sort=False):
-        parts.append(f"### {dataset}: {setting}\n")
-        seeds = sorted(set(block["seeds"]))
-        parts.append(f"Test set, mean ± standard deviation over {'/'.join(map(str, seeds))} seeds "
-                     "(sens/spec/bal. acc. at the 0.5 threshold and at the threshold tuned on val; best epoch: "
-                     "the checkpoint evaluated, chosen by val AUC, mean over seeds).\n")  # fmt: skip
-        header = ("| strategy | ROC-AUC | sens 0.5 | spec 0.5 | bal. acc. 0.5 | sens tuned | spec tuned | "
-                  "bal. acc. tuned | best epoch |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
-        lines = [header]
-        for row in block.itertuples(index=False):
-            r = row._asdict()
-            cells = [_pm(r[f"{c}_mean"], r[f"{c}_std"]) for c, _ in TEST_METRICS] + [_pm(r["best_epoch_mean"], np.nan, 1)]
-            lines.append(f"| {r['strategy']} | " + " | ".join(cells) + " |")
+def sweep_tables(summary: pd.DataFrame, sweep: Sweep, dataset: str) -> str:
+    """Markdown for one sweep on one dataset: a table per setting (full first, then fewer images)."""
+    block = summary[(summary["dataset"] == dataset) & (summary["sweep"] == sweep.name)]
+    if block.empty:
+        return ""
+    columns = REPORT_COLUMNS[sweep.report]
+    parts = [f"### {dataset}: {sweep.title}\n"]
+    if sweep.about:
+        parts.append(sweep.about + "\n")
+    settings = sorted(block["setting"].unique(), key=lambda s: (0, 0) if s == "full" else (1, -int(s)))
+    for setting in settings:
+        rows = _ordered(block[block["setting"] == setting], list(sweep.variants))
+        seeds = "/".join(str(int(n)) for n in sorted(rows["seeds"].unique()))
+        parts.append(f"**{setting_title(setting)}**, mean ± std over {seeds} seeds:\n")
+        tiers = sweep.report == "test" and rows["pool_good"].notna().any()
+        header = ["variant"] + [HEADERS[c] for c in columns]
+        if tiers:
+            pools = ", ".join(f"{t} {int(rows[f'pool_{t}'].dropna().iloc[0])}" for t in TIERS
+                              if rows[f"pool_{t}"].notna().any())  # fmt: skip
+            header += [f"eligible at the end: {t}" for t in TIERS]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in rows.to_dict("records"):
+            digits = {"best_epoch": 1, "temperature": 2}
+            cells = [_pm(r[f"{c}_mean"], r[f"{c}_std"] if c != "best_epoch" else np.nan, digits.get(c, 3))
+                     for c in columns]  # fmt: skip
+            if tiers:
+                cells += [_pm(r[f"admitted_{t}_mean"], np.nan, 1) for t in TIERS]
+            lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines) + "\n")
-        pools = {t: block[f"pool_{t}"].dropna() for t in TIERS}
-        if all(len(p) for p in pools.values()):
-            pool_text = ", ".join(f"{t} {int(pools[t].iloc[0])}" for t in TIERS)
-            tier_lines = [f"Synthetic images eligible at the last epoch (mean over seeds; pool: {pool_text}).\n",
-                          "| strategy | all | good | degraded | hallucinated |\n|---|---|---|---|---|"]  # fmt: skip
-            for row in block.itertuples(index=False):
-                r = row._asdict()
-                tier_lines.append(f"| {r['strategy']} | " + " | ".join(
-                    _pm(r[f"admitted_{t}_mean"], np.nan, 1) for t in ("all", *TIERS)) + " |")  # fmt: skip
-            parts.append("\n".join(tier_lines) + "\n")
-        ranking = block.iloc[0]
-        if not math.isnan(ranking["auroc_halluc_vs_good"]):
-            parts.append(
-                f"How well the score stage's JSD ranked the known tiers (AUROC, 1 = every worse image scored "
-                f"above every good one; mean over the scoring runs): hallucinated vs good "
-                f"{ranking['auroc_halluc_vs_good']:.3f}, degraded vs good {ranking['auroc_degraded_vs_good']:.3f}; "
-                f"reference classifier out-of-fold ROC-AUC {ranking['oof_auc']:.3f}.\n"
-            )
+        if tiers:
+            parts.append(f"Eligible at the end: synthetic images with jsd <= tau at the last epoch, mean over seeds "
+                         f"(pool: {pools}).\n")  # fmt: skip
     return "\n".join(parts)
 
 
-def comparison_figure(summary: pd.DataFrame, path: str, strategy_order: list[str] | None = None) -> None:
-    """Bars of test ROC-AUC and tuned balanced accuracy (mean ± std) per strategy, one panel per
-    dataset and setting."""
+def comparison_figure(summary: pd.DataFrame, sweep: Sweep, path: str) -> None:
+    """Bars of test ROC-AUC and tuned balanced accuracy (mean ± std) per variant of a ``test``
+    sweep, one panel per dataset and setting."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = _order(summary, strategy_order)
-    groups = list(summary.groupby(["dataset", "setting"], sort=False))
-    fig, axes = plt.subplots(len(groups), 1, figsize=(9, 2.2 + 0.45 * summary["strategy"].nunique() * len(groups)),
+    block = summary[summary["sweep"] == sweep.name]
+    groups = list(block.groupby(["dataset", "setting"], sort=False))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(9, 2.0 + 0.42 * len(sweep.variants) * len(groups)),
                              squeeze=False)  # fmt: skip
-    for ax, ((dataset, setting), block) in zip(axes[:, 0], groups):
-        y = np.arange(len(block))
-        for offset, (column, label) in enumerate([("roc_auc", "ROC-AUC"), ("bacc_tuned", "balanced accuracy, tuned")]):
-            ax.barh(y + (offset - 0.5) * 0.38, block[f"{column}_mean"], 0.38,
-                    xerr=block[f"{column}_std"].fillna(0), label=label, capsize=2)  # fmt: skip
-        ax.set_yticks(y, block["strategy"])
+    for ax, ((dataset, setting), rows) in zip(axes[:, 0], groups):
+        rows = _ordered(rows, list(sweep.variants))
+        y = np.arange(len(rows))
+        for offset, (column, label) in enumerate([("test_auc", "test ROC-AUC"), ("test_bacc_tuned", "balanced accuracy, tuned")]):
+            ax.barh(y + (offset - 0.5) * 0.38, rows[f"{column}_mean"], 0.38,
+                    xerr=rows[f"{column}_std"].fillna(0), label=label, capsize=2)  # fmt: skip
+        ax.set_yticks(y, rows["variant"])
         ax.invert_yaxis()
-        ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)  # chance
-        ax.set_xlim(0, 1)
-        ax.set_title(f"{dataset}: {setting} (mean ± std over seeds)", fontsize=10)
+        ax.set_xlim(0.5, 1)
+        ax.set_title(f"{dataset}: {setting_title(setting)} (mean ± std over seeds)", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].legend(loc="lower right", fontsize=8)
+    axes[0, 0].legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

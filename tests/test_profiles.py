@@ -1,0 +1,80 @@
+"""Named recipes in profiles/: they load onto params.yaml, validate, print their -S arguments, and run."""
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from entromix.curriculum import CurriculumConfig
+from entromix.errors import ParamsError
+from entromix.ingest import IngestConfig
+from entromix.params import load_params, section
+from entromix.profiles import apply_profile, load_profile, set_args
+from entromix.score import ScoreConfig
+from entromix.train import TrainConfig, TrainingTable, train_curriculum
+
+PROJECT = Path(__file__).resolve().parents[1]
+REFERENCE = PROJECT / "profiles" / "reference-gpu.yaml"
+
+
+def reference_params() -> dict:
+    return apply_profile(load_params(PROJECT / "params.yaml"), load_profile(REFERENCE), REFERENCE)
+
+
+def test_reference_profile_loads_and_validates_every_section():
+    params = reference_params()
+    train = section(params, "train", TrainConfig)
+    score = section(params, "score", ScoreConfig)
+    curriculum = section(params, "curriculum", CurriculumConfig)
+    ingest = section(params, "ingest", IngestConfig)
+    assert (train.model, train.image_size, train.epochs, train.batch_size, train.optimizer, train.lr) == (
+        "resnet50", 224, 90, 16, "sgd", 0.0007)
+    assert train.color_jitter == 0.2 and not train.rotate90 and train.lr_warmup_epochs == 0
+    assert (curriculum.warmup_epochs, curriculum.jsd_end) == (20, 1.0)
+    assert score.model == "resnet50" and score.image_size == ingest.image_size == 224
+    curriculum.check_epochs(train.epochs)
+
+
+def test_set_args_and_the_command_line():
+    args = set_args(load_profile(REFERENCE))
+    assert args[:2] == ["-S", "ingest.image_size=224"] and "train.optimizer=sgd" in args and "train.rotate90=false" in args
+    proc = subprocess.run([sys.executable, "-m", "entromix.profiles", str(REFERENCE)], cwd=PROJECT,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == " ".join(args)
+    bad = subprocess.run([sys.executable, "-m", "entromix.profiles", "profiles/nope.yaml"], cwd=PROJECT,
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "no such profile" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_unknown_keys_are_refused(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train:\n  lr_rate: 0.1\n")
+    with pytest.raises(ParamsError, match="unknown key\\(s\\) train.lr_rate"):
+        apply_profile(load_params(PROJECT / "params.yaml"), load_profile(typo), typo)
+    typo.write_text("trian:\n  lr: 0.1\n")
+    with pytest.raises(ParamsError, match="section 'trian' is not in params.yaml"):
+        apply_profile(load_params(PROJECT / "params.yaml"), load_profile(typo), typo)
+
+
+@pytest.mark.slow
+def test_reference_profile_trains(tmp_path):
+    """The profile's own model, image size, optimiser and augmentation, shortened to 2 epochs."""
+    params = reference_params()
+    config = replace(section(params, "train", TrainConfig), epochs=2, device="cpu")
+    curriculum = replace(section(params, "curriculum", CurriculumConfig), warmup_epochs=1)
+    rng = np.random.default_rng(0)
+    size = config.image_size
+    labels = np.array([0] * 12 + [1] * 4 + [1] * 4)
+    table = TrainingTable(images=rng.integers(0, 256, (20, size, size, 3), dtype=np.uint8), labels=labels,
+                          is_syn=np.array([False] * 16 + [True] * 4), jsd=np.linspace(0, 1, 20).astype(np.float32),
+                          ids=np.arange(20))  # fmt: skip
+    val_labels = np.array([0, 1, 0, 1])
+    val = rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    result = train_curriculum(config, curriculum, table, val, val_labels, torch.device("cpu"), log=lambda s: None)
+    assert len(result.history) == 2 and result.history[1]["tau"] == pytest.approx(1.0)
+    assert result.history[0]["lr"] == pytest.approx(0.0007)  # no LR warmup in the reference recipe
+    assert np.isfinite(result.history[-1]["train_loss"])
