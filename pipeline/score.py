@@ -1,6 +1,6 @@
 """DVC stage `score`: reference classifier (K-fold, real train only) -> per-image JSD.
 
-Reads params section `score` and ingest's outputs. Writes (atomically):
+Reads params section `score` and ingest's outputs (checked: entromix.stage_io). Writes, as one set:
   data/dataset.csv                    filename,is_syn,jsd_score,label,split,p_true,predicted,fold,id
   metrics/score.json                  out-of-fold accuracy/AUC, mean JSD, tier AUROCs when known
   plots/score/jsd_histogram.csv       fraction of images per JSD bin (dvc plots)
@@ -9,18 +9,14 @@ Reads params section `score` and ingest's outputs. Writes (atomically):
 
 from pathlib import Path
 
-import pandas as pd
-
-from entromix.atomic import write_csv, write_json
+from entromix.atomic import atomic_paths, json_text
 from entromix.device import describe, resolve_device
-from entromix.image_store import open_images
 from entromix.params import load_params, section
 from entromix.plots import jsd_groups, jsd_histogram_table, plot_jsd_distribution
 from entromix.score import ScoreConfig, score_metrics, score_training_images
 from entromix.stage import run_stage, stage_args
+from entromix.stage_io import DATASET, PREPARED, load_prepared
 
-PREPARED = Path("data/prepared")
-DATASET = Path("data/dataset.csv")
 METRICS = Path("metrics/score.json")
 PLOTS = Path("plots/score")
 
@@ -29,9 +25,8 @@ def main() -> None:
     args = stage_args(__doc__)
     config = section(load_params(args.params), "score", ScoreConfig, args.params)
     device = resolve_device(config.device, "score.device")
-    manifest = pd.read_csv(PREPARED / "manifest.csv", keep_default_na=False)
-    tiers = pd.read_csv(PREPARED / "synthetic_tiers.csv", keep_default_na=False)
-    images = open_images(PREPARED / "images.npy")
+    prepared = load_prepared(PREPARED)
+    manifest, tiers, images = prepared.manifest, prepared.tiers, prepared.images
     n_real = int(((manifest["is_syn"] == 0) & (manifest["split"] == "train")).sum())
     n_syn = int((manifest["is_syn"] == 1).sum())
     print(f"entromix score: {config.folds}-fold {config.model} at {config.image_size}px, {config.epochs} epochs, "
@@ -42,11 +37,13 @@ def main() -> None:
     print(f"entromix score: out-of-fold accuracy {m['oof_accuracy']}, AUC {m['oof_auc']}, temperature "
           f"{m['temperature']}; mean JSD real {m['real_jsd_mean']}, synthetic {m['synthetic_jsd_mean']}"
           + (f"; AUROC hallucinated vs good {m['tier_auroc_hallucinated_vs_good']}" if "tier_auroc_hallucinated_vs_good" in m else ""))
-    write_csv(DATASET, result.dataset.round({"jsd_score": 6, "p_true": 6}))
-    write_json(METRICS, metrics)
     groups = jsd_groups(result.dataset, tiers)
-    write_csv(PLOTS / "jsd_histogram.csv", jsd_histogram_table(groups))
-    plot_jsd_distribution(groups, PLOTS / "jsd_distribution.png")
+    with atomic_paths(DATASET, METRICS, PLOTS / "jsd_histogram.csv", PLOTS / "jsd_distribution.png") as tmp:
+        dataset_csv, metrics_json, histogram_csv, figure = tmp
+        result.dataset.round({"jsd_score": 6, "p_true": 6}).to_csv(dataset_csv, index=False, encoding="utf-8")
+        metrics_json.write_text(json_text(metrics))
+        jsd_histogram_table(groups).to_csv(histogram_csv, index=False)
+        plot_jsd_distribution(groups, figure)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """DVC stage `train`: the curriculum (warmup, JSD threshold ramp, gate, class-balanced batches).
 
 Reads params sections `curriculum` and `train`, ingest's array and manifest, and the score
-stage's data/dataset.csv. Writes (atomically):
+stage's data/dataset.csv (all checked first: entromix.stage_io). Writes, as one set (and the
+resume state after every epoch):
   models/train/best.pt        weights of the epoch with the best train.select_metric on val
   models/train/last.pt        weights after the last epoch
   models/train/checkpoints/resume.pt   the full training state after every epoch (DVC persist:
@@ -16,21 +17,17 @@ stage's data/dataset.csv. Writes (atomically):
 import platform
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from entromix.atomic import write_csv, write_json
-from entromix.checkpoints import save_checkpoint
+from entromix.atomic import atomic_paths, json_text
 from entromix.curriculum import CurriculumConfig
 from entromix.device import describe, resolve_device
-from entromix.image_store import open_images
 from entromix.params import load_params, section, to_dict
 from entromix.stage import run_stage, stage_args
+from entromix.stage_io import DATASET, PREPARED, load_dataset, load_prepared
 from entromix.train import (TrainConfig, history_frame, run_fingerprint, synthetic_tiers, train_curriculum, train_metrics,
                             training_table, with_tiers)
 
-PREPARED = Path("data/prepared")
-DATASET = Path("data/dataset.csv")
 MODELS = Path("models/train")
 HISTORY = Path("plots/train/history.csv")
 METRICS = Path("metrics/train.json")
@@ -43,12 +40,11 @@ def main() -> None:
     config = section(params, "train", TrainConfig, args.params)
     curriculum.check_epochs(config.epochs)
     device = resolve_device(config.device, "train.device")
-    manifest = pd.read_csv(PREPARED / "manifest.csv", keep_default_na=False)
-    dataset = pd.read_csv(DATASET, keep_default_na=False)
-    labels = [str(x) for x in load_params(PREPARED / "ingest_config.json").get("labels", ["benign", "malignant"])]
-    images = open_images(PREPARED / "images.npy")
+    prepared = load_prepared(PREPARED)
+    manifest, labels, images = prepared.manifest, prepared.labels, prepared.images
+    dataset = load_dataset(DATASET, prepared)
     table = training_table(images, manifest, dataset, str(DATASET))
-    tiers = synthetic_tiers(table, PREPARED / "synthetic_tiers.csv")
+    tiers = synthetic_tiers(table, prepared.tiers)
     table = with_tiers(table, tiers)  # read only by the oracle_gate diagnostic and the per-tier metrics
     val = manifest[(manifest["split"] == "val") & (manifest["is_syn"] == 0)]
     print(f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
@@ -67,17 +63,20 @@ def main() -> None:
         resume_path.unlink()
     result = train_curriculum(config, curriculum, table, images[val["id"].to_numpy()], val["label"].to_numpy(),
                               device, resume_path=resume_path, fingerprint=fingerprint)  # fmt: skip
-    save_checkpoint(MODELS / "best.pt", checkpoint(result.best_state, result.best_val))
-    save_checkpoint(MODELS / "last.pt", checkpoint(result.last_state, result.history[-1]))
     history = history_frame(result.history)
-    write_csv(HISTORY, history)
-    write_json(METRICS, train_metrics(result, config, curriculum, tiers))
-    write_json(MODELS / "run.json", {
+    run = {
         "curriculum": to_dict(curriculum), "train": to_dict(config), "device": describe(device),
         "torch": torch.__version__, "python": platform.python_version(), "best_epoch": result.best_epoch,
         "seconds": round(float(history["epoch_seconds"].sum()), 1),
         "median_images_per_s": round(float(history["images_per_s"].median()), 1),
-    })  # fmt: skip
+    }  # fmt: skip
+    with atomic_paths(MODELS / "best.pt", MODELS / "last.pt", HISTORY, METRICS, MODELS / "run.json") as tmp:
+        best, last, history_csv, metrics_json, run_json = tmp
+        torch.save(checkpoint(result.best_state, result.best_val), best)
+        torch.save(checkpoint(result.last_state, result.history[-1]), last)
+        history.to_csv(history_csv, index=False)
+        metrics_json.write_text(json_text(train_metrics(result, config, curriculum, tiers)))
+        run_json.write_text(json_text(run))
     b = {k: "-" if v is None else f"{v:.3f}" for k, v in result.best_val.items() if k.startswith("val_")}
     print(f"entromix train: best epoch {result.best_epoch + 1} by {config.select_metric}: val sensitivity "
           f"{b['val_sensitivity']}, specificity {b['val_specificity']}, AUC {b['val_auc']}; "

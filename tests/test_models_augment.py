@@ -44,8 +44,9 @@ def test_missing_or_wrong_weights_are_clear_errors(tmp_path):
         build_model("resnet18", 2, 32, weights_path=str(path))
     bad = tmp_path / "evil.pth"
     torch.save({"x": object()}, bad)  # not loadable with weights_only=True
-    with pytest.raises(ParamsError, match="weights_only=True"):
-        build_model("resnet18", 2, 32, weights_path=str(bad))
+    with pytest.raises(ParamsError, match="holds Python objects besides tensors") as err:
+        build_model("resnet18", 2, 32, weights_path=str(bad), section="score")
+    assert "score.pretrained_weights" in str(err.value) and "weights_only=False" not in str(err.value)
 
 
 def test_class_weights_follow_the_counts():

@@ -23,15 +23,30 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
+# Every value a test below relies on is pinned here, so neither the user's working params.yaml
+# (a README command such as `dvc exp run -S curriculum.jsd_start=0.05` changes it) nor a committed
+# change (their own data root) can change what the tests check.
 TINY = {
-    "demo": {"image_size": 48, "n_benign": 24, "n_malignant": 12, "images_per_patient": 2,
+    "demo": {"seed": 0, "image_size": 48, "n_benign": 24, "n_malignant": 12, "images_per_patient": 2,
              "syn_good": 4, "syn_degraded": 2, "syn_hallucinated": 2},
-    "ingest": {"image_size": 32, "workers": 1},
-    "score": {"image_size": 32, "epochs": 1, "folds": 2, "batch_size": 8, "device": "cpu"},
-    "curriculum": {"warmup_epochs": 1},
-    "train": {"image_size": 32, "epochs": 3, "batch_size": 8, "device": "cpu"},
-    "evaluate": {"bootstrap_resamples": 50, "device": "cpu"},
+    "ingest": {"data_root": "data/demo", "real_dir": "real", "synthetic_dir": "synthetic", "groups_csv": "groups.csv",
+               "tiers_csv": "synthetic_quality.csv", "layout": "auto", "labels": ["benign", "malignant"],
+               "class_map": {"lymphocyte": "benign", "lymphoblast": "malignant"}, "image_size": 32, "workers": 1,
+               "scarce_train_images": None, "bad_images": "error"},
+    "score": {"model": "resnet18", "pretrained_weights": None, "image_size": 32, "epochs": 1, "min_steps": 0,
+              "folds": 2, "batch_size": 8, "seed": 0, "device": "cpu"},
+    "curriculum": {"warmup_epochs": 1, "jsd_start": 0.03, "jsd_end": 0.311, "strategy": "curriculum",
+                   "pacing": "linear", "gate": "hard", "rescore_every": 0},
+    "train": {"model": "resnet18", "pretrained_weights": None, "image_size": 32, "epochs": 3, "min_steps": 0,
+              "batch_size": 8, "seed": 0, "device": "cpu", "resume": True},
+    "evaluate": {"bootstrap_resamples": 50, "device": "cpu", "checkpoint": "best"},
 }
+
+
+def committed_params() -> str:
+    """params.yaml as committed (HEAD), not the working copy; the working copy outside a git checkout."""
+    proc = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=PROJECT, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else (PROJECT / "params.yaml").read_text()
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
 
@@ -58,9 +73,10 @@ def set_params(repo: Path, changes: dict) -> None:
 def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("e2e") / "project"
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore"):
         if (PROJECT / name).exists():
             shutil.copy(PROJECT / name, repo / name)
+    (repo / "params.yaml").write_text(committed_params())
     for name in ("pipeline", "src"):
         shutil.copytree(PROJECT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (repo / ".dvc").mkdir()

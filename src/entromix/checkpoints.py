@@ -19,6 +19,7 @@ import torch
 
 from entromix.atomic import atomic_path
 from entromix.errors import DataError
+from entromix.torch_files import load_torch_file
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -26,14 +27,23 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+#: What an entromix checkpoint must hold for evaluate to rebuild and run the model.
+CHECKPOINT_KEYS = ("model", "model_name", "num_classes", "image_size", "labels", "epoch")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """An entromix checkpoint, checked to hold :data:`CHECKPOINT_KEYS`; any problem is a DataError."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist; run the train stage first (dvc repro train).")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
-        raise DataError(f"{path}: not a readable entromix checkpoint ({exc}). Delete it and rerun the train stage.") from None
+        raise DataError(f"checkpoint {path} does not exist; run the train stage first (dvc repro train; "
+                        "`dvc repro` runs every stage in order).")  # fmt: skip
+    fix = "Rerun the train stage to write it again (dvc repro -f train)."
+    ckpt = load_torch_file(path, "the train stage's checkpoint", fix)
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise DataError(f"{path}: not an entromix checkpoint (missing {', '.join(missing)}); it was written by another "
+                        f"program or an older entromix. {fix}")  # fmt: skip
+    return ckpt
 
 
 def load_resume_state(path: str | Path, fingerprint: str) -> dict[str, Any] | None:

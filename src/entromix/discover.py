@@ -9,6 +9,12 @@ Two layouts are accepted (``layout`` param; ``auto`` tells them apart by the top
 Images may sit in sub-folders below the class folder (``<class>/<patient>/<image>``). Hidden files
 and folders are skipped; files whose extension is not an image extension are ignored and counted.
 A class folder that is not in ``class_map`` is an error: nothing is dropped silently.
+
+Links and names are checked before anything is read: symbolic links (to files or folders) are
+followed when they stay inside the data root (``ingest.data_root``), and a link that leaves it,
+dangles or loops is an error naming the link. File and folder names must be valid UTF-8 (spaces
+and any Unicode character are fine): the manifest and ``dataset.csv`` are UTF-8 text, so a name in
+another encoding is refused up front, with the name as Python shows it and how to rename it.
 """
 
 from __future__ import annotations
@@ -66,11 +72,44 @@ def _visible(name: str) -> bool:
     return not name.startswith(".")
 
 
+def check_utf8_name(path: Path) -> None:
+    """Refuse a file or folder name that is not valid UTF-8 (``os`` decodes such bytes to surrogates)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        raise DataError(
+            f"{raw!r}: this file or folder name is not valid UTF-8, so it cannot be written to the manifest "
+            "or dataset.csv. Rename it to UTF-8 (for example `convmv -f latin1 -t utf-8 --notest -r FOLDER`, "
+            "or rename the file by hand) and re-run."
+        ) from None
+
+
+def resolve_inside(path: Path, boundary: Path) -> Path:
+    """The real path of ``path``, which must exist and lie inside ``boundary`` (both after
+    following links); a dangling link, a link loop or a link leaving ``boundary`` is an error."""
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: symbolic link to {os.readlink(path) if path.is_symlink() else path}, which does not "
+                        "exist (a dangling link). Fix the link, or remove it.") from None  # fmt: skip
+    except (RuntimeError, OSError) as exc:  # ELOOP: RuntimeError("Symlink loop") or OSError(errno 40)
+        raise DataError(f"{path}: symbolic link loop ({exc}). Replace the link with the file it should point to, "
+                        "or remove it.") from None  # fmt: skip
+    if not real.is_relative_to(boundary):
+        raise DataError(
+            f"{path}: symlink points outside the data root ({real}; the data root is {boundary}). Copy the "
+            "image into the data root (ingest.data_root) or remove the link."
+        )
+    return real
+
+
 def _list_dirs(path: Path) -> tuple[list[str], list[str]]:
     dirs, files = [], []
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         if not _visible(entry.name):
             continue
+        check_utf8_name(Path(entry.path))
         (dirs if entry.is_dir() else files).append(entry.name)
     return dirs, files
 
@@ -104,11 +143,13 @@ def discover_images(
     class_map: Mapping[str, str],
     layout: Layout = "auto",
     what: str = "the data folder",
+    boundary: str | Path | None = None,
 ) -> Discovery:
     """List every image under ``root`` with its class and (pre-split layout) split.
 
     Raises :class:`DataError` for a missing root, an empty root, a class folder that is not in
-    ``class_map``, a class folder with no images, or a symlink pointing outside ``root``.
+    ``class_map``, a class folder with no images, a name that is not UTF-8, or a symbolic link
+    that dangles, loops or points outside ``boundary`` (the data root; default ``root``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -116,7 +157,7 @@ def discover_images(
             f"{root}: {what} does not exist or is not a folder. Check ingest.data_root and the "
             "sub-folder names in params.yaml."
         )
-    resolved_root = root.resolve()
+    resolved_root = Path(boundary if boundary is not None else root).resolve()
     chosen = detect_layout(root, layout, what)
     top_dirs, top_files = _list_dirs(root)
     if not top_dirs:
@@ -154,7 +195,15 @@ def discover_images(
     folders: list[FolderReport] = []
     for class_name, split, class_dir in class_dirs:
         report = FolderReport(folder=class_dir.relative_to(root).as_posix())
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
+        visited: set[Path] = set()  # real paths of the folders walked: a folder link loop stops here
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+            here = resolve_inside(Path(dirpath), resolved_root)
+            if here in visited:
+                raise DataError(f"{dirpath}: a folder link leads back to {here}, which is already listed (a link "
+                                "loop). Remove the link.")  # fmt: skip
+            visited.add(here)
+            for name in dirnames + filenames:
+                check_utf8_name(Path(dirpath) / name)
             dirnames[:] = sorted(d for d in dirnames if _visible(d))
             for name in sorted(filenames):
                 if not _visible(name):
@@ -163,11 +212,7 @@ def discover_images(
                 if path.suffix.lower() not in IMAGE_EXTENSIONS:
                     report.ignored += 1
                     continue
-                if path.is_symlink() and not path.resolve().is_relative_to(resolved_root):
-                    raise DataError(
-                        f"{path}: symlink points outside the data root ({path.resolve()}). Copy the "
-                        "image into the data root or remove the link."
-                    )
+                resolve_inside(path, resolved_root)
                 report.expected += 1
                 images.append(FoundImage(path.relative_to(root).as_posix(), class_name, split))
         if report.expected == 0:

@@ -6,6 +6,7 @@ it with ``np.load(path, mmap_mode="r")`` and index rows by the manifest's ``id``
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,13 +25,15 @@ class ImageArrayWriter:
                 writer.append(pixels)
 
     The file appears at ``path`` only if exactly ``n`` rows were written without an exception.
+    With ``atomic=False`` the rows go straight to ``path``, a temporary file of the caller's
+    (``entromix.atomic.atomic_paths``, which replaces several outputs as a set).
     """
 
-    def __init__(self, path: str | Path, n: int, size: int):
+    def __init__(self, path: str | Path, n: int, size: int, atomic: bool = True):
         self.path = Path(path)
         self.shape = (n, size, size, 3)
         self.count = 0
-        self._atomic = atomic_path(self.path)
+        self._atomic = atomic_path(self.path) if atomic else contextlib.nullcontext(self.path)
         self._fh: BinaryIO | None = None
 
     def __enter__(self) -> "ImageArrayWriter":

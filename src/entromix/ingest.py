@@ -174,13 +174,13 @@ def _file_table(found: Discovery, source: str, config: IngestConfig, is_syn: boo
 def plan_ingest(config: IngestConfig) -> IngestPlan:
     """List, hash, deduplicate and split; raise :class:`DataError` before any decoding."""
     real_root = config.path("real_dir")
-    real = discover_images(real_root, config.class_map, config.layout, "the real-images folder (ingest.real_dir)")
+    real = discover_images(real_root, config.class_map, config.layout, "the real-images folder (ingest.real_dir)",
+                           boundary=config.data_root)  # fmt: skip
     tables = [_file_table(real, "real", config, is_syn=False)]
     discoveries = {"real": real}
     if config.synthetic_dir is not None:
-        syn = discover_images(
-            config.path("synthetic_dir"), config.class_map, config.layout, "the synthetic-images folder (ingest.synthetic_dir)"
-        )
+        syn = discover_images(config.path("synthetic_dir"), config.class_map, config.layout,
+                              "the synthetic-images folder (ingest.synthetic_dir)", boundary=config.data_root)  # fmt: skip
         held_out = sorted({img.split for img in syn.images} - {None, "train"})
         if held_out:
             raise DataError(
@@ -221,6 +221,7 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
 
     kept, scarce_dropped = limit_real_training(kept, config.labels.index(config.scarce_label),
                                                config.scarce_train_images, config.scarce_seed, config.scarce_label)  # fmt: skip
+    _check_every_label_in_every_split(kept[~kept["is_syn"].astype(bool)], config, real_root)
     order = {name: i for i, name in enumerate(SPLITS)}
     kept["_split_order"] = kept["split"].map(order)
     kept = kept.sort_values(["is_syn", "_split_order", "class", "path"], kind="stable").drop(columns="_split_order")
@@ -235,6 +236,26 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
         tiers = read_tiers(config.path("tiers_csv"), manifest[manifest["is_syn"] == 1])
     return IngestPlan(config=config, manifest=manifest, duplicates=duplicates, skipped=skipped, tiers=tiers,
                       scarce_dropped=scarce_dropped, discoveries=discoveries)  # fmt: skip
+
+
+def _check_every_label_in_every_split(real: pd.DataFrame, config: IngestConfig, real_root: Path) -> None:
+    """Refuse degenerate data before any work: training, model selection and evaluation each need
+    real images of every label (a classifier of one class, or an AUC over one class, is undefined)."""
+    missing = []
+    for split in SPLITS:
+        present = set(real.loc[real["split"] == split, "label"])
+        for index, label in enumerate(config.labels):
+            if index not in present:
+                folders = sorted(c for c, name in config.class_map.items() if name == label)
+                missing.append(f"{split}: no real '{label}' image (class folders mapped to it: "
+                               f"{', '.join(folders) or 'none'})")  # fmt: skip
+    if missing:
+        raise DataError(
+            f"{real_root}: the real images do not cover every label in every split:\n  " + "\n  ".join(missing)
+            + "\nEvery label in ingest.labels needs real images in train, val and test (synthetic images do not "
+            "count: they are never validated or tested on). Add real images of the missing label(s), check "
+            "ingest.class_map, or, for the flat layout, raise the small split fractions in ingest.split."
+        )
 
 
 def _check_groups_within_splits(real: pd.DataFrame, config: IngestConfig) -> None:
@@ -257,14 +278,16 @@ def _decode_one(item: tuple[str, int, str]) -> tuple[np.ndarray | None, int, int
     return decoded.pixels, decoded.width, decoded.height, decoded.mode, ""
 
 
-def decode_images(plan: IngestPlan, array_path: str | Path) -> pd.DataFrame:
-    """Decode every manifest image once into ``array_path``; return the manifest with orig_* filled."""
+def decode_images(plan: IngestPlan, array_path: str | Path, atomic: bool = True) -> pd.DataFrame:
+    """Decode every manifest image once into ``array_path``; return the manifest with orig_* filled.
+
+    ``atomic=False``: ``array_path`` is already a temporary file of the caller's output set."""
     config = plan.config
     manifest = plan.manifest.copy()
     paths = [str(Path(src) / p) for src, p in zip(manifest["source"], manifest["path"])]
     items = [(p, config.image_size, config.resize_mode) for p in paths]
     widths, heights, modes = [], [], []
-    with ImageArrayWriter(array_path, len(items), config.image_size) as writer:
+    with ImageArrayWriter(array_path, len(items), config.image_size, atomic=atomic) as writer:
         results = ordered_map(_decode_one, items, resolve_workers(config.workers), "decoding")
         for path, (pixels, width, height, mode, error) in zip(paths, results):
             if pixels is None:

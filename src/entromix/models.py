@@ -23,13 +23,20 @@ from torch import nn
 from torchvision import models as tvm
 
 from entromix.errors import ParamsError
+from entromix.torch_files import load_torch_file
 
 MODEL_NAMES = ("resnet18", "resnet50", "vit_b_16", "swin_t")
 CNN_MODELS = ("resnet18", "resnet50")  # channels_last helps these (CPU and CUDA)
 
 
-def build_model(name: str, num_classes: int, image_size: int, weights_path: str | None = None, key: str = "model") -> nn.Module:
-    """A torchvision ``name`` with a ``num_classes`` head; optionally load local weights."""
+def build_model(name: str, num_classes: int, image_size: int, weights_path: str | None = None, section: str = "") -> nn.Module:
+    """A torchvision ``name`` with a ``num_classes`` head; optionally load local weights.
+
+    ``section`` (``score``, ``train``) names the params keys in error messages: ``<section>.model``
+    for the architecture, ``<section>.pretrained_weights`` for the weights file.
+    """
+    prefix = f"{section}." if section else ""
+    key = f"{prefix}model"
     if name == "resnet18":
         model = tvm.resnet18(weights=None)
     elif name == "resnet50":
@@ -45,7 +52,7 @@ def build_model(name: str, num_classes: int, image_size: int, weights_path: str 
     else:
         raise ParamsError(f"{key} is {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
     if weights_path is not None:
-        _load_local_weights(model, Path(weights_path), key)
+        _load_local_weights(model, Path(weights_path), f"{prefix}pretrained_weights")
     _replace_head(model, name, num_classes)
     return model
 
@@ -60,29 +67,27 @@ def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
 
 
 def _load_local_weights(model: nn.Module, path: Path, key: str) -> None:
+    fix = (f"entromix never downloads weights: copy a state_dict file onto this machine and name its path in {key}, "
+           "or set the key to null to train from scratch.")  # fmt: skip
     if not path.is_file():
-        raise ParamsError(
-            f"{key}: pretrained weights file {path} does not exist. entromix never downloads "
-            "weights: copy the file onto this machine and name its path, or set the key to null "
-            "to train from scratch."
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
-        raise ParamsError(f"{path}: cannot load as a state_dict with weights_only=True ({exc}).") from None
+        raise ParamsError(f"{key}: pretrained weights file {path} does not exist. {fix}")
+    state = load_torch_file(path, f"the pretrained weights named by {key}", fix, ParamsError)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ParamsError(f"{path} ({key}): not a state_dict (a mapping of parameter names to tensors). {fix}")
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     head = [k for k in mismatched if k.startswith(("fc.", "heads.", "head."))]
     body = [k for k in mismatched if k not in head]
     if body:
-        raise ParamsError(f"{path}: tensor shapes do not match the architecture ({', '.join(body[:5])}). Is it the right model?")
+        raise ParamsError(f"{path} ({key}): tensor shapes do not match the architecture ({', '.join(body[:5])}). "
+                          "Is it the right model?")  # fmt: skip
     state = {k: v for k, v in state.items() if k not in head}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(("fc.", "heads.", "head."))]
     if missing or unexpected:
         raise ParamsError(
-            f"{path}: does not fit the architecture (missing {missing[:5]}, unexpected {unexpected[:5]}). "
+            f"{path} ({key}): does not fit the architecture (missing {missing[:5]}, unexpected {unexpected[:5]}). "
             "Is it the right model?"
         )

@@ -141,7 +141,7 @@ def score_training_images(
     for k in range(config.folds):
         start = time.perf_counter()
         seed_everything(config.seed * 1000 + k)
-        model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "score.model").to(device)
+        model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "score").to(device)
         train_idx = torch.from_numpy(np.flatnonzero(fold != k)).to(device)
         held_idx = np.flatnonzero(fold == k)
         fit_classifier(model, real_images[train_idx], real_labels[train_idx], config.fit_settings(), device,

@@ -248,7 +248,7 @@ def train_curriculum(
         raise DataError("the real training and validation images must both hold benign (0) and malignant (1) images; "
                         "check ingest's split fractions and class_map.")  # fmt: skip
     channels_last = uses_channels_last(config.model, device)
-    model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "train.pretrained_weights")
+    model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "train")
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -418,13 +418,10 @@ def rescore_synthetic(model: torch.nn.Module, images: torch.Tensor, labels: np.n
     return scores.astype(np.float32)
 
 
-def synthetic_tiers(table: TrainingTable, tiers_csv: Path) -> pd.Series | None:
-    """The known quality tier of each synthetic row of ``table`` from ingest's
-    ``synthetic_tiers.csv`` ("" where unknown), or None when no tier is known."""
-    if not Path(tiers_csv).exists():
-        return None
-    tiers = pd.read_csv(tiers_csv, keep_default_na=False)
-    if tiers.empty or not {"id", "tier"} <= set(tiers.columns):
+def synthetic_tiers(table: TrainingTable, tiers: pd.DataFrame) -> pd.Series | None:
+    """The known quality tier of each synthetic row of ``table`` from ingest's tier table
+    (``synthetic_tiers.csv``; "" where unknown), or None when no tier is known."""
+    if tiers is None or tiers.empty or not {"id", "tier"} <= set(tiers.columns):
         return None
     by_id = dict(zip(tiers["id"].astype(int), tiers["tier"].astype(str)))
     return pd.Series([by_id.get(int(i), "") for i in table.ids[table.is_syn]], dtype=object)
