@@ -58,9 +58,7 @@ def main() -> None:
 
     inputs = [DATASET, PREPARED / "manifest.csv"] + [p for p in [PREPARED / "synthetic_tiers.csv"] if p.exists()]
     fingerprint = run_fingerprint(curriculum, config, inputs, images.shape)
-    resume_path = MODELS / "checkpoints" / "resume.pt"
-    if not config.resume and resume_path.exists():
-        resume_path.unlink()
+    resume_path = MODELS / "checkpoints" / "resume.pt"  # read only with train.resume: true
     result = train_curriculum(config, curriculum, table, images[val["id"].to_numpy()], val["label"].to_numpy(),
                               device, resume_path=resume_path, fingerprint=fingerprint)  # fmt: skip
     history = history_frame(result.history)

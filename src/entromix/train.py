@@ -235,6 +235,8 @@ def train_curriculum(
             a state with the same ``fingerprint`` continues after its last finished epoch. The
             batches of an epoch depend only on (seed, epoch), so on CPU a resumed run ends with the
             same weights and metrics as an uninterrupted one.
+            With ``config.resume`` false an existing state is not read (and is overwritten by
+            this run's first epoch).
         fingerprint: identifies the run (settings and input data); a state with another one is ignored.
     """
     curriculum.check_epochs(config.epochs)
@@ -284,7 +286,7 @@ def train_curriculum(
     best_row: dict | None = None
     best_state: dict[str, torch.Tensor] = {}
     start_epoch = 0
-    state = load_resume_state(resume_path, fingerprint) if resume_path is not None else None
+    state = load_resume_state(resume_path, fingerprint) if resume_path is not None and config.resume else None
     if state is not None and len(state["history"]) >= config.epochs:
         # a finished run's state: `dvc repro -f train` means train again, not reload the end
         log(f"entromix train: {resume_path} holds a finished run; training afresh")
