@@ -21,7 +21,7 @@ CPU = torch.device("cpu")
 def config(**changes) -> ScoreConfig:
     base = ScoreConfig(model="resnet18", pretrained_weights=None, image_size=32, epochs=1, min_steps=0, batch_size=8,
                        optimizer="adamw", lr=1e-3, lr_warmup_epochs=0, weight_decay=0.0, label_smoothing=0.0,
-                       augment=True, rotate90=False, color_jitter=0.2, folds=2, tta=False, temperature_scaling=True,
+                       augment=True, rotate90=False, color_jitter=0.2, folds=2, synthetic_score="ensemble", tta=False, temperature_scaling=True,
                        seed=0, device="cpu")  # fmt: skip
     return replace(base, **changes)
 
@@ -171,3 +171,23 @@ def test_tta_and_min_steps_run_in_the_score_stage():
     result = score_training_images(config(tta=True, min_steps=8, rotate90=True, label_smoothing=0.1,
                                           lr_warmup_epochs=1), images, manifest, CPU, log=lambda s: None)  # fmt: skip
     assert result.dataset["jsd_score"].between(0, 1).all() and len(result.dataset) == 30
+
+
+def test_aum_scores_wrong_labels_lower():
+    """A synthetic pool labelled malignant in which a third are benign-looking (wrong label):
+    area under the margin ranks those below the right ones."""
+    from entromix.aum import MarginRecorder, aum_p_true
+
+    images, manifest = toy_data(n_real=36, n_syn=18)
+    syn = np.flatnonzero(manifest["is_syn"] == 1)
+    wrong = syn[::3]
+    images[wrong] = np.random.default_rng(5).integers(0, 120, size=images[wrong].shape).astype(np.uint8)  # look benign
+    result = score_training_images(config(synthetic_score="aum", epochs=8, lr=3e-3), images, manifest, CPU,
+                                   log=lambda s: None)  # fmt: skip
+    data = result.dataset.set_index("id")
+    assert data.loc[wrong, "p_true"].max() < data.loc[np.setdiff1d(syn, wrong), "p_true"].min()
+    assert data["jsd_score"].between(0, 1).all()
+    recorder = MarginRecorder(torch.tensor([0, 1]))
+    recorder(torch.tensor([0, 1, 0]), torch.tensor([[2.0, 0.0], [1.0, 0.5], [0.0, 1.0]]))
+    assert recorder.aum().tolist() == pytest.approx([(2.0 - 1.0) / 2, -0.5])
+    assert aum_p_true(np.array([0.0]))[0] == pytest.approx(0.5)

@@ -119,6 +119,7 @@ def fit_classifier(
     seed: int,
     channels_last: bool = False,
     on_epoch: Callable[[int, float], None] | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` with class-weighted cross-entropy, warmup + cosine LR, seeded batches and augmentation.
 
@@ -126,6 +127,8 @@ def fit_classifier(
         images: uint8 (N, H, W, 3) on ``device`` (or on CPU; batches are moved per step).
         labels: int64 (N,) on the same device as ``images``.
         on_epoch: called with (epoch, mean training loss) after each epoch.
+        on_batch: called with (row indices (B,), detached logits (B, C)) after each forward pass:
+            the training dynamics of each image (``entromix.aum``).
     """
     num_classes = model_num_classes(model)
     criterion = nn.CrossEntropyLoss(weight=class_weights(labels.cpu().numpy(), num_classes).to(device),
@@ -155,7 +158,10 @@ def fit_classifier(
                               settings.color_jitter, channels_last, settings.rotate90)  # fmt: skip
             y = labels[idx_dev].to(device, non_blocking=True)
             with autocast(device):
-                loss = criterion(model(x).float(), y)
+                logits = model(x).float()
+                loss = criterion(logits, y)
+            if on_batch is not None:
+                on_batch(idx, logits.detach())
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()

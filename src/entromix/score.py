@@ -8,7 +8,10 @@ training set gives those images a JSD near 0, whatever their quality. So
 * the real training images are split into ``folds`` folds (stratified by label; patient groups
   kept whole when the manifest has them) and each fold is scored by a model trained on the other
   folds (out-of-fold predictions);
-* synthetic images, which no fold model trains on, get the mean softmax of the ``folds`` models;
+* synthetic images, which no fold model trains on, get the mean softmax of the ``folds`` models
+  (``synthetic_score: ensemble``), or, with ``synthetic_score: aum``, the area under the margin of
+  one more model trained on the real and synthetic images together (``entromix.aum``): a
+  training-dynamics score for wrong labels;
 * validation and test images are never used.
 
 Optionally one temperature (``entromix.calibration``) is fitted on the out-of-fold logits and
@@ -28,6 +31,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from entromix.aum import area_under_margin, aum_p_true
 from entromix.calibration import TEMPERATURE_BOUNDS, calibrated_probs, fit_temperature
 from entromix.device import seed_everything
 from entromix.errors import DataError, ParamsError
@@ -57,6 +61,8 @@ class ScoreConfig:
     rotate90: bool  # augment also with random quarter turns
     color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
     folds: int  # K: out-of-fold scoring of real images, K-model ensemble for synthetic ones
+    synthetic_score: Literal["ensemble", "aum"]  # ensemble: mean softmax of the K fold models | aum:
+    # area under the margin of one extra model trained on real + synthetic (entromix.aum)
     tta: bool  # predict as the mean logits over the eight orientations of each image
     temperature_scaling: bool  # fit T on the out-of-fold logits and apply it before the JSD
     seed: int
@@ -76,6 +82,8 @@ class ScoreConfig:
             raise ParamsError("score.batch_size must be >= 2 (BatchNorm needs two images per batch).")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.color_jitter < 1:
             raise ParamsError("score.lr must be > 0, score.weight_decay >= 0 and score.color_jitter in [0, 1).")
+        if self.synthetic_score not in ("ensemble", "aum"):
+            raise ParamsError(f"score.synthetic_score is {self.synthetic_score!r}; choose ensemble or aum.")
         if self.min_steps < 0 or self.lr_warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
             raise ParamsError("score.min_steps and score.lr_warmup_epochs must be >= 0 and score.label_smoothing in [0, 1).")
 
@@ -166,6 +174,9 @@ def score_training_images(
             "see metrics/score.json (oof_auc).")  # fmt: skip
     real_probs = calibrated_probs(oof_logits, temperature)
     syn_probs = calibrated_probs(syn_logits, temperature).mean(axis=0)  # mean softmax of the K fold models
+    if config.synthetic_score == "aum" and len(syn):
+        syn_probs = _aum_probs(config, real_images, real_labels, syn_images, syn["label"].to_numpy(), num_classes,
+                               device, channels_last, log)  # fmt: skip
 
     def rows(frame: pd.DataFrame, probs: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
         jsd, p_true = jsd_to_onehot(probs, frame["label"].to_numpy())
@@ -184,6 +195,26 @@ def score_training_images(
     dataset = pd.concat([rows(real, real_probs, fold), rows(syn, syn_probs, np.full(len(syn), -1))], ignore_index=True)
     return ScoreResult(dataset=dataset[DATASET_COLUMNS], temperature=temperature, oof_logits=oof_logits,
                        fold_seconds=fold_seconds)  # fmt: skip
+
+
+def _aum_probs(config: ScoreConfig, real_images: torch.Tensor, real_labels: torch.Tensor, syn_images: np.ndarray,
+               syn_labels: np.ndarray, num_classes: int, device: torch.device, channels_last: bool,
+               log: Callable[[str], None]) -> np.ndarray:  # fmt: skip
+    """(n_syn, C) rows with ``p_true = sigmoid(AUM)`` at each synthetic image's label and the rest
+    spread evenly over the other classes (``entromix.aum``)."""
+    start = time.perf_counter()
+    seed = config.seed * 1000 + config.folds
+    seed_everything(seed)
+    images = torch.cat([real_images, torch.from_numpy(syn_images).to(real_images.device)])
+    labels = torch.cat([real_labels, torch.from_numpy(syn_labels.astype(np.int64)).to(real_labels.device)])
+    model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "score").to(device)
+    aum = area_under_margin(model, images, labels, config.fit_settings(), device, seed, channels_last)
+    p_true = aum_p_true(aum[len(real_labels):])
+    probs = np.repeat(((1.0 - p_true) / max(1, num_classes - 1))[:, None], num_classes, axis=1)
+    probs[np.arange(len(p_true)), syn_labels] = p_true
+    log(f"entromix score: area under the margin: one model on {len(real_labels)} real + {len(syn_labels)} synthetic "
+        f"images in {time.perf_counter() - start:.1f} s; synthetic AUM median {np.median(aum[len(real_labels):]):.2f}")  # fmt: skip
+    return probs
 
 
 def tier_auroc(jsd: np.ndarray, tiers: np.ndarray, bad: str, good: str = "good") -> float | None:
