@@ -12,7 +12,9 @@ over seeds (:func:`summarise`), and renders the tables of ``RESULTS.md``
   tiers (score-stage-only sweeps);
 * ``val``: validation metrics, for choosing a recipe (never test);
 * ``test``: the test metrics of a comparison, with the validation AUC beside them and the
-  synthetic images admitted per known tier.
+  synthetic images admitted per known tier;
+* ``gate``: how well the scorer ranked the tiers next to what the gate then did downstream (test
+  AUC and the images admitted per tier), for scorer changes run through the whole pipeline.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import yaml
 
 from entromix.errors import DataError
 
-Report = Literal["score", "val", "test"]
+Report = Literal["score", "val", "test", "gate"]
 NAME_RE = re.compile(r"^(?P<sweep>[a-z0-9]+)-(?P<variant>[a-z0-9][a-z0-9.-]*?)-(?P<setting>full|n\d+)-s(?P<seed>\d+)$")
 VARIANT_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
@@ -64,8 +66,8 @@ def load_sweep(path: str | Path) -> Sweep:
     if not re.fullmatch(r"[a-z0-9]+", name):
         raise DataError(f"{path}: 'name' must be lower-case letters and digits (it prefixes experiment names), got {name!r}.")
     report = data.get("report", "test")
-    if report not in ("score", "val", "test"):
-        raise DataError(f"{path}: 'report' is {report!r}; use score, val or test.")
+    if report not in ("score", "val", "test", "gate"):
+        raise DataError(f"{path}: 'report' is {report!r}; use score, val, test or gate.")
     variants = {}
     for variant, changes in data["variants"].items():
         if not VARIANT_RE.fullmatch(str(variant)):
@@ -198,6 +200,7 @@ REPORT_COLUMNS: dict[str, list[str]] = {
     "val": ["val_auc_final", "val_loss_final", "val_bacc_final", "val_auc_best", "best_epoch"],
     "test": ["test_auc", "test_bacc_tuned", "test_sens_tuned", "test_spec_tuned", "test_bacc_050", "val_auc_final",
              "best_epoch"],
+    "gate": ["auroc_halluc", "auroc_degraded", "oof_auc", "test_auc", "test_bacc_tuned", "val_auc_final"],
 }  # fmt: skip
 TIERS = ("good", "degraded", "hallucinated")
 
@@ -275,7 +278,7 @@ def sweep_tables(summary: pd.DataFrame, sweep: Sweep, dataset: str) -> str:
         rows = _ordered(block[block["setting"] == setting], list(sweep.variants))
         seeds = "/".join(str(int(n)) for n in sorted(rows["seeds"].unique()))
         parts.append(f"**{setting_title(setting)}**, mean ± std over {seeds} seeds:\n")
-        tiers = sweep.report == "test" and rows["pool_good"].notna().any()
+        tiers = sweep.report in ("test", "gate") and rows["pool_good"].notna().any()
         header = ["variant"] + [HEADERS[c] for c in columns]
         if tiers:
             pools = ", ".join(f"{t} {int(rows[f'pool_{t}'].dropna().iloc[0])}" for t in TIERS
