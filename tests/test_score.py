@@ -162,8 +162,10 @@ def test_a_scorer_that_learned_nothing_is_a_loud_warning():
     assert result.temperature >= 19.8
     warning = [line for line in lines if "WARNING" in line]
     assert len(warning) == 1 and "upper bound" in warning[0] and "score.min_steps" in warning[0]
-    learned = score_training_images(config(epochs=6, lr=3e-3), *toy_data(), CPU, log=lines.append)
-    assert learned.temperature < 19.8
+    lines.clear()
+    # the same stage on learnable images (brightness tells the classes apart) learns, and says nothing
+    learned = score_training_images(config(epochs=4, min_steps=60, augment=False), *toy_data(), CPU, log=lines.append)
+    assert learned.temperature < 10 and not [line for line in lines if "WARNING" in line]
 
 
 def test_tta_and_min_steps_run_in_the_score_stage():
