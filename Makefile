@@ -2,7 +2,8 @@
 #   make run   create .venv if missing, install the locked dependencies, run the DVC pipeline
 #   make test  same environment, run the test suite
 # Both are idempotent: the environment is (re)installed only when requirements.lock or
-# pyproject.toml change.
+# pyproject.toml change. --no-compile: Python compiles a module's bytecode when it is first
+# imported instead of pip compiling all of torch's up front (about half a minute of make run).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +18,7 @@ install: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
