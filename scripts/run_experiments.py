@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -62,16 +63,26 @@ def format_value(value: object) -> str:
     return str(value)
 
 
+def active_workers(status: list[str]) -> int:
+    """The N of `dvc queue status`'s "Worker status: N active, M idle" line (0 when absent)."""
+    for line in status:
+        match = re.search(r"Worker status: (\d+) active", line)
+        if match:
+            return int(match.group(1))
+    return 0
+
+
 def wait_for_queue(poll_s: float, jobs: int) -> None:
     """Poll `dvc queue status` until nothing is queued or running. A worker that exits while
-    tasks are still queued (seen with DVC 3.67 after the first task) is started again."""
+    tasks are still queued (seen with DVC 3.67, after a task or two) is started again, so the
+    queue keeps ``jobs`` workers to the end."""
     while True:
         status = dvc("queue", "status", capture=True).splitlines()
         queued = sum(" Queued" in line for line in status)
         running = sum(" Running" in line for line in status)
         if not queued and not running:
             return
-        if queued and not running and any("Worker status: 0 active" in line for line in status):
+        if queued and active_workers(status) < jobs:
             subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         time.sleep(poll_s)

@@ -202,3 +202,16 @@ def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path, s
     missing = subprocess.run(args, capture_output=True, text=True)
     assert missing.returncode == 2 and "no sweep file" in missing.stderr
     assert np.isfinite(pd.read_csv(tmp_path / "s.csv")["test_auc_mean"]).all()
+
+
+def test_run_experiments_counts_active_queue_workers():
+    """The queue watcher restarts workers while fewer than --jobs are active (DVC's workers can exit early)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_experiments", PROJECT / "scripts" / "run_experiments.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    status = ["Task     Name      Created    Status", "55d3769  strat-a   06:34 PM   Running", "",
+              "Worker status: 1 active, 0 idle"]  # fmt: skip
+    assert module.active_workers(status) == 1
+    assert module.active_workers(["Task Name Created Status"]) == 0
