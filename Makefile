@@ -50,7 +50,7 @@ figures: $(STAMP)
 	cp plots/score/jsd_distribution.png plots/evaluate/figures/*.png docs/figures/
 	$(BIN)/python scripts/readme_results.py
 
-# Regenerate RESULTS.md, docs/figures/results.png and results/summary.csv from the DVC experiment
+# Regenerate RESULTS.md, docs/figures/results_*.png and results/summary.csv from the DVC experiment
 # exports in results/ (written by scripts/run_experiments.py; see RESULTS.md for the commands).
 results: $(STAMP)
 	$(BIN)/python scripts/compare_experiments.py
