@@ -30,7 +30,7 @@ run: $(STAMP)
 #   make exp ARGS="-S curriculum.jsd_start=0.05"
 exp: $(STAMP)
 	@set -e; profile_args=""; \
-	if [ -n "$(PROFILE)" ]; then profile_args=$$($(BIN)/python -m entromix.profiles profiles/$(PROFILE).yaml); fi; \
+	if [ -n "$(PROFILE)" ]; then profile_args=$$($(BIN)/python -m entromix.common.profiles profiles/$(PROFILE).yaml); fi; \
 	echo "dvc exp run $$profile_args $(ARGS)"; $(BIN)/dvc exp run $$profile_args $(ARGS)
 
 # pytest exits 5 when it collects no tests: treat that as a failure, not a pass.

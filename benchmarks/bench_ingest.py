@@ -44,15 +44,29 @@ def generate(root: Path, n: int, size: int, fmt: str, seed: int = 0) -> None:
 
 def child(root: str, image_size: int, workers: int) -> None:
     """Run ingest once in this (fresh) process and print its timings as JSON."""
-    from entromix.ingest import IngestConfig, SplitFractions, decode_images, plan_ingest
+    from entromix.data.prepare import IngestConfig, SplitFractions, decode_images, plan_ingest
 
     config = IngestConfig(
-        data_root=root, real_dir="real", synthetic_dir=None, groups_csv=None, tiers_csv=None, layout="flat",
-        labels=["benign", "malignant"], class_map={"Benign": "benign", "Malignant": "malignant"},
-        image_size=image_size, resize_mode="stretch", split=SplitFractions(), seed=0,
-        duplicates_across="error", workers=workers,
-        bad_images="error", max_pixels=100_000_000, min_image_size=16,
-        scarce_label="malignant", scarce_train_images=None, scarce_seed=0,
+        data_root=root,
+        real_dir="real",
+        synthetic_dir=None,
+        groups_csv=None,
+        tiers_csv=None,
+        layout="flat",
+        labels=["benign", "malignant"],
+        class_map={"Benign": "benign", "Malignant": "malignant"},
+        image_size=image_size,
+        resize_mode="stretch",
+        split=SplitFractions(),
+        seed=0,
+        duplicates_across="error",
+        workers=workers,
+        bad_images="error",
+        max_pixels=100_000_000,
+        min_image_size=16,
+        scarce_label="malignant",
+        scarce_train_images=None,
+        scarce_seed=0,
     )
     out = Path(root) / "out"
     t0 = time.perf_counter()
@@ -62,11 +76,19 @@ def child(root: str, image_size: int, workers: int) -> None:
     t2 = time.perf_counter()
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({
-        "n": len(plan.manifest), "plan_s": t1 - t0, "decode_s": t2 - t1, "total_s": t2 - t0,
-        "peak_rss_main_mib": self_kb / 1024, "peak_rss_worker_mib": children_kb / 1024,
-        "array_mib": (out / "images.npy").stat().st_size / 2**20,
-    }))
+    print(
+        json.dumps(
+            {
+                "n": len(plan.manifest),
+                "plan_s": t1 - t0,
+                "decode_s": t2 - t1,
+                "total_s": t2 - t0,
+                "peak_rss_main_mib": self_kb / 1024,
+                "peak_rss_worker_mib": children_kb / 1024,
+                "array_mib": (out / "images.npy").stat().st_size / 2**20,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -86,20 +108,33 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     scratch = tempfile.TemporaryDirectory(prefix="entromix-bench-") if args.workdir is None else None
     base = Path(args.workdir or scratch.name)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"images: {args.size}x{args.size} {args.format} -> ingest {args.image_size}x{args.image_size}, workers={args.workers}")
-    print(f"{'N':>7} {'plan s':>7} {'decode s':>9} {'total s':>8} {'img/s':>8} {'main MiB':>9} {'worker MiB':>11} {'array MiB':>10}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+    print(
+        f"images: {args.size}x{args.size} {args.format} -> ingest {args.image_size}x{args.image_size}, "
+        f"workers={args.workers}"
+    )
+    print(
+        f"{'N':>7} {'plan s':>7} {'decode s':>9} {'total s':>8} {'img/s':>8} {'main MiB':>9} "
+        f"{'worker MiB':>11} {'array MiB':>10}"
+    )
     for n in counts:
         root = base / f"{args.format}_{args.size}_{n}"
         generate(root, n, args.size, args.format)
         result = subprocess.run(
             [sys.executable, __file__, "--child", str(root), str(args.image_size), str(args.workers)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         r = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"{r['n']:>7} {r['plan_s']:>7.2f} {r['decode_s']:>9.2f} {r['total_s']:>8.2f} "
-              f"{r['n'] / r['total_s']:>8.0f} {r['peak_rss_main_mib']:>9.0f} {r['peak_rss_worker_mib']:>11.0f} "
-              f"{r['array_mib']:>10.1f}")
+        print(
+            f"{r['n']:>7} {r['plan_s']:>7.2f} {r['decode_s']:>9.2f} {r['total_s']:>8.2f} "
+            f"{r['n'] / r['total_s']:>8.0f} {r['peak_rss_main_mib']:>9.0f} {r['peak_rss_worker_mib']:>11.0f} "
+            f"{r['array_mib']:>10.1f}"
+        )
     if scratch is not None:
         scratch.cleanup()
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from entromix.augment import normalize
-from entromix.device import autocast, describe, resolve_device
-from entromix.fit import FitSettings, fit_classifier, predict_logits, uses_channels_last
-from entromix.image_store import ImageArrayWriter, open_images
-from entromix.models import build_model
+from entromix.common.device import autocast, describe, resolve_device
+from entromix.common.image_store import ImageArrayWriter, open_images
+from entromix.modeling.augment import normalize
+from entromix.modeling.fit import FitSettings, fit_classifier, predict_logits, uses_channels_last
+from entromix.modeling.models import build_model
 
 
 def best_of(fn, repeats: int) -> float:
@@ -83,7 +83,9 @@ def main() -> None:
             for _ in range(args.n * 2):
                 writer.append(rng.integers(0, 256, (stored, stored, 3), dtype=np.uint8))
         images = open_images(path)
-        ids = np.sort(rng.choice(args.n * 2, size=n_batches * args.batch, replace=False))  # scattered rows, like synthetic ids
+        ids = np.sort(
+            rng.choice(args.n * 2, size=n_batches * args.batch, replace=False)
+        )  # scattered rows, like synthetic ids
 
         def pipeline():
             predict_logits(model, np.asarray(images[ids]), device, args.size, batch_size=args.batch, channels_last=cl)
@@ -93,12 +95,23 @@ def main() -> None:
         t_plain = best_of(plain, args.repeats)
         t_pipe = best_of(pipeline, args.repeats)
         n = n_batches * args.batch
-        print(f"inference: plain {n / t_plain:8.1f} img/s | score path {n / t_pipe:8.1f} img/s | "
-              f"efficiency {t_plain / t_pipe:.3f}")
+        print(
+            f"inference: plain {n / t_plain:8.1f} img/s | score path {n / t_pipe:8.1f} img/s | "
+            f"efficiency {t_plain / t_pipe:.3f}"
+        )
 
         if args.train_n:
-            settings = FitSettings(epochs=1, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
-                                   augment=True, color_jitter=0.0, image_size=args.size, rotate90=True)  # fmt: skip
+            settings = FitSettings(
+                epochs=1,
+                batch_size=32,
+                optimizer="adamw",
+                lr=1e-3,
+                weight_decay=1e-4,
+                augment=True,
+                color_jitter=0.0,
+                image_size=args.size,
+                rotate90=True,
+            )
             u8 = torch.from_numpy(np.array(images[: args.train_n])).to(device)
             labels = torch.from_numpy(rng.integers(0, 2, args.train_n)).to(device)
             train_model = build_model(args.model, 2, args.size).to(device)
@@ -126,8 +139,10 @@ def main() -> None:
             t_plain_tr = best_of(plain_train, args.repeats)
             t_pipe_tr = best_of(pipeline_train, args.repeats)
             n_tr = (args.train_n // 32) * 32
-            print(f"training:  plain {n_tr / t_plain_tr:8.1f} img/s | score path {n_tr / t_pipe_tr:8.1f} img/s | "
-                  f"efficiency {t_plain_tr / t_pipe_tr:.3f}  (score path includes augmentation)")
+            print(
+                f"training:  plain {n_tr / t_plain_tr:8.1f} img/s | score path {n_tr / t_pipe_tr:8.1f} img/s | "
+                f"efficiency {t_plain_tr / t_pipe_tr:.3f}  (score path includes augmentation)"
+            )
 
 
 if __name__ == "__main__":

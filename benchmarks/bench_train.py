@@ -1,6 +1,6 @@
 """Benchmark the train stage's training loop against the model's own training speed.
 
-Pipeline efficiency = (training images/s of ``entromix.train.train_curriculum``: sampler, gather
+Pipeline efficiency = (training images/s of ``entromix.training.loop.train_curriculum``: sampler, gather
 uint8 rows, augment on the device, EntroMixLoss, step; validation excluded) / (images/s of
 forward + backward + optimiser step on ready-made random float tensors of the same shape and
 batch size, same model, same precision and memory format). Target: >= 0.9.
@@ -23,12 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from entromix.augment import normalize
-from entromix.curriculum import CurriculumConfig
-from entromix.device import autocast, describe, resolve_device
-from entromix.fit import make_optimizer, uses_channels_last
-from entromix.models import build_model
-from entromix.train import TrainConfig, TrainingTable, train_curriculum
+from entromix.common.device import autocast, describe, resolve_device
+from entromix.modeling.augment import normalize
+from entromix.modeling.fit import make_optimizer, uses_channels_last
+from entromix.modeling.models import build_model
+from entromix.training.curriculum import CurriculumConfig
+from entromix.training.loop import TrainConfig, train_curriculum
+from entromix.training.table import TrainingTable
 
 
 def random_tensor_speed(model_name: str, size: int, batch: int, steps: int, device: torch.device) -> float:
@@ -68,14 +69,21 @@ def main() -> None:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--size", type=int, default=64, help="model input size = stored size (px)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--n-real", type=int, default=320, help="real training images (an epoch = n_real // batch batches)")
+    parser.add_argument(
+        "--n-real", type=int, default=320, help="real training images (an epoch = n_real // batch batches)"
+    )
     parser.add_argument("--n-syn", type=int, default=160, help="synthetic pool (half admitted from epoch 2)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, {describe(device)}")
-    print(f"model {args.model}, {args.size}px, batch {args.batch}, {args.n_real} real + {args.n_syn} synthetic, {args.epochs} epochs")
+    print(
+        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, {describe(device)}"
+    )
+    print(
+        f"model {args.model}, {args.size}px, batch {args.batch}, {args.n_real} real + {args.n_syn} synthetic, "
+        f"{args.epochs} epochs"
+    )
 
     rng = np.random.default_rng(0)
     n = args.n_real + args.n_syn
@@ -88,13 +96,39 @@ def main() -> None:
     )
     val_labels = np.array([0, 1] * 16)
     val_images = rng.integers(0, 256, size=(len(val_labels), args.size, args.size, 3), dtype=np.uint8)
-    config = TrainConfig(model=args.model, pretrained_weights=None, image_size=args.size, epochs=args.epochs,
-                         min_steps=0, batch_size=args.batch, optimizer="adamw", lr=1e-3, lr_warmup_epochs=1,
-                         weight_decay=1e-4, label_smoothing=0.0, class_weights="real", augment=True, rotate90=True,
-                         color_jitter=0.0, select_metric="val_auc", seed=0, device=args.device, resume=False)  # fmt: skip
-    curriculum = CurriculumConfig(warmup_epochs=1, jsd_start=0.5, jsd_end=0.5, pacing="linear", gate="hard",
-                                  gate_temperature=0.02, max_synthetic_fraction=0.5, synthetic_slots="replace",
-                                  strategy="curriculum", rescore_every=0)  # fmt: skip
+    config = TrainConfig(
+        model=args.model,
+        pretrained_weights=None,
+        image_size=args.size,
+        epochs=args.epochs,
+        min_steps=0,
+        batch_size=args.batch,
+        optimizer="adamw",
+        lr=1e-3,
+        lr_warmup_epochs=1,
+        weight_decay=1e-4,
+        label_smoothing=0.0,
+        class_weights="real",
+        augment=True,
+        rotate90=True,
+        color_jitter=0.0,
+        select_metric="val_auc",
+        seed=0,
+        device=args.device,
+        resume=False,
+    )
+    curriculum = CurriculumConfig(
+        warmup_epochs=1,
+        jsd_start=0.5,
+        jsd_end=0.5,
+        pacing="linear",
+        gate="hard",
+        gate_temperature=0.02,
+        max_synthetic_fraction=0.5,
+        synthetic_slots="replace",
+        strategy="curriculum",
+        rescore_every=0,
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     result = train_curriculum(config, curriculum, table, val_images, val_labels, device, log=lambda s: None)
@@ -106,8 +140,10 @@ def main() -> None:
         peak = f"peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
     else:
         peak = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-    print(f"train stage loop: {pipeline:.1f} images/s (median of epochs 2..{args.epochs}; per epoch: "
-          f"{', '.join(f'{s:.1f}' for s in speeds)})")  # fmt: skip
+    print(
+        f"train stage loop: {pipeline:.1f} images/s (median of epochs 2..{args.epochs}; per epoch: "
+        f"{', '.join(f'{s:.1f}' for s in speeds)})"
+    )
     print(f"random tensors:   {plain:.1f} images/s ({steps} steps)")
     print(f"pipeline efficiency: {pipeline / plain:.3f}  ({peak})")
 

@@ -2,7 +2,7 @@
 
 Reads params section `ingest`. Writes, as one set (all files replaced only when all succeeded):
   data/prepared/images.npy       (N, S, S, 3) uint8, row i = manifest id i
-  data/prepared/manifest.csv     one row per image (see entromix.ingest.MANIFEST_COLUMNS)
+  data/prepared/manifest.csv     one row per image (see entromix.data.prepare.MANIFEST_COLUMNS)
   data/prepared/duplicates.csv   dropped exact duplicates and why
   data/prepared/skipped.csv      bad images left out (ingest.bad_images: skip)
   data/prepared/synthetic_tiers.csv  id,filename,tier,detail from ingest.tiers_csv (measurement only)
@@ -13,11 +13,11 @@ Reads params section `ingest`. Writes, as one set (all files replaced only when 
 
 from pathlib import Path
 
-from entromix.atomic import atomic_paths, json_text
-from entromix.ingest import IngestConfig, decode_images, ingest_metrics, plan_ingest
-from entromix.params import load_params, section, to_dict
-from entromix.stage import run_stage, stage_args
-from entromix.stage_io import CHECKSUMS_NAME, prepared_checksums
+from entromix.common.atomic import atomic_paths, json_text
+from entromix.common.params import load_params, section, to_dict
+from entromix.common.stage import run_stage, stage_args
+from entromix.common.stage_io import CHECKSUMS_NAME, prepared_checksums
+from entromix.data.prepare import IngestConfig, decode_images, ingest_metrics, plan_ingest
 
 OUT = Path("data/prepared")
 METRICS = Path("metrics/ingest.json")
@@ -26,17 +26,28 @@ METRICS = Path("metrics/ingest.json")
 def main() -> None:
     args = stage_args(__doc__)
     config = section(load_params(args.params), "ingest", IngestConfig, args.params)
-    print(f"entromix ingest: real images from {config.path('real_dir')}, synthetic from "
-          f"{config.path('synthetic_dir')}; storing {config.image_size}x{config.image_size} RGB")
+    print(
+        f"entromix ingest: real images from {config.path('real_dir')}, synthetic from "
+        f"{config.path('synthetic_dir')}; storing {config.image_size}x{config.image_size} RGB"
+    )
     plan = plan_ingest(config)
     metrics = ingest_metrics(plan)
     m = metrics["ingest"]
     real_line = ", ".join(f"{s} {m['real'][s]['total']}" for s in ("train", "val", "test"))
-    print(f"entromix ingest: {plan.discoveries['real'].layout} layout; real {real_line}; "
-          f"synthetic {m['synthetic']['total']}; duplicates dropped {len(plan.duplicates)}"
-          + (f"; bad images skipped {len(plan.skipped)} (data/prepared/skipped.csv)" if len(plan.skipped) else ""))
-    names = ["images.npy", "manifest.csv", "duplicates.csv", "skipped.csv", "synthetic_tiers.csv",
-             "ingest_config.json", CHECKSUMS_NAME]  # fmt: skip
+    print(
+        f"entromix ingest: {plan.discoveries['real'].layout} layout; real {real_line}; "
+        f"synthetic {m['synthetic']['total']}; duplicates dropped {len(plan.duplicates)}"
+        + (f"; bad images skipped {len(plan.skipped)} (data/prepared/skipped.csv)" if len(plan.skipped) else "")
+    )
+    names = [
+        "images.npy",
+        "manifest.csv",
+        "duplicates.csv",
+        "skipped.csv",
+        "synthetic_tiers.csv",
+        "ingest_config.json",
+        CHECKSUMS_NAME,
+    ]
     with atomic_paths(*[OUT / n for n in names], METRICS) as tmp:
         images, manifest_csv, duplicates, skipped, tiers, settings, checksums, metrics_json = tmp
         manifest = decode_images(plan, images, atomic=False)

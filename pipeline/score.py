@@ -1,6 +1,6 @@
 """DVC stage `score`: reference classifier (K-fold, real train only) -> per-image JSD.
 
-Reads params section `score` and ingest's outputs (checked: entromix.stage_io). Writes, as one set:
+Reads params section `score` and ingest's outputs (checked: entromix.common.stage_io). Writes, as one set:
   data/dataset.csv                    filename,is_syn,jsd_score,label,split,p_true,predicted,fold,id
   metrics/score.json                  out-of-fold accuracy/AUC, mean JSD, tier AUROCs when known
   plots/score/jsd_histogram.csv       fraction of images per JSD bin (dvc plots)
@@ -9,13 +9,13 @@ Reads params section `score` and ingest's outputs (checked: entromix.stage_io). 
 
 from pathlib import Path
 
-from entromix.atomic import atomic_paths, json_text
-from entromix.device import describe, resolve_device
-from entromix.params import load_params, section
-from entromix.plots import jsd_groups, jsd_histogram_table, plot_jsd_distribution
-from entromix.score import ScoreConfig, score_metrics, score_training_images
-from entromix.stage import run_stage, stage_args
-from entromix.stage_io import DATASET, PREPARED, load_prepared
+from entromix.common.atomic import atomic_paths, json_text
+from entromix.common.device import describe, resolve_device
+from entromix.common.params import load_params, section
+from entromix.common.stage import run_stage, stage_args
+from entromix.common.stage_io import DATASET, PREPARED, load_prepared
+from entromix.scoring.jsd_plots import jsd_groups, jsd_histogram_table, plot_jsd_distribution
+from entromix.scoring.out_of_fold import ScoreConfig, score_metrics, score_training_images
 
 METRICS = Path("metrics/score.json")
 PLOTS = Path("plots/score")
@@ -29,14 +29,22 @@ def main() -> None:
     manifest, tiers, images = prepared.manifest, prepared.tiers, prepared.images
     n_real = int(((manifest["is_syn"] == 0) & (manifest["split"] == "train")).sum())
     n_syn = int((manifest["is_syn"] == 1).sum())
-    print(f"entromix score: {config.folds}-fold {config.model} at {config.image_size}px, {config.epochs} epochs, "
-          f"on {n_real} real training images; scoring them out-of-fold and {n_syn} synthetic; device {describe(device)}")
+    print(
+        f"entromix score: {config.folds}-fold {config.model} at {config.image_size}px, {config.epochs} epochs, "
+        f"on {n_real} real training images; scoring them out-of-fold and {n_syn} synthetic; device {describe(device)}"
+    )
     result = score_training_images(config, images, manifest, device)
     metrics = score_metrics(result, tiers)
     m = metrics["score"]
-    print(f"entromix score: out-of-fold accuracy {m['oof_accuracy']}, AUC {m['oof_auc']}, temperature "
-          f"{m['temperature']}; mean JSD real {m['real_jsd_mean']}, synthetic {m['synthetic_jsd_mean']}"
-          + (f"; AUROC hallucinated vs good {m['tier_auroc_hallucinated_vs_good']}" if "tier_auroc_hallucinated_vs_good" in m else ""))
+    print(
+        f"entromix score: out-of-fold accuracy {m['oof_accuracy']}, AUC {m['oof_auc']}, temperature "
+        f"{m['temperature']}; mean JSD real {m['real_jsd_mean']}, synthetic {m['synthetic_jsd_mean']}"
+        + (
+            f"; AUROC hallucinated vs good {m['tier_auroc_hallucinated_vs_good']}"
+            if "tier_auroc_hallucinated_vs_good" in m
+            else ""
+        )
+    )
     groups = jsd_groups(result.dataset, tiers)
     with atomic_paths(DATASET, METRICS, PLOTS / "jsd_histogram.csv", PLOTS / "jsd_distribution.png") as tmp:
         dataset_csv, metrics_json, histogram_csv, figure = tmp

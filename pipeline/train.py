@@ -1,7 +1,7 @@
 """DVC stage `train`: the curriculum (warmup, JSD threshold ramp, gate, class-balanced batches).
 
 Reads params sections `curriculum` and `train`, ingest's array and manifest, and the score
-stage's data/dataset.csv (all checked first: entromix.stage_io). Writes, as one set (and the
+stage's data/dataset.csv (all checked first: entromix.common.stage_io). Writes, as one set (and the
 resume state after every epoch):
   models/train/best.pt        weights of the epoch with the best train.select_metric on val
   models/train/last.pt        weights after the last epoch
@@ -19,14 +19,16 @@ from pathlib import Path
 
 import torch
 
-from entromix.atomic import atomic_paths, json_text
-from entromix.curriculum import CurriculumConfig
-from entromix.device import describe, resolve_device
-from entromix.params import load_params, section, to_dict
-from entromix.stage import run_stage, stage_args
-from entromix.stage_io import DATASET, PREPARED, load_dataset, load_prepared
-from entromix.train import (TrainConfig, history_frame, run_fingerprint, synthetic_tiers, train_curriculum, train_metrics,
-                            training_table, with_tiers)
+from entromix.common.atomic import atomic_paths, json_text
+from entromix.common.device import describe, resolve_device
+from entromix.common.params import load_params, section, to_dict
+from entromix.common.stage import run_stage, stage_args
+from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared
+from entromix.training.curriculum import CurriculumConfig
+from entromix.training.loop import TrainConfig, train_curriculum
+from entromix.training.report import history_frame, train_metrics
+from entromix.training.resume import run_fingerprint
+from entromix.training.table import synthetic_tiers, training_table, with_tiers
 
 MODELS = Path("models/train")
 HISTORY = Path("plots/train/history.csv")
@@ -47,27 +49,49 @@ def main() -> None:
     tiers = synthetic_tiers(table, prepared.tiers)
     table = with_tiers(table, tiers)  # read only by the oracle_gate diagnostic and the per-tier metrics
     val = manifest[(manifest["split"] == "val") & (manifest["is_syn"] == 0)]
-    print(f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
-          f"warmup), {config.optimizer} lr {config.lr}; strategy {curriculum.strategy}; {table.n_real} real + {len(table.labels) - table.n_real} "
-          f"synthetic training images, {len(val)} real val; {curriculum.gate} gate, tau {curriculum.jsd_start} -> "
-          f"{curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}")  # fmt: skip
+    print(
+        f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
+        f"warmup), {config.optimizer} lr {config.lr}; strategy {curriculum.strategy}; {table.n_real} real + "
+        f"{len(table.labels) - table.n_real} "
+        f"synthetic training images, {len(val)} real val; {curriculum.gate} gate, tau {curriculum.jsd_start} -> "
+        f"{curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}"
+    )
 
     def checkpoint(state: dict, row: dict) -> dict:
-        return {"model": state, "model_name": config.model, "num_classes": 2, "image_size": config.image_size,
-                "labels": labels, "epoch": row["epoch"], "val": {k: v for k, v in row.items() if k.startswith("val_")}}  # fmt: skip
+        return {
+            "model": state,
+            "model_name": config.model,
+            "num_classes": 2,
+            "image_size": config.image_size,
+            "labels": labels,
+            "epoch": row["epoch"],
+            "val": {k: v for k, v in row.items() if k.startswith("val_")},
+        }
 
     inputs = [DATASET, PREPARED / "manifest.csv"] + [p for p in [PREPARED / "synthetic_tiers.csv"] if p.exists()]
     fingerprint = run_fingerprint(curriculum, config, inputs, images.shape)
     resume_path = MODELS / "checkpoints" / "resume.pt"  # read only with train.resume: true
-    result = train_curriculum(config, curriculum, table, images[val["id"].to_numpy()], val["label"].to_numpy(),
-                              device, resume_path=resume_path, fingerprint=fingerprint)  # fmt: skip
+    result = train_curriculum(
+        config,
+        curriculum,
+        table,
+        images[val["id"].to_numpy()],
+        val["label"].to_numpy(),
+        device,
+        resume_path=resume_path,
+        fingerprint=fingerprint,
+    )
     history = history_frame(result.history)
     run = {
-        "curriculum": to_dict(curriculum), "train": to_dict(config), "device": describe(device),
-        "torch": torch.__version__, "python": platform.python_version(), "best_epoch": result.best_epoch,
+        "curriculum": to_dict(curriculum),
+        "train": to_dict(config),
+        "device": describe(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "best_epoch": result.best_epoch,
         "seconds": round(float(history["epoch_seconds"].sum()), 1),
         "median_images_per_s": round(float(history["images_per_s"].median()), 1),
-    }  # fmt: skip
+    }
     with atomic_paths(MODELS / "best.pt", MODELS / "last.pt", HISTORY, METRICS, MODELS / "run.json") as tmp:
         best, last, history_csv, metrics_json, run_json = tmp
         torch.save(checkpoint(result.best_state, result.best_val), best)
@@ -76,9 +100,12 @@ def main() -> None:
         metrics_json.write_text(json_text(train_metrics(result, config, curriculum, tiers)))
         run_json.write_text(json_text(run))
     b = {k: "-" if v is None else f"{v:.3f}" for k, v in result.best_val.items() if k.startswith("val_")}
-    print(f"entromix train: best epoch {result.best_epoch + 1} by {config.select_metric}: val sensitivity "
-          f"{b['val_sensitivity']}, specificity {b['val_specificity']}, AUC {b['val_auc']}; "
-          f"median {history['images_per_s'].median():.0f} training images/s")  # fmt: skip
+    print(
+        f"entromix train: best epoch {result.best_epoch + 1} by {config.select_metric}: val sensitivity "
+        f"{b['val_sensitivity']}, specificity {b['val_specificity']}, AUC {b['val_auc']}; "
+        f"median {history['images_per_s'].median():.0f} training images/s"
+    )
+
 
 if __name__ == "__main__":
     run_stage("train", main)

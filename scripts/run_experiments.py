@@ -33,8 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from entromix.errors import DataError
-from entromix.experiments import Sweep, experiment_name, load_sweep
+from entromix.common.errors import DataError
+from experiment_results import Sweep, experiment_name, load_sweep
 
 
 def dvc(*args: str, capture: bool = False) -> str:
@@ -83,8 +83,13 @@ def wait_for_queue(poll_s: float, jobs: int) -> None:
         if not queued and not running:
             return
         if queued and active_workers(status) < jobs:
-            subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            subprocess.run(
+                ["dvc", "queue", "start", "-j", str(jobs)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         time.sleep(poll_s)
 
 
@@ -99,8 +104,11 @@ def filter_export(exported: list, names: set[str]) -> list:
     """Keep only the named experiments (and their commits) of a `dvc exp show --json` export."""
     out = []
     for commit in exported:
-        runs = [{**run, "revs": [slim(rev) for rev in run.get("revs") or []]} for run in (commit.get("experiments") or [])
-                if any(rev.get("name") in names for rev in run.get("revs") or [])]  # fmt: skip
+        runs = [
+            {**run, "revs": [slim(rev) for rev in run.get("revs") or []]}
+            for run in (commit.get("experiments") or [])
+            if any(rev.get("name") in names for rev in run.get("revs") or [])
+        ]
         if runs:
             out.append({**slim(commit), "experiments": runs})
     return out
@@ -110,8 +118,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path, help="a sweep file, e.g. sweeps/strategies.yaml")
     parser.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (into the sweep's seed_keys)")
-    parser.add_argument("--settings", default=None, help="full and/or N (malignant training images kept); "
-                        "default: the sweep file's settings")  # fmt: skip
+    parser.add_argument(
+        "--settings",
+        default=None,
+        help="full and/or N (malignant training images kept); default: the sweep file's settings",
+    )
     parser.add_argument("--variants", default=None, help="a comma-separated subset of the sweep's variants")
     parser.add_argument("--jobs", type=int, default=1, help="parallel queue workers")
     parser.add_argument("--export", type=Path, required=True, help="where to write the filtered `dvc exp show --json`")
@@ -129,8 +140,10 @@ def main() -> int:
     unknown = [v for v in variants if v not in sweep.variants]
     bad_settings = [s for s in settings if s != "full" and not s.isdigit()]
     if unknown or bad_settings:
-        sys.exit(f"run_experiments: unknown variant(s) {unknown} or setting(s) {bad_settings}; {args.sweep} has "
-                 f"{', '.join(sweep.variants)}, and settings are 'full' or a number.")  # fmt: skip
+        sys.exit(
+            f"run_experiments: unknown variant(s) {unknown} or setting(s) {bad_settings}; {args.sweep} has "
+            f"{', '.join(sweep.variants)}, and settings are 'full' or a number."
+        )
     names: set[str] = set()
     queue: list[list[str]] = []  # no --force: in `dvc exp run` it also means "rerun every stage"
     for setting in settings:
@@ -138,8 +151,11 @@ def main() -> int:
             for seed in seeds:
                 name = experiment_name(sweep.name, variant, setting, seed)
                 names.add(name)
-                sets = [arg for k, v in overrides(sweep, variant, setting, seed).items()
-                        for arg in ("-S", f"{k}={format_value(v)}")]  # fmt: skip
+                sets = [
+                    arg
+                    for k, v in overrides(sweep, variant, setting, seed).items()
+                    for arg in ("-S", f"{k}={format_value(v)}")
+                ]
                 queue.append(["exp", "run", "--queue", "-n", name, *sets, *([sweep.target] if sweep.target else [])])
     if args.dry_run:
         for command in queue:
@@ -157,7 +173,9 @@ def main() -> int:
     exported = filter_export(json.loads(dvc("exp", "show", "--json", "--all-commits", capture=True)), names)
     args.export.parent.mkdir(parents=True, exist_ok=True)
     args.export.write_text(json.dumps(exported, indent=1) + "\n")
-    found = sum(1 for c in exported for r in c["experiments"] for rev in r.get("revs") or [] if rev.get("name") in names)
+    found = sum(
+        1 for c in exported for r in c["experiments"] for rev in r.get("revs") or [] if rev.get("name") in names
+    )
     print(f"run_experiments: {found}/{len(names)} experiments exported to {args.export}")
     return 0 if found == len(names) else 1
 

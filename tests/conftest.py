@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from entromix.ingest import IngestConfig, SplitFractions
+from entromix.data.prepare import IngestConfig, SplitFractions
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 40), fmt: str | None = None) -> Path:

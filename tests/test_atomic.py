@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from entromix.atomic import atomic_path, write_json
+from entromix.common.atomic import atomic_path, write_json
 
 
 def test_written_file_gets_umask_permissions_not_0600(tmp_path):

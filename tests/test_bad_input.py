@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import make_folder, write_image
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -34,15 +33,39 @@ pytestmark = pytest.mark.slow
 
 # Only keys every params.yaml version has, so this file also runs against older code.
 OVERRIDES = {
-    "ingest": {"data_root": "data", "real_dir": "real", "synthetic_dir": "synthetic", "groups_csv": None,
-               "tiers_csv": None, "layout": "auto", "labels": ["benign", "malignant"],
-               "class_map": {"Benign": "benign", "Early": "malignant"}, "image_size": 16, "workers": 1,
-               "bad_images": "error", "scarce_train_images": None},
-    "score": {"model": "resnet18", "pretrained_weights": None, "image_size": 16, "epochs": 1, "folds": 2,
-              "batch_size": 8, "device": "cpu"},
+    "ingest": {
+        "data_root": "data",
+        "real_dir": "real",
+        "synthetic_dir": "synthetic",
+        "groups_csv": None,
+        "tiers_csv": None,
+        "layout": "auto",
+        "labels": ["benign", "malignant"],
+        "class_map": {"Benign": "benign", "Early": "malignant"},
+        "image_size": 16,
+        "workers": 1,
+        "bad_images": "error",
+        "scarce_train_images": None,
+    },
+    "score": {
+        "model": "resnet18",
+        "pretrained_weights": None,
+        "image_size": 16,
+        "epochs": 1,
+        "folds": 2,
+        "batch_size": 8,
+        "device": "cpu",
+    },
     "curriculum": {"warmup_epochs": 1, "strategy": "curriculum"},
-    "train": {"model": "resnet18", "pretrained_weights": None, "image_size": 16, "epochs": 2, "batch_size": 8,
-              "device": "cpu", "resume": False},
+    "train": {
+        "model": "resnet18",
+        "pretrained_weights": None,
+        "image_size": 16,
+        "epochs": 2,
+        "batch_size": 8,
+        "device": "cpu",
+        "resume": False,
+    },
     "evaluate": {"bootstrap_resamples": 20, "device": "cpu", "checkpoint": "best"},
 }
 UNUSUAL = ["with space.png", "unicodé ñame.png"]  # real training images with these names
@@ -64,13 +87,23 @@ def write_params(project: Path, changes: dict | None = None) -> None:
 
 def run_stage(project: Path, stage: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(PROJECT / "pipeline" / f"{stage}.py")], cwd=project, env=env,
-                          capture_output=True, text=True, errors="replace")  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "pipeline" / f"{stage}.py")],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
 
 
 def make_data(root: Path) -> None:
-    make_folder(root / "real", {"train/Benign": 12, "train/Early": 6, "val/Benign": 4, "val/Early": 3,
-                                "test/Benign": 4, "test/Early": 3}, seed=11, ext=".png")  # fmt: skip
+    make_folder(
+        root / "real",
+        {"train/Benign": 12, "train/Early": 6, "val/Benign": 4, "val/Early": 3, "test/Benign": 4, "test/Early": 3},
+        seed=11,
+        ext=".png",
+    )
     make_folder(root / "synthetic", {"Early": 4}, seed=12)
     for i, name in enumerate(UNUSUAL):
         write_image(root / "real" / "train" / "Early" / name, 9000 + i, size=(24, 24))
@@ -282,8 +315,9 @@ def test_text_file_given_as_weights(done, tmp_path):
 
 def test_git_lfs_pointer_given_as_weights(done, tmp_path):
     project = clone(done, tmp_path)
-    (project / "resnet18.pth").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:"
-                                          + "0" * 64 + "\nsize 46830571\n")  # fmt: skip
+    (project / "resnet18.pth").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 46830571\n"
+    )
     write_params(project, {"train": {"pretrained_weights": "resnet18.pth"}})
     message = fails_cleanly(project, "train", "resnet18.pth", "Git LFS pointer", "git lfs pull")
     assert "weights_only=False" not in message and "issue" not in message.lower()
@@ -314,10 +348,12 @@ def test_spaces_and_unicode_in_file_names_go_end_to_end(done):
 
 
 def test_exit_codes_bug_is_1_with_a_traceback_user_error_is_2():
-    code = ("import sys; from entromix.stage import run_stage; from entromix.errors import DataError\n"
-            "def bug(): raise ZeroDivisionError('a real bug')\n"
-            "def user(): raise DataError('x.csv: fix it')\n"
-            "run_stage('demo', bug if sys.argv[1] == 'bug' else user)\n")  # fmt: skip
+    code = (
+        "import sys; from entromix.common.stage import run_stage; from entromix.common.errors import DataError\n"
+        "def bug(): raise ZeroDivisionError('a real bug')\n"
+        "def user(): raise DataError('x.csv: fix it')\n"
+        "run_stage('demo', bug if sys.argv[1] == 'bug' else user)\n"
+    )
     bug = subprocess.run([sys.executable, "-c", code, "bug"], capture_output=True, text=True)
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "ZeroDivisionError" in bug.stderr
     user = subprocess.run([sys.executable, "-c", code, "user"], capture_output=True, text=True)
@@ -326,7 +362,7 @@ def test_exit_codes_bug_is_1_with_a_traceback_user_error_is_2():
 
 
 def test_metrics_json_never_holds_nan():
-    from entromix.atomic import json_text
+    from entromix.common.atomic import json_text
 
     with pytest.raises(ValueError, match="JSON compliant"):
         json_text({"auc": float("nan")})

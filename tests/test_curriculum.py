@@ -2,15 +2,24 @@
 
 import pytest
 
-from entromix.curriculum import CurriculumConfig, p_true_equivalent, schedule, threshold
-from entromix.errors import ParamsError
-from entromix.jsd import TAU_AT_P_HALF
+from entromix.common.errors import ParamsError
+from entromix.scoring.jsd import TAU_AT_P_HALF
+from entromix.training.curriculum import CurriculumConfig, p_true_equivalent, schedule, threshold
 
 
 def config(**overrides) -> CurriculumConfig:
-    values = dict(warmup_epochs=20, jsd_start=0.03, jsd_end=1.0, pacing="linear", gate="hard",
-                  gate_temperature=0.02, max_synthetic_fraction=0.5, synthetic_slots="replace", strategy="curriculum",
-                  rescore_every=0)
+    values = dict(
+        warmup_epochs=20,
+        jsd_start=0.03,
+        jsd_end=1.0,
+        pacing="linear",
+        gate="hard",
+        gate_temperature=0.02,
+        max_synthetic_fraction=0.5,
+        synthetic_slots="replace",
+        strategy="curriculum",
+        rescore_every=0,
+    )
     values.update(overrides)
     return CurriculumConfig(**values)
 

@@ -11,14 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from entromix.demo import DemoConfig, generate_demo, save_preview_grid
-from entromix.demo import cells
-from entromix.errors import DataError, ParamsError
+from entromix.common.errors import DataError, ParamsError
+from entromix.demo import DemoConfig, cells, generate_demo, save_preview_grid
 
 TINY = DemoConfig(
-    seed=3, image_size=48, n_benign=10, n_malignant=5, images_per_patient=4,
-    syn_good=4, syn_degraded=6, syn_hallucinated=3,
-)  # fmt: skip
+    seed=3,
+    image_size=48,
+    n_benign=10,
+    n_malignant=5,
+    images_per_patient=4,
+    syn_good=4,
+    syn_degraded=6,
+    syn_hallucinated=3,
+)
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -145,16 +150,28 @@ def test_classes_differ_as_designed():
     synthetic tiers that copy them; hallucinated images measure like benign ones."""
     rng = lambda i, k: np.random.default_rng([i, k])  # noqa: E731
     area = {
-        kind: np.mean([_nucleus_area(cells.render_field(rng(i, k), 64, kind, cells.sample_stain(rng(i, k + 9))))
-                       for i in range(40)])
+        kind: np.mean(
+            [
+                _nucleus_area(cells.render_field(rng(i, k), 64, kind, cells.sample_stain(rng(i, k + 9))))
+                for i in range(40)
+            ]
+        )
         for k, kind in enumerate(cells.CELL_KINDS)
-    }  # fmt: skip
+    }
     assert area["lymphoblast"] > 1.6 * area["lymphocyte"]
 
 
 def test_synthetic_tiers_match_their_source(tmp_path):
-    cfg = DemoConfig(seed=1, image_size=64, n_benign=12, n_malignant=12, images_per_patient=6,
-                     syn_good=12, syn_degraded=0, syn_hallucinated=12)  # fmt: skip
+    cfg = DemoConfig(
+        seed=1,
+        image_size=64,
+        n_benign=12,
+        n_malignant=12,
+        images_per_patient=6,
+        syn_good=12,
+        syn_degraded=0,
+        syn_hallucinated=12,
+    )
     generate_demo(cfg, tmp_path, progress=False)
 
     def mean_area(paths):
@@ -162,10 +179,15 @@ def test_synthetic_tiers_match_their_source(tmp_path):
 
     real = {c: mean_area(sorted((tmp_path / "real" / c).glob("*.png"))) for c in ("lymphocyte", "lymphoblast")}
     tier = {
-        t: mean_area([tmp_path / "synthetic" / r["filename"] for r in _rows(tmp_path / "synthetic_quality.csv")
-                      if r["tier"] == t])
+        t: mean_area(
+            [
+                tmp_path / "synthetic" / r["filename"]
+                for r in _rows(tmp_path / "synthetic_quality.csv")
+                if r["tier"] == t
+            ]
+        )
         for t in ("good", "hallucinated")
-    }  # fmt: skip
+    }
     assert real["lymphoblast"] > 1.6 * real["lymphocyte"]
     assert abs(tier["hallucinated"] - real["lymphocyte"]) < abs(tier["good"] - real["lymphocyte"])
     assert abs(tier["good"] - real["lymphoblast"]) < abs(tier["good"] - real["lymphocyte"])
@@ -173,9 +195,16 @@ def test_synthetic_tiers_match_their_source(tmp_path):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("n_benign", -1), ("image_size", 16), ("images_per_patient", 0), ("syn_good", -3),
-     ("seed", -1), ("n_malignant", 2.5), ("syn_degraded", True)],
-)  # fmt: skip
+    [
+        ("n_benign", -1),
+        ("image_size", 16),
+        ("images_per_patient", 0),
+        ("syn_good", -3),
+        ("seed", -1),
+        ("n_malignant", 2.5),
+        ("syn_degraded", True),
+    ],
+)
 def test_bad_config_names_the_params_key(field, value):
     with pytest.raises(ParamsError, match=rf"demo\.{field}\b"):
         DemoConfig(**{field: value})

@@ -3,11 +3,10 @@
 import os
 
 import pytest
-
-from entromix.discover import discover_images
-from entromix.errors import DataError
-
 from conftest import make_folder, write_image
+
+from entromix.common.errors import DataError
+from entromix.data.discover import discover_images
 
 MAP = {"Benign": "benign", "Early": "malignant"}
 
@@ -25,7 +24,10 @@ def test_pre_split_layout_with_aliases(tmp_path):
     found = discover_images(tmp_path, MAP)
     assert found.layout == "split"
     assert sorted({(i.split, i.class_name) for i in found.images}) == [
-        ("test", "Benign"), ("train", "Benign"), ("val", "Early")]
+        ("test", "Benign"),
+        ("train", "Benign"),
+        ("val", "Early"),
+    ]
 
 
 def test_mixed_top_level_is_an_error(tmp_path):

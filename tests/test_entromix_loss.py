@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from entromix.entromix_loss import EntroMixLoss, gate_weights
-from entromix.fit import class_weights
+from entromix.modeling.fit import class_weights
+from entromix.training.gate import gate_weights
+from entromix.training.loss import EntroMixLoss
 
 # The reference's forward-pass example: 12 real (8 benign + 4 malignant) and 4 synthetic
 # malignant with JSD 0.02, 0.05, 0.08, 0.15 at tau = 0.05 -> 12 real + 2 synthetic admitted.
@@ -60,8 +61,9 @@ def test_warmup_gate_admits_real_only():
 
 def test_zero_admitted_gives_zero_loss_that_backpropagates():
     logits = torch.randn(4, 2, requires_grad=True)
-    loss = EntroMixLoss(WEIGHTS)(logits, torch.ones(4, dtype=torch.long), torch.ones(4, dtype=torch.bool),
-                                 torch.full((4,), 0.9), 0.1)
+    loss = EntroMixLoss(WEIGHTS)(
+        logits, torch.ones(4, dtype=torch.long), torch.ones(4, dtype=torch.bool), torch.full((4,), 0.9), 0.1
+    )
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.isfinite(logits.grad).all() and torch.all(logits.grad == 0)
@@ -92,8 +94,9 @@ def test_label_smoothing_known_answer():
     # one real image of class 1 with logits (0, 0): p = (0.5, 0.5); smoothing e = 0.2 with C = 2
     # gives target (0.1, 0.9) and weighted CE = w0 * 0.1 * ln 2 + w1 * 0.9 * ln 2
     w = torch.tensor([2.0, 0.5])
-    loss = EntroMixLoss(w, label_smoothing=0.2)(torch.zeros(1, 2), torch.tensor([1]), torch.tensor([False]),
-                                                 torch.tensor([0.0]), None)  # fmt: skip
+    loss = EntroMixLoss(w, label_smoothing=0.2)(
+        torch.zeros(1, 2), torch.tensor([1]), torch.tensor([False]), torch.tensor([0.0]), None
+    )
     assert loss.item() == pytest.approx((2.0 * 0.1 + 0.5 * 0.9) * math.log(2), rel=1e-6)
 
 

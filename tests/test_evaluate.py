@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from entromix.bootstrap import bootstrap_intervals
-from entromix.clinical_metrics import binary_metrics, threshold_free_metrics, threshold_metrics
-from entromix.decision_threshold import tune_threshold
-from entromix.errors import ParamsError
-from entromix.evaluate import EvaluateConfig, calibration_table, evaluation_report, per_class_rates
+from entromix.common.errors import ParamsError
+from entromix.evaluation.bootstrap import bootstrap_intervals
+from entromix.evaluation.report import EvaluateConfig, calibration_table, evaluation_report, per_class_rates
+from entromix.evaluation.threshold import tune_threshold
+from entromix.modeling.metrics import binary_metrics, threshold_free_metrics, threshold_metrics
 
 RNG = np.random.default_rng(0)
 Y = RNG.integers(0, 2, 200)
@@ -43,7 +43,9 @@ def test_threshold_free_metrics_match_sklearn():
 
 def test_empty_denominators_are_none_not_zero():
     m = threshold_metrics(np.zeros(5, int), np.linspace(0, 1, 5), 0.5)
-    assert m["sensitivity"] is None and m["f1"] is None and m["specificity"] == pytest.approx(2 / 5)  # 0.5, 0.75, 1.0 called malignant
+    assert (
+        m["sensitivity"] is None and m["f1"] is None and m["specificity"] == pytest.approx(2 / 5)
+    )  # 0.5, 0.75, 1.0 called malignant
     assert threshold_free_metrics(np.zeros(5, int), np.linspace(0, 1, 5))["roc_auc"] is None
 
 
@@ -101,8 +103,13 @@ def test_bootstrap_without_resamples_or_a_class():
 
 
 def test_per_class_rates_and_report():
-    test = pd.DataFrame({"class": ["Benign"] * 4 + ["Early"] * 2 + ["Pro"] * 2, "label": [0] * 4 + [1] * 4,
-                         "probability": [0.1, 0.2, 0.6, 0.3, 0.9, 0.4, 0.8, 0.7]})
+    test = pd.DataFrame(
+        {
+            "class": ["Benign"] * 4 + ["Early"] * 2 + ["Pro"] * 2,
+            "label": [0] * 4 + [1] * 4,
+            "probability": [0.1, 0.2, 0.6, 0.3, 0.9, 0.4, 0.8, 0.7],
+        }
+    )
     rates = per_class_rates(test, 0.5)
     assert rates == {"Benign": 0.75, "Early": 0.5, "Pro": 1.0}
     config = EvaluateConfig("best", 0.9, 100, 5, 0, "cpu")
@@ -111,8 +118,14 @@ def test_per_class_rates_and_report():
     assert r["threshold"]["reached_on_val"] is True and r["threshold"]["tuned"] == pytest.approx(0.4)
     assert set(r["test"]["per_class_at_tuned"]) == {"Benign", "Early", "Pro"}
     assert r["test"]["at_050"]["tp"] == 3 and r["test"]["n"] == 8
-    assert set(r["test"]["ci95"]) == {"sensitivity_low", "sensitivity_high", "specificity_low",
-                                      "specificity_high", "roc_auc_low", "roc_auc_high"}
+    assert set(r["test"]["ci95"]) == {
+        "sensitivity_low",
+        "sensitivity_high",
+        "specificity_low",
+        "specificity_high",
+        "roc_auc_low",
+        "roc_auc_high",
+    }
 
 
 def test_calibration_table_bins():

@@ -1,4 +1,4 @@
-"""Sweeps and their reports (entromix.experiments, scripts/run_experiments.py, scripts/compare_experiments.py)
+"""Sweeps and their reports (experiment_results, scripts/run_experiments.py, scripts/compare_experiments.py)
 on fabricated `dvc exp show --json` exports."""
 
 import json
@@ -10,9 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from entromix.errors import DataError
-from entromix.experiments import (experiment_name, experiments_from_exp_show, load_sweep, parse_name, summarise,
-                                  sweep_rows, sweep_tables)  # fmt: skip
+from entromix.common.errors import DataError
+from experiment_results import (
+    experiment_name,
+    experiments_from_exp_show,
+    load_sweep,
+    parse_name,
+    summarise,
+    sweep_rows,
+    sweep_tables,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -33,26 +40,54 @@ variants:
 def exp_state(name: str, auc: float, sens: float, spec: float, status: str = "Success", val_auc: float = 0.9) -> dict:
     """One experiment as `dvc exp show --json` (DVC 3) writes it."""
     at = {"sensitivity": sens, "specificity": spec, "balanced_accuracy": (sens + spec) / 2}
-    tiers = {"all": {"pool": 6, "eligible_final": 3, "used": 3}, "good": {"pool": 3, "eligible_final": 3, "used": 3},
-             "degraded": {"pool": 2, "eligible_final": 0, "used": 0},
-             "hallucinated": {"pool": 1, "eligible_final": 0, "used": 0}}  # fmt: skip
+    tiers = {
+        "all": {"pool": 6, "eligible_final": 3, "used": 3},
+        "good": {"pool": 3, "eligible_final": 3, "used": 3},
+        "degraded": {"pool": 2, "eligible_final": 0, "used": 0},
+        "hallucinated": {"pool": 1, "eligible_final": 0, "used": 0},
+    }
     return {
-        "rev": f"{abs(hash(name)):040x}"[:40], "name": name, "error": None, "experiments": None,
+        "rev": f"{abs(hash(name)):040x}"[:40],
+        "name": name,
+        "error": None,
+        "experiments": None,
         "data": {
-            "rev": "x", "timestamp": "2026-12-01T18:00:00", "status": status, "executor": None, "error": None,
+            "rev": "x",
+            "timestamp": "2026-12-01T18:00:00",
+            "status": status,
+            "executor": None,
+            "error": None,
             "params": {"params.yaml": {"data": {"train": {"seed": 0}}}},
             "metrics": {
-                "metrics/evaluate.json": {"data": {"evaluate": {"test": {"roc_auc": auc, "at_050": at, "at_tuned": at}}}},
-                "metrics/train.json": {"data": {"train": {"best_epoch": 3, "synthetic": tiers,
-                                                          "final": {"val_auc": val_auc, "val_loss": 0.3},
-                                                          "best": {"val_auc": val_auc + 0.01}}}},
-                "metrics/score.json": {"data": {"score": {"tier_auroc_hallucinated_vs_good": 0.9,
-                                                          "tier_auroc_degraded_vs_good": 0.6, "oof_auc": 0.8,
-                                                          "temperature": 1.5}}},
+                "metrics/evaluate.json": {
+                    "data": {"evaluate": {"test": {"roc_auc": auc, "at_050": at, "at_tuned": at}}}
+                },
+                "metrics/train.json": {
+                    "data": {
+                        "train": {
+                            "best_epoch": 3,
+                            "synthetic": tiers,
+                            "final": {"val_auc": val_auc, "val_loss": 0.3},
+                            "best": {"val_auc": val_auc + 0.01},
+                        }
+                    }
+                },
+                "metrics/score.json": {
+                    "data": {
+                        "score": {
+                            "tier_auroc_hallucinated_vs_good": 0.9,
+                            "tier_auroc_degraded_vs_good": 0.6,
+                            "oof_auc": 0.8,
+                            "temperature": 1.5,
+                        }
+                    }
+                },
             },
-            "deps": {}, "outs": {}, "meta": {"has_checkpoints": False},
+            "deps": {},
+            "outs": {},
+            "meta": {"has_checkpoints": False},
         },
-    }  # fmt: skip
+    }
 
 
 def queued(state: dict) -> dict:
@@ -61,11 +96,22 @@ def queued(state: dict) -> dict:
 
 
 def export(states: list[dict]) -> list:
-    workspace = {"rev": "workspace", "name": None, "error": None, "experiments": None,
-                 "data": {"rev": "workspace", "params": {}, "metrics": {}}}  # fmt: skip
-    baseline = {"rev": "a" * 40, "name": "main", "error": None, "data": {"rev": "a" * 40, "params": {}, "metrics": {}},
-                "experiments": [{"revs": [s], "executor": s.get("_executor") or {"state": "success"}, "name": s["name"]}
-                                for s in states]}  # fmt: skip
+    workspace = {
+        "rev": "workspace",
+        "name": None,
+        "error": None,
+        "experiments": None,
+        "data": {"rev": "workspace", "params": {}, "metrics": {}},
+    }
+    baseline = {
+        "rev": "a" * 40,
+        "name": "main",
+        "error": None,
+        "data": {"rev": "a" * 40, "params": {}, "metrics": {}},
+        "experiments": [
+            {"revs": [s], "executor": s.get("_executor") or {"state": "success"}, "name": s["name"]} for s in states
+        ],
+    }
     return [workspace, baseline]
 
 
@@ -90,8 +136,11 @@ def sweep_file(tmp_path: Path) -> Path:
 
 
 def test_names_round_trip():
-    for sweep, variant, setting, seed in [("scorer", "lr-3e-4", "10", 1), ("train", "size-96", "full", 0),
-                                          ("strat", "real-only", "full", 12)]:  # fmt: skip
+    for sweep, variant, setting, seed in [
+        ("scorer", "lr-3e-4", "10", 1),
+        ("train", "size-96", "full", 0),
+        ("strat", "real-only", "full", 12),
+    ]:
         name = experiment_name(sweep, variant, setting, seed)
         assert parse_name(name) == {"sweep": sweep, "variant": variant, "setting": setting, "seed": seed}
     assert parse_name("workspace") is None and parse_name("strat-x-full") is None
@@ -102,11 +151,13 @@ def test_load_sweep_checks_the_file(tmp_path, sweep_file):
     assert sweep.name == "strat" and list(sweep.variants) == ["real-only", "capped"]
     assert sweep.seed_keys == ("train.seed", "score.seed") and sweep.settings == ("full", "10")
     bad = tmp_path / "bad.yaml"
-    for text, message in [("name: Bad_Name\nvariants: {a: {}}", "'name' must be"),
-                          ("name: x\nvariants: {}", "non-empty 'variants'"),
-                          ("name: x\nreport: nope\nvariants: {a: {}}", "'report' is 'nope'"),
-                          ("name: x\nvariants: {A_b: {}}", "variant name 'A_b'"),
-                          ("name: [x", "not valid YAML")]:  # fmt: skip
+    for text, message in [
+        ("name: Bad_Name\nvariants: {a: {}}", "'name' must be"),
+        ("name: x\nvariants: {}", "non-empty 'variants'"),
+        ("name: x\nreport: nope\nvariants: {a: {}}", "'report' is 'nope'"),
+        ("name: x\nvariants: {A_b: {}}", "variant name 'A_b'"),
+        ("name: [x", "not valid YAML"),
+    ]:
         bad.write_text(text)
         with pytest.raises(DataError, match=message):
             load_sweep(bad)
@@ -137,7 +188,7 @@ def test_tables_follow_the_sweep_order_and_report(sweep_file):
     text = sweep_tables(summary, sweep, "demo")
     assert text.startswith("### demo: Strategies") and "A fabricated comparison." in text
     assert text.index("**full training set**") < text.index("**10 malignant training images**")
-    full = text[text.index("**full training set**"): text.index("**10 malignant")]
+    full = text[text.index("**full training set**") : text.index("**10 malignant")]
     assert full.index("| real-only |") < full.index("| capped |")
     assert "| real-only | 0.800 ± 0.100 |" in full and "eligible at the end: good" in full
     assert sweep_tables(summary, sweep, "other") == ""
@@ -149,8 +200,20 @@ def test_not_an_export_is_a_clear_error():
 
 
 def test_run_experiments_dry_run_lists_one_command_per_setting_variant_and_seed(sweep_file):
-    proc = subprocess.run([sys.executable, str(PROJECT / "scripts" / "run_experiments.py"), str(sweep_file),
-                           "--seeds", "0,1", "--export", "x.json", "--dry-run"], capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT / "scripts" / "run_experiments.py"),
+            str(sweep_file),
+            "--seeds",
+            "0,1",
+            "--export",
+            "x.json",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 * 2 * 2
@@ -160,8 +223,20 @@ def test_run_experiments_dry_run_lists_one_command_per_setting_variant_and_seed(
     assert "-S ingest.scarce_train_images=null" in first
     scarce = [line for line in lines if "-n strat-capped-n10-s1 " in line][0]
     assert "-S ingest.scarce_train_images=10 -S ingest.scarce_seed=1" in scarce
-    bad = subprocess.run([sys.executable, str(PROJECT / "scripts" / "run_experiments.py"), str(sweep_file),
-                          "--variants", "nope", "--export", "x.json", "--dry-run"], capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT / "scripts" / "run_experiments.py"),
+            str(sweep_file),
+            "--variants",
+            "nope",
+            "--export",
+            "x.json",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "unknown variant(s) ['nope']" in bad.stderr
 
 
@@ -186,10 +261,24 @@ def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path, s
     (results / "demo" / "strategies.json").write_text(json.dumps(export(FABRICATED)))
     (results / "leukemia_dev" / "strategies.json").write_text(json.dumps(export(FABRICATED[:3])))
     out = tmp_path / "RESULTS.md"
-    out.write_text("# Results\n\nOur conclusion, written by hand.\n\n<!-- generated:start -->\nSTALE TABLE\n<!-- generated:end -->\n\nTail.\n")
-    args = [sys.executable, str(PROJECT / "scripts" / "compare_experiments.py"), "--results", str(results),
-            "--sweeps", str(sweeps), "--out", str(out), "--figures", str(tmp_path / "fig"),
-            "--csv", str(tmp_path / "s.csv")]  # fmt: skip
+    out.write_text(
+        "# Results\n\nOur conclusion, written by hand.\n\n"
+        "<!-- generated:start -->\nSTALE TABLE\n<!-- generated:end -->\n\nTail.\n"
+    )
+    args = [
+        sys.executable,
+        str(PROJECT / "scripts" / "compare_experiments.py"),
+        "--results",
+        str(results),
+        "--sweeps",
+        str(sweeps),
+        "--out",
+        str(out),
+        "--figures",
+        str(tmp_path / "fig"),
+        "--csv",
+        str(tmp_path / "s.csv"),
+    ]
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
@@ -211,7 +300,11 @@ def test_run_experiments_counts_active_queue_workers():
     spec = importlib.util.spec_from_file_location("run_experiments", PROJECT / "scripts" / "run_experiments.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    status = ["Task     Name      Created    Status", "55d3769  strat-a   06:34 PM   Running", "",
-              "Worker status: 1 active, 0 idle"]  # fmt: skip
+    status = [
+        "Task     Name      Created    Status",
+        "55d3769  strat-a   06:34 PM   Running",
+        "",
+        "Worker status: 1 active, 0 idle",
+    ]
     assert module.active_workers(status) == 1
     assert module.active_workers(["Task Name Created Status"]) == 0

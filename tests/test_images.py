@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from entromix.images import decode_image, sha256_file
+from entromix.data.images import decode_image, sha256_file
 
 
 def _save(img: Image.Image, path, **kw):
@@ -111,7 +111,9 @@ def test_jpeg_draft_decode_matches_full_decode(tmp_path):
     path = tmp_path / "big.jpg"
     big.save(path, quality=95)
     fast = decode_image(path, 32).pixels.astype(int)
-    full = np.asarray(Image.open(path).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=3.0)).astype(int)
+    full = np.asarray(
+        Image.open(path).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    ).astype(int)
     assert np.abs(fast - full).mean() < 4
 
 

@@ -5,14 +5,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_file, ingest_config, make_folder, write_image
 from PIL import Image
 
-from entromix.errors import DataError
-from entromix.images import decode_image
-from entromix.image_store import open_images
-from entromix.ingest import MANIFEST_COLUMNS, decode_images, ingest_metrics, plan_ingest
-
-from conftest import copy_file, ingest_config, make_folder, write_image
+from entromix.common.errors import DataError
+from entromix.common.image_store import open_images
+from entromix.data.images import decode_image
+from entromix.data.prepare import MANIFEST_COLUMNS, decode_images, ingest_metrics, plan_ingest
 
 
 def run(config, tmp_path):
@@ -28,9 +27,15 @@ def test_flat_layout_stratified_manifest_and_array(flat_data, tmp_path):
     real = manifest[manifest["is_syn"] == 0]
     # 30 Benign -> 18/6/6, 6 Early -> 4/1/1 (largest remainder 3.6/1.2/1.2), 4 Pre -> 2/1/1
     assert real.groupby(["class", "split"]).size().to_dict() == {
-        ("Benign", "test"): 6, ("Benign", "train"): 18, ("Benign", "val"): 6,
-        ("Early", "test"): 1, ("Early", "train"): 4, ("Early", "val"): 1,
-        ("Pre", "test"): 1, ("Pre", "train"): 2, ("Pre", "val"): 1,
+        ("Benign", "test"): 6,
+        ("Benign", "train"): 18,
+        ("Benign", "val"): 6,
+        ("Early", "test"): 1,
+        ("Early", "train"): 4,
+        ("Early", "val"): 1,
+        ("Pre", "test"): 1,
+        ("Pre", "train"): 2,
+        ("Pre", "val"): 1,
     }
     assert set(manifest.loc[manifest["is_syn"] == 1, "split"]) == {"train"}
     assert manifest["label"].tolist() == [0 if c == "Benign" else 1 for c in manifest["class"]]
@@ -93,15 +98,22 @@ def test_duplicates_within_a_split_collapse_and_are_reported(flat_data, tmp_path
     metrics = ingest_metrics(plan)["ingest"]
     assert metrics["duplicates_dropped"] == {"within_split": 2, "across_splits": 0}
     assert metrics["folders"]["real/Benign"] == {
-        "expected": 31, "found": 31, "duplicates_dropped": 1, "bad_images_skipped": 0, "ingested": 30,
-        "ignored_files": 0}
+        "expected": 31,
+        "found": 31,
+        "duplicates_dropped": 1,
+        "bad_images_skipped": 0,
+        "ingested": 30,
+        "ignored_files": 0,
+    }
 
 
 def test_same_image_in_two_splits_is_leakage(split_data, tmp_path):
     real = split_data / "real"
     copy_file(real / "train/Benign/img_000.png", real / "test/Benign/leak.png")
     config = ingest_config(split_data, class_map={"Benign": "benign", "Early": "malignant"})
-    with pytest.raises(DataError, match="leakage.*real/test/Benign/leak.png \\[test\\] = real/train/Benign/img_000.png \\[train\\]"):
+    with pytest.raises(
+        DataError, match="leakage.*real/test/Benign/leak.png \\[test\\] = real/train/Benign/img_000.png \\[train\\]"
+    ):
         plan_ingest(config)
     plan = plan_ingest(ingest_config(split_data, class_map=config.class_map, duplicates_across="drop"))
     assert "test/Benign/leak.png" not in plan.manifest["path"].tolist()
@@ -157,8 +169,14 @@ def _bad_files(root):
     Image.new("L", (20_000, 20_000)).save(folder / "bomb.png")  # 400 Mpixel, about 400 KB on disk
     Image.new("L", (12_000, 10_000)).save(folder / "big.png")  # 120 Mpixel: ingest's limit, not Pillow's
     write_image(folder / "tiny.png", 8, size=(8, 8))
-    return {"empty.png": "empty file", "notes.jpg": "not a readable image", "truncated.png": "not a readable image",
-            "bomb.png": "above ingest.max_pixels", "big.png": "above ingest.max_pixels", "tiny.png": "smaller than ingest.min_image_size"}
+    return {
+        "empty.png": "empty file",
+        "notes.jpg": "not a readable image",
+        "truncated.png": "not a readable image",
+        "bomb.png": "above ingest.max_pixels",
+        "big.png": "above ingest.max_pixels",
+        "tiny.png": "smaller than ingest.min_image_size",
+    }
 
 
 def test_bad_images_stop_ingest_with_every_file_and_reason(flat_data):
@@ -200,11 +218,14 @@ def test_parallel_decode_equals_serial(flat_data, tmp_path):
 
 def test_tier_file_maps_to_manifest_ids(flat_data):
     pd.DataFrame({"filename": ["Pre/img_000.png", "Pre/img_003.png"], "tier": ["good", "hallucinated"]}).to_csv(
-        flat_data / "quality.csv", index=False)
+        flat_data / "quality.csv", index=False
+    )
     plan = plan_ingest(ingest_config(flat_data, tiers_csv="quality.csv"))
     syn = plan.manifest[plan.manifest["is_syn"] == 1].set_index("path")["id"]
     assert plan.tiers[["id", "tier"]].values.tolist() == [
-        [syn["Pre/img_000.png"], "good"], [syn["Pre/img_003.png"], "hallucinated"]]
+        [syn["Pre/img_000.png"], "good"],
+        [syn["Pre/img_003.png"], "hallucinated"],
+    ]
     pd.DataFrame({"filename": ["Pre/nope.png"], "tier": ["good"]}).to_csv(flat_data / "quality.csv", index=False)
     with pytest.raises(DataError, match="Pre/nope.png"):
         plan_ingest(ingest_config(flat_data, tiers_csv="quality.csv"))
@@ -226,15 +247,19 @@ def test_scarce_train_images_keeps_n_of_one_label_and_leaves_evaluation_alone(fl
     # seeded: same seed, same images; the draws differ across seeds
     again = plan_ingest(ingest_config(flat_data, scarce_train_images=2, scarce_seed=0)).manifest
     assert real_train(again, 1)["path"].tolist() == real_train(scarce, 1)["path"].tolist()
-    draws = {tuple(real_train(plan_ingest(ingest_config(flat_data, scarce_train_images=2, scarce_seed=s)).manifest, 1)["path"])
-             for s in range(6)}  # fmt: skip
+    draws = {
+        tuple(
+            real_train(plan_ingest(ingest_config(flat_data, scarce_train_images=2, scarce_seed=s)).manifest, 1)["path"]
+        )
+        for s in range(6)
+    }
     assert len(draws) > 1
     _, manifest, images = run(ingest_config(flat_data, scarce_train_images=2), tmp_path)
     assert len(images) == len(manifest) == len(full) - 4  # dropped images are never decoded
 
 
 def test_scarce_params_are_checked(flat_data):
-    from entromix.errors import ParamsError
+    from entromix.common.errors import ParamsError
 
     with pytest.raises(DataError, match="ingest.scarce_train_images is 50 but there are only 6"):
         plan_ingest(ingest_config(flat_data, scarce_train_images=50))
@@ -257,7 +282,9 @@ def test_csv_paths_that_leave_the_data_root_are_refused_not_opened(tmp_path, esc
     pd.DataFrame(rows + [(escape, "P9")], columns=["path", "group"]).to_csv(root / "groups.csv", index=False)
     with pytest.raises(DataError, match="name images that are not in the real-images folder"):
         plan_ingest(ingest_config(root, groups_csv="groups.csv"))
-    pd.DataFrame({"filename": ["Early/img_000.png", escape], "tier": ["good", "good"]}).to_csv(root / "q.csv", index=False)
+    pd.DataFrame({"filename": ["Early/img_000.png", escape], "tier": ["good", "good"]}).to_csv(
+        root / "q.csv", index=False
+    )
     with pytest.raises(DataError, match="not ingested synthetic images"):
         plan_ingest(ingest_config(root, tiers_csv="q.csv"))
     assert outside.read_bytes() == before

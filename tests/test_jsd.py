@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from entromix.jsd import TAU_AT_P_HALF, jsd, jsd_from_p_true, jsd_to_onehot, p_true_at_jsd
+from entromix.scoring.jsd import TAU_AT_P_HALF, jsd, jsd_from_p_true, jsd_to_onehot, p_true_at_jsd
 
 
 def test_general_jsd_matches_scipy_squared():

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from entromix.fit import batches_per_epoch, epoch_order
-from entromix.lr_schedule import warmup_cosine, warmup_cosine_factor
+from entromix.modeling.fit import batches_per_epoch, epoch_order
+from entromix.modeling.lr_schedule import warmup_cosine, warmup_cosine_factor
 
 
 def test_factor_known_values():

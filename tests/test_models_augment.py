@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from entromix.augment import augment, normalize, to_float
-from entromix.errors import ParamsError
-from entromix.fit import class_weights
-from entromix.models import build_model
+from entromix.common.errors import ParamsError
+from entromix.modeling.augment import augment, normalize, to_float
+from entromix.modeling.fit import class_weights
+from entromix.modeling.models import build_model
 
 
 @pytest.mark.parametrize("name, size", [("resnet18", 32), ("vit_b_16", 32), ("swin_t", 64)])
@@ -69,23 +69,34 @@ def test_augment_is_seeded_in_range_and_identity_when_disabled():
     c = augment(x, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.min() >= 0 and a.max() <= 1 and a.shape == x.shape
-    same = augment(x, torch.Generator().manual_seed(1), hflip=0, vflip=0, rotation_deg=0, translate=0,
-                   scale=(1, 1), color_jitter=0)  # fmt: skip
+    same = augment(
+        x, torch.Generator().manual_seed(1), hflip=0, vflip=0, rotation_deg=0, translate=0, scale=(1, 1), color_jitter=0
+    )
     assert torch.allclose(same, x, atol=1e-5)
 
 
 def test_augment_flip_only_mirrors_the_image():
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    flipped = augment(x, torch.Generator().manual_seed(0), hflip=1, vflip=0, rotation_deg=0, translate=0,
-                      scale=(1, 1), color_jitter=0)  # fmt: skip
+    flipped = augment(
+        x, torch.Generator().manual_seed(0), hflip=1, vflip=0, rotation_deg=0, translate=0, scale=(1, 1), color_jitter=0
+    )
     assert torch.allclose(flipped, x.flip(-1), atol=1e-5)
     assert math.isclose(float(flipped.mean()), float(x.mean()), rel_tol=1e-5)
 
 
 def test_rotate90_turns_the_image_by_quarter_turns_only():
     x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    turned = augment(x, torch.Generator().manual_seed(3), hflip=0, vflip=0, rotation_deg=0, translate=0,
-                     scale=(1, 1), color_jitter=0, rotate90=True)  # fmt: skip
+    turned = augment(
+        x,
+        torch.Generator().manual_seed(3),
+        hflip=0,
+        vflip=0,
+        rotation_deg=0,
+        translate=0,
+        scale=(1, 1),
+        color_jitter=0,
+        rotate90=True,
+    )
     seen = set()
     for i in range(len(x)):
         matches = [k for k in range(4) if torch.allclose(turned[i], torch.rot90(x[i], k, dims=(1, 2)), atol=1e-5)]
@@ -95,8 +106,8 @@ def test_rotate90_turns_the_image_by_quarter_turns_only():
 
 
 def test_tta_logits_do_not_depend_on_the_orientation():
-    from entromix.fit import predict_logits
-    from entromix.models import build_model
+    from entromix.modeling.fit import predict_logits
+    from entromix.modeling.models import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18", 2, 32)

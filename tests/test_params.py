@@ -1,20 +1,33 @@
 """params.yaml sections are validated key by key before any work."""
 
 import pytest
-
-from entromix.errors import ParamsError
-from entromix.ingest import IngestConfig, SplitFractions
-from entromix.params import load_params, section
-
 from conftest import ingest_config
 
+from entromix.common.errors import ParamsError
+from entromix.common.params import load_params, section
+from entromix.data.prepare import IngestConfig, SplitFractions
+
 GOOD = {
-    "data_root": "data/demo", "real_dir": "real", "synthetic_dir": None, "groups_csv": None, "tiers_csv": None,
-    "layout": "auto", "labels": ["benign", "malignant"], "class_map": {"a": "benign", "b": "malignant"},
-    "image_size": 64, "resize_mode": "stretch", "split": {"train": 0.6, "val": 0.2, "test": 0.2},
-    "seed": 0, "duplicates_across": "error", "workers": 0,
-    "bad_images": "error", "max_pixels": 100_000_000, "min_image_size": 16,
-    "scarce_label": "malignant", "scarce_train_images": None, "scarce_seed": 0,
+    "data_root": "data/demo",
+    "real_dir": "real",
+    "synthetic_dir": None,
+    "groups_csv": None,
+    "tiers_csv": None,
+    "layout": "auto",
+    "labels": ["benign", "malignant"],
+    "class_map": {"a": "benign", "b": "malignant"},
+    "image_size": 64,
+    "resize_mode": "stretch",
+    "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "seed": 0,
+    "duplicates_across": "error",
+    "workers": 0,
+    "bad_images": "error",
+    "max_pixels": 100_000_000,
+    "min_image_size": 16,
+    "scarce_label": "malignant",
+    "scarce_train_images": None,
+    "scarce_seed": 0,
 }
 
 

@@ -27,18 +27,61 @@ pytestmark = pytest.mark.slow
 # (a README command such as `dvc exp run -S curriculum.jsd_start=0.05` changes it) nor a committed
 # change (their own data root) can change what the tests check.
 TINY = {
-    "demo": {"seed": 0, "image_size": 48, "n_benign": 24, "n_malignant": 12, "images_per_patient": 2,
-             "syn_good": 4, "syn_degraded": 2, "syn_hallucinated": 2},
-    "ingest": {"data_root": "data/demo", "real_dir": "real", "synthetic_dir": "synthetic", "groups_csv": "groups.csv",
-               "tiers_csv": "synthetic_quality.csv", "layout": "auto", "labels": ["benign", "malignant"],
-               "class_map": {"lymphocyte": "benign", "lymphoblast": "malignant"}, "image_size": 32, "workers": 1,
-               "scarce_train_images": None, "bad_images": "error"},
-    "score": {"model": "resnet18", "pretrained_weights": None, "image_size": 32, "epochs": 1, "min_steps": 0,
-              "folds": 2, "batch_size": 8, "seed": 0, "device": "cpu"},
-    "curriculum": {"warmup_epochs": 1, "jsd_start": 0.03, "jsd_end": 0.311, "strategy": "curriculum",
-                   "pacing": "linear", "gate": "hard", "rescore_every": 0},
-    "train": {"model": "resnet18", "pretrained_weights": None, "image_size": 32, "epochs": 3, "min_steps": 0,
-              "batch_size": 8, "seed": 0, "device": "cpu", "resume": True},
+    "demo": {
+        "seed": 0,
+        "image_size": 48,
+        "n_benign": 24,
+        "n_malignant": 12,
+        "images_per_patient": 2,
+        "syn_good": 4,
+        "syn_degraded": 2,
+        "syn_hallucinated": 2,
+    },
+    "ingest": {
+        "data_root": "data/demo",
+        "real_dir": "real",
+        "synthetic_dir": "synthetic",
+        "groups_csv": "groups.csv",
+        "tiers_csv": "synthetic_quality.csv",
+        "layout": "auto",
+        "labels": ["benign", "malignant"],
+        "class_map": {"lymphocyte": "benign", "lymphoblast": "malignant"},
+        "image_size": 32,
+        "workers": 1,
+        "scarce_train_images": None,
+        "bad_images": "error",
+    },
+    "score": {
+        "model": "resnet18",
+        "pretrained_weights": None,
+        "image_size": 32,
+        "epochs": 1,
+        "min_steps": 0,
+        "folds": 2,
+        "batch_size": 8,
+        "seed": 0,
+        "device": "cpu",
+    },
+    "curriculum": {
+        "warmup_epochs": 1,
+        "jsd_start": 0.03,
+        "jsd_end": 0.311,
+        "strategy": "curriculum",
+        "pacing": "linear",
+        "gate": "hard",
+        "rescore_every": 0,
+    },
+    "train": {
+        "model": "resnet18",
+        "pretrained_weights": None,
+        "image_size": 32,
+        "epochs": 3,
+        "min_steps": 0,
+        "batch_size": 8,
+        "seed": 0,
+        "device": "cpu",
+        "resume": True,
+    },
     "evaluate": {"bootstrap_resamples": 50, "device": "cpu", "checkpoint": "best"},
 }
 
@@ -47,6 +90,8 @@ def committed_params() -> str:
     """params.yaml as committed (HEAD), not the working copy; the working copy outside a git checkout."""
     proc = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=PROJECT, capture_output=True, text=True)
     return proc.stdout if proc.returncode == 0 else (PROJECT / "params.yaml").read_text()
+
+
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
 
@@ -108,8 +153,16 @@ def test_second_repro_reruns_nothing(repo):
     assert "Data and pipelines are up to date" in sh(["dvc", "status"], repo)
 
 
-RESULT_FILES = ["metrics/ingest.json", "metrics/score.json", "metrics/train.json", "metrics/evaluate.json",
-                "data/dataset.csv", "data/predictions/test.csv", "data/prepared/manifest.csv", "data/prepared/images.npy"]
+RESULT_FILES = [
+    "metrics/ingest.json",
+    "metrics/score.json",
+    "metrics/train.json",
+    "metrics/evaluate.json",
+    "data/dataset.csv",
+    "data/predictions/test.csv",
+    "data/prepared/manifest.csv",
+    "data/prepared/images.npy",
+]
 
 
 def snapshot(repo: Path) -> dict[str, bytes]:
@@ -133,8 +186,15 @@ def test_training_killed_under_dvc_resumes_on_the_next_repro(repo):
     resume = repo / "models/train/checkpoints/resume.pt"
     first_state = resume.stat().st_mtime_ns
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "train"], cwd=repo, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        ["dvc", "repro", "-f", "-s", "train"],
+        cwd=repo,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while resume.stat().st_mtime_ns == first_state:  # the first epoch of the new run has been saved
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
@@ -197,14 +257,21 @@ def test_exp_run_with_a_curriculum_change_reruns_train_and_evaluate(repo):
     assert ran(out) == {"train", "evaluate"}, out
     history = pd.read_csv(repo / "plots/train/history.csv")
     assert history.loc[1, "tau"] == pytest.approx(0.05)
-    shown = sh(["dvc", "exp", "show", "--json"], repo)
-    # the compare script reads this export (entromix.experiments): one finished experiment
-    from entromix.experiments import experiments_from_exp_show
+    # the compare script reads this export (experiment_results): one finished experiment
+    from experiment_results import experiments_from_exp_show
 
-    exported = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, capture_output=True, text=True, check=True,
-                              env=dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"))
+    exported = subprocess.run(
+        ["dvc", "exp", "show", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"),
+    )
     (experiment,) = experiments_from_exp_show(json.loads(exported.stdout))
-    assert experiment.params["curriculum.jsd_start"] == 0.05 and experiment.params["curriculum.strategy"] == "curriculum"
+    assert (
+        experiment.params["curriculum.jsd_start"] == 0.05 and experiment.params["curriculum.strategy"] == "curriculum"
+    )
     assert 0 <= experiment.metrics["evaluate.test.roc_auc"] <= 1 and "train.synthetic.all.pool" in experiment.metrics
     diff = sh(["dvc", "metrics", "diff", "--all", "--json"], repo)
     changes = json.loads(diff)
@@ -238,4 +305,10 @@ def test_ingest_param_change_reruns_ingest_and_downstream(repo):
 
 def test_metrics_show_reads_the_ingest_metrics(repo):
     out = sh(["dvc", "metrics", "show", "--json"], repo)
-    assert '"ingest"' in out and '"synthetic"' in out and '"oof_auc"' in out and '"best_epoch"' in out and '"at_tuned"' in out
+    assert (
+        '"ingest"' in out
+        and '"synthetic"' in out
+        and '"oof_auc"' in out
+        and '"best_epoch"' in out
+        and '"at_tuned"' in out
+    )

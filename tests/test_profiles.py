@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from entromix.curriculum import CurriculumConfig
-from entromix.errors import ParamsError
-from entromix.ingest import IngestConfig
-from entromix.params import load_params, section
-from entromix.profiles import apply_profile, load_profile, set_args
-from entromix.score import ScoreConfig
-from entromix.train import TrainConfig, TrainingTable, train_curriculum
+from entromix.common.errors import ParamsError
+from entromix.common.params import load_params, section
+from entromix.common.profiles import apply_profile, load_profile, set_args
+from entromix.data.prepare import IngestConfig
+from entromix.scoring.out_of_fold import ScoreConfig
+from entromix.training.curriculum import CurriculumConfig
+from entromix.training.loop import TrainConfig, train_curriculum
+from entromix.training.table import TrainingTable
 
 PROJECT = Path(__file__).resolve().parents[1]
 REFERENCE = PROJECT / "profiles" / "reference-gpu.yaml"
@@ -32,7 +33,13 @@ def test_reference_profile_loads_and_validates_every_section():
     curriculum = section(params, "curriculum", CurriculumConfig)
     ingest = section(params, "ingest", IngestConfig)
     assert (train.model, train.image_size, train.epochs, train.batch_size, train.optimizer, train.lr) == (
-        "resnet50", 224, 90, 16, "sgd", 0.0007)
+        "resnet50",
+        224,
+        90,
+        16,
+        "sgd",
+        0.0007,
+    )
     assert train.color_jitter == 0.2 and not train.rotate90 and train.lr_warmup_epochs == 0
     assert (curriculum.warmup_epochs, curriculum.jsd_end) == (20, 1.0)
     assert score.model == "resnet50" and score.image_size == ingest.image_size == 224
@@ -41,12 +48,19 @@ def test_reference_profile_loads_and_validates_every_section():
 
 def test_set_args_and_the_command_line():
     args = set_args(load_profile(REFERENCE))
-    assert args[:2] == ["-S", "ingest.image_size=224"] and "train.optimizer=sgd" in args and "train.rotate90=false" in args
-    proc = subprocess.run([sys.executable, "-m", "entromix.profiles", str(REFERENCE)], cwd=PROJECT,
-                          capture_output=True, text=True)  # fmt: skip
+    assert (
+        args[:2] == ["-S", "ingest.image_size=224"] and "train.optimizer=sgd" in args and "train.rotate90=false" in args
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "entromix.common.profiles", str(REFERENCE)], cwd=PROJECT, capture_output=True, text=True
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == " ".join(args)
-    bad = subprocess.run([sys.executable, "-m", "entromix.profiles", "profiles/nope.yaml"], cwd=PROJECT,
-                         capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "entromix.common.profiles", "profiles/nope.yaml"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "no such profile" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -69,9 +83,13 @@ def test_reference_profile_trains(tmp_path):
     rng = np.random.default_rng(0)
     size = config.image_size
     labels = np.array([0] * 12 + [1] * 4 + [1] * 4)
-    table = TrainingTable(images=rng.integers(0, 256, (20, size, size, 3), dtype=np.uint8), labels=labels,
-                          is_syn=np.array([False] * 16 + [True] * 4), jsd=np.linspace(0, 1, 20).astype(np.float32),
-                          ids=np.arange(20))  # fmt: skip
+    table = TrainingTable(
+        images=rng.integers(0, 256, (20, size, size, 3), dtype=np.uint8),
+        labels=labels,
+        is_syn=np.array([False] * 16 + [True] * 4),
+        jsd=np.linspace(0, 1, 20).astype(np.float32),
+        ids=np.arange(20),
+    )
     val_labels = np.array([0, 1, 0, 1])
     val = rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)
     result = train_curriculum(config, curriculum, table, val, val_labels, torch.device("cpu"), log=lambda s: None)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from entromix.errors import DataError
-from entromix.sampler import CurriculumBatchSampler
+from entromix.common.errors import DataError
+from entromix.training.sampler import CurriculumBatchSampler
 
 # the reference's scenario: 120 benign + 40 malignant real, 40 synthetic, batches of 16
 REAL = np.array([0] * 120 + [1] * 40)

@@ -7,22 +7,47 @@ import pandas as pd
 import pytest
 import torch
 
-from entromix.calibration import fit_temperature, nll
-from entromix.errors import DataError, ParamsError
-from entromix.fit import fit_classifier, predict_logits
-from entromix.jsd import jsd_to_onehot
-from entromix.models import build_model
-from entromix.score import DATASET_COLUMNS, ScoreConfig, make_folds, score_metrics, score_training_images, tier_auroc
-from entromix.device import seed_everything
+from entromix.common.device import seed_everything
+from entromix.common.errors import DataError, ParamsError
+from entromix.modeling.fit import fit_classifier, predict_logits
+from entromix.modeling.models import build_model
+from entromix.scoring.calibration import fit_temperature, nll
+from entromix.scoring.jsd import jsd_to_onehot
+from entromix.scoring.out_of_fold import (
+    DATASET_COLUMNS,
+    ScoreConfig,
+    make_folds,
+    score_metrics,
+    score_training_images,
+    tier_auroc,
+)
 
 CPU = torch.device("cpu")
 
 
 def config(**changes) -> ScoreConfig:
-    base = ScoreConfig(model="resnet18", pretrained_weights=None, image_size=32, epochs=1, min_steps=0, batch_size=8,
-                       optimizer="adamw", lr=1e-3, lr_warmup_epochs=0, weight_decay=0.0, label_smoothing=0.0,
-                       augment=True, rotate90=False, color_jitter=0.2, folds=2, synthetic_score="ensemble", tta=False, temperature_scaling=True,
-                       seed=0, device="cpu")  # fmt: skip
+    base = ScoreConfig(
+        model="resnet18",
+        pretrained_weights=None,
+        image_size=32,
+        epochs=1,
+        min_steps=0,
+        batch_size=8,
+        optimizer="adamw",
+        lr=1e-3,
+        lr_warmup_epochs=0,
+        weight_decay=0.0,
+        label_smoothing=0.0,
+        augment=True,
+        rotate90=False,
+        color_jitter=0.2,
+        folds=2,
+        synthetic_score="ensemble",
+        tta=False,
+        temperature_scaling=True,
+        seed=0,
+        device="cpu",
+    )
     return replace(base, **changes)
 
 
@@ -33,11 +58,17 @@ def toy_data(n_real=24, n_syn=6, seed=0, size=32):
     labels = np.array([1 if i % 3 == 0 else 0 for i in range(n_real)] + [1] * n_syn + [0, 1] * 3)
     images = rng.integers(0, 120, size=(n, size, size, 3)).astype(np.uint8)
     images[labels == 1] += 100
-    manifest = pd.DataFrame({
-        "id": np.arange(n), "path": [f"c/{i}.png" for i in range(n)], "label": labels,
-        "split": ["train"] * (n_real + n_syn) + ["val"] * 6, "is_syn": [0] * n_real + [1] * n_syn + [0] * 6,
-        "source": ["data/real"] * n_real + ["data/syn"] * n_syn + ["data/real"] * 6, "group": "",
-    })  # fmt: skip
+    manifest = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "path": [f"c/{i}.png" for i in range(n)],
+            "label": labels,
+            "split": ["train"] * (n_real + n_syn) + ["val"] * 6,
+            "is_syn": [0] * n_real + [1] * n_syn + [0] * 6,
+            "source": ["data/real"] * n_real + ["data/syn"] * n_syn + ["data/real"] * 6,
+            "group": "",
+        }
+    )
     return images, manifest
 
 
@@ -51,8 +82,11 @@ def test_dataset_columns_ranges_and_rows():
     assert data["jsd_score"].between(0, 1).all() and data["p_true"].between(0, 1).all()
     assert set(data.loc[data["is_syn"] == 0, "fold"]) == {0, 1} and (data.loc[data["is_syn"] == 1, "fold"] == -1).all()
     assert data["filename"].iloc[0] == "data/real/c/0.png"
-    np.testing.assert_allclose(data["jsd_score"], jsd_to_onehot(
-        np.stack([1 - data["p_true"], data["p_true"]], 1), np.ones(len(data), int))[0], atol=1e-9)
+    np.testing.assert_allclose(
+        data["jsd_score"],
+        jsd_to_onehot(np.stack([1 - data["p_true"], data["p_true"]], 1), np.ones(len(data), int))[0],
+        atol=1e-9,
+    )
 
 
 def test_same_seed_same_scores_other_seed_other_scores():
@@ -80,11 +114,22 @@ def test_out_of_fold_scores_do_not_come_from_a_memorising_model():
     seed_everything(0)
     model = build_model("resnet18", 2, 16)
     fit_classifier(model, torch.from_numpy(images), torch.from_numpy(labels), cfg.fit_settings(), CPU, seed=0)
-    in_sample, _ = jsd_to_onehot(torch.softmax(torch.from_numpy(predict_logits(model, images, CPU, 16)), 1).numpy(), labels)
+    in_sample, _ = jsd_to_onehot(
+        torch.softmax(torch.from_numpy(predict_logits(model, images, CPU, 16)), 1).numpy(), labels
+    )
     assert in_sample.mean() < 0.05  # memorised
 
-    manifest = pd.DataFrame({"id": np.arange(n), "path": [f"{i}.png" for i in range(n)], "label": labels,
-                             "split": "train", "is_syn": 0, "source": "r", "group": ""})  # fmt: skip
+    manifest = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "path": [f"{i}.png" for i in range(n)],
+            "label": labels,
+            "split": "train",
+            "is_syn": 0,
+            "source": "r",
+            "group": "",
+        }
+    )
     oof = score_training_images(cfg, images, manifest, CPU, log=lambda s: None).dataset
     assert oof["jsd_score"].mean() > 0.25  # chance level, far from the memorised ~0
     assert 0.2 < (oof["predicted"] == oof["label"]).mean() < 0.8
@@ -112,21 +157,38 @@ def test_temperature_scaling_recovers_a_known_temperature():
 
 
 def test_tier_auroc_and_metrics():
-    assert tier_auroc(np.array([0.1, 0.2, 0.9, 0.8]), np.array(["good", "good", "hallucinated", "hallucinated"]), "hallucinated") == 1.0
+    assert (
+        tier_auroc(
+            np.array([0.1, 0.2, 0.9, 0.8]), np.array(["good", "good", "hallucinated", "hallucinated"]), "hallucinated"
+        )
+        == 1.0
+    )
     assert tier_auroc(np.array([0.1]), np.array(["good"]), "degraded") is None
     images, manifest = toy_data()
     result = score_training_images(config(), images, manifest, CPU, log=lambda s: None)
     syn_ids = manifest.loc[manifest["is_syn"] == 1, "id"].to_numpy()
     tiers = pd.DataFrame({"id": syn_ids, "tier": ["good", "good", "good", "hallucinated", "hallucinated", "degraded"]})
     m = score_metrics(result, tiers)["score"]
-    assert {"oof_accuracy", "oof_auc", "real_jsd_mean", "synthetic_jsd_mean", "synthetic_p_true_below_half",
-            "tier_auroc_hallucinated_vs_good", "tier_auroc_degraded_vs_good"} <= set(m)  # fmt: skip
+    assert {
+        "oof_accuracy",
+        "oof_auc",
+        "real_jsd_mean",
+        "synthetic_jsd_mean",
+        "synthetic_p_true_below_half",
+        "tier_auroc_hallucinated_vs_good",
+        "tier_auroc_degraded_vs_good",
+    } <= set(m)
     assert 0 <= m["tier_auroc_hallucinated_vs_good"] <= 1 and m["tier_hallucinated_n"] == 2
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"model": "resnet19"}, "score.model"), ({"folds": 1}, "score.folds"), ({"batch_size": 1}, "score.batch_size"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"model": "resnet19"}, "score.model"),
+        ({"folds": 1}, "score.folds"),
+        ({"batch_size": 1}, "score.batch_size"),
+    ],
+)
 def test_bad_score_params(changes, message):
     with pytest.raises(ParamsError, match=message):
         config(**changes)
@@ -136,8 +198,8 @@ def test_bad_score_params(changes, message):
 def test_temperature_moves_jsd_values_but_never_the_tier_ranking(temperature):
     """Why the scorer ablation has no temperature arm: T changes which images pass a fixed tau,
     but not the order of the scores, so the tier AUROCs are identical with and without it."""
-    from entromix.calibration import calibrated_probs
-    from entromix.jsd import jsd_to_onehot
+    from entromix.scoring.calibration import calibrated_probs
+    from entromix.scoring.jsd import jsd_to_onehot
 
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 2, size=(200, 2))
@@ -170,22 +232,28 @@ def test_a_scorer_that_learned_nothing_is_a_loud_warning():
 
 def test_tta_and_min_steps_run_in_the_score_stage():
     images, manifest = toy_data()
-    result = score_training_images(config(tta=True, min_steps=8, rotate90=True, label_smoothing=0.1,
-                                          lr_warmup_epochs=1), images, manifest, CPU, log=lambda s: None)  # fmt: skip
+    result = score_training_images(
+        config(tta=True, min_steps=8, rotate90=True, label_smoothing=0.1, lr_warmup_epochs=1),
+        images,
+        manifest,
+        CPU,
+        log=lambda s: None,
+    )
     assert result.dataset["jsd_score"].between(0, 1).all() and len(result.dataset) == 30
 
 
 def test_aum_scores_wrong_labels_lower():
     """A synthetic pool labelled malignant in which a third are benign-looking (wrong label):
     area under the margin ranks those below the right ones."""
-    from entromix.aum import MarginRecorder, aum_p_true
+    from entromix.scoring.aum import MarginRecorder, aum_p_true
 
     images, manifest = toy_data(n_real=36, n_syn=18)
     syn = np.flatnonzero(manifest["is_syn"] == 1)
     wrong = syn[::3]
     images[wrong] = np.random.default_rng(5).integers(0, 120, size=images[wrong].shape).astype(np.uint8)  # look benign
-    result = score_training_images(config(synthetic_score="aum", epochs=8, lr=3e-3), images, manifest, CPU,
-                                   log=lambda s: None)  # fmt: skip
+    result = score_training_images(
+        config(synthetic_score="aum", epochs=8, lr=3e-3), images, manifest, CPU, log=lambda s: None
+    )
     data = result.dataset.set_index("id")
     assert data.loc[wrong, "p_true"].max() < data.loc[np.setdiff1d(syn, wrong), "p_true"].min()
     assert data["jsd_score"].between(0, 1).all()

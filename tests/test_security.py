@@ -30,16 +30,22 @@ def test_every_torch_load_uses_weights_only(path):
         if name.endswith("torch.load"):
             kw = {k.arg: k.value for k in node.keywords}
             assert "weights_only" in kw and ast.literal_eval(kw["weights_only"]) is True, (
-                f"{path}:{node.lineno}: torch.load without weights_only=True")
+                f"{path}:{node.lineno}: torch.load without weights_only=True"
+            )
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PROJECT)))
 def test_no_shell_commands(path):
     for node, name in calls(path):
         assert name not in ("os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"), (
-            f"{path}:{node.lineno}: {name} runs a shell")
+            f"{path}:{node.lineno}: {name} runs a shell"
+        )
         for kw in node.keywords:
             if kw.arg == "shell":
-                assert isinstance(kw.value, ast.Constant) and kw.value.value is False, f"{path}:{node.lineno}: shell=True"
+                assert isinstance(kw.value, ast.Constant) and kw.value.value is False, (
+                    f"{path}:{node.lineno}: shell=True"
+                )
         if name.startswith("subprocess.") and node.args:  # an argument list, never one command string
-            assert not isinstance(node.args[0], (ast.Constant, ast.JoinedStr)), f"{path}:{node.lineno}: command as a string"
+            assert not isinstance(node.args[0], (ast.Constant, ast.JoinedStr)), (
+                f"{path}:{node.lineno}: command as a string"
+            )

@@ -5,15 +5,20 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from entromix.errors import DataError
-from entromix.splits import grouped_split, largest_remainder, stratified_split
+from entromix.common.errors import DataError
+from entromix.data.splits import grouped_split, largest_remainder, stratified_split
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
 @pytest.mark.parametrize(
     "total, fractions, expected",
-    [(10, (0.6, 0.2, 0.2), [6, 2, 2]), (7, (0.6, 0.2, 0.2), [4, 2, 1]), (3, (1, 1, 1), [1, 1, 1]), (0, (0.5, 0.5), [0, 0])],
+    [
+        (10, (0.6, 0.2, 0.2), [6, 2, 2]),
+        (7, (0.6, 0.2, 0.2), [4, 2, 1]),
+        (3, (1, 1, 1), [1, 1, 1]),
+        (0, (0.5, 0.5), [0, 0]),
+    ],
 )
 def test_largest_remainder_known_answers(total, fractions, expected):
     assert largest_remainder(total, fractions).tolist() == expected

@@ -1,11 +1,11 @@
-"""entromix.stage.run_stage: user errors, Ctrl-C and SIGTERM, and worker pools under it."""
+"""entromix.common.stage.run_stage: user errors, Ctrl-C and SIGTERM, and worker pools under it."""
 
 import subprocess
 import sys
 
 POOL_STAGE = """
-from entromix.parallel import ordered_map
-from entromix.stage import run_stage
+from entromix.data.parallel import ordered_map
+from entromix.common.stage import run_stage
 
 def square(x):
     return x * x
@@ -28,8 +28,10 @@ def test_a_worker_pool_inside_a_stage_ends_cleanly():
 
 
 def test_user_error_is_one_line_and_exit_2():
-    script = ("from entromix.errors import DataError\nfrom entromix.stage import run_stage\n"
-              "def main():\n    raise DataError('data/x.csv: broken. Fix it.')\nrun_stage('t', main)\n")  # fmt: skip
+    script = (
+        "from entromix.common.errors import DataError\nfrom entromix.common.stage import run_stage\n"
+        "def main():\n    raise DataError('data/x.csv: broken. Fix it.')\nrun_stage('t', main)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "entromix t: error: data/x.csv: broken. Fix it."

@@ -6,9 +6,11 @@ import pytest
 import torch
 from test_train import CPU, make_config, make_curriculum, make_data
 
-from entromix.curriculum import schedule
-from entromix.errors import ParamsError
-from entromix.train import initial_gate_scores, synthetic_by_tier, train_curriculum, train_metrics
+from entromix.common.errors import ParamsError
+from entromix.training.curriculum import schedule
+from entromix.training.loop import train_curriculum
+from entromix.training.report import train_metrics
+from entromix.training.synthetic_pool import SyntheticPool, initial_gate_scores, synthetic_by_tier
 
 TIERS = pd.Series(["good"] * 8 + ["degraded"] * 4 + ["hallucinated"] * 4)  # syn_jsd rises along the pool
 
@@ -25,7 +27,9 @@ def run(data, curriculum, config=None, **kwargs):
 
 def test_real_only_never_admits_a_synthetic_image(data):
     result = run(data, make_curriculum(strategy="real_only"), make_config(epochs=3))
-    assert all(r["tau"] is None and r["eligible_synthetic"] == 0 and r["admitted_synthetic"] == 0 for r in result.history)
+    assert all(
+        r["tau"] is None and r["eligible_synthetic"] == 0 and r["admitted_synthetic"] == 0 for r in result.history
+    )
     assert not result.used.any() and not result.final_eligible.any()
     tiers = train_metrics(result, make_config(epochs=3), make_curriculum(strategy="real_only"), TIERS)["train"]
     assert tiers["strategy"] == "real_only"
@@ -97,14 +101,14 @@ def test_rescoring_replaces_the_scores_and_resumes_exactly(data, tmp_path):
 
 def test_synthetic_by_tier_counts(data):
     result = run(data, make_curriculum(jsd_end=0.5), make_config(epochs=4))
-    counts = synthetic_by_tier(result, TIERS)
+    counts = synthetic_by_tier(result.used, result.final_eligible, TIERS)
     assert list(counts) == ["all", "degraded", "good", "hallucinated"]
     assert counts["all"]["pool"] == 16 and counts["good"]["pool"] == 8
     # tau ends at 0.5 bits; syn_jsd = linspace(0, 0.9, 16): the 9 lowest (<= 0.5) are eligible
     assert counts["all"]["eligible_final"] == 9
     assert counts["good"]["eligible_final"] == 8 and counts["hallucinated"]["eligible_final"] == 0
     assert all(c["used"] <= c["pool"] for c in counts.values())
-    unknown = synthetic_by_tier(result, pd.Series([""] * 16))
+    unknown = synthetic_by_tier(result.used, result.final_eligible, pd.Series([""] * 16))
     assert list(unknown) == ["all"]
 
 
@@ -119,39 +123,65 @@ def test_strategy_params_are_checked():
     make_curriculum(strategy="real_only", warmup_epochs=10).check_epochs(3)
     assert schedule(3, make_curriculum(strategy="naive", warmup_epochs=10)) == [1.0, 1.0, 1.0]
     assert make_curriculum(rescore_every=3, warmup_epochs=2).rescores_at(2)
-    assert [make_curriculum(rescore_every=3, warmup_epochs=2).rescores_at(t) for t in range(9)] == \
-        [False, False, True, False, False, True, False, False, True]
+    assert [make_curriculum(rescore_every=3, warmup_epochs=2).rescores_at(t) for t in range(9)] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_oracle_gate_admits_exactly_the_good_tier_after_warmup(data):
     from dataclasses import replace
 
-    from entromix.train import with_tiers
+    from entromix.training.table import with_tiers
 
     table, val_x, val_y = data
     tiered = with_tiers(table, TIERS)
-    result = train_curriculum(make_config(epochs=4), make_curriculum(strategy="oracle_gate", jsd_end=1.0), tiered,
-                              val_x, val_y, CPU, log=lambda s: None)  # fmt: skip
+    result = train_curriculum(
+        make_config(epochs=4),
+        make_curriculum(strategy="oracle_gate", jsd_end=1.0),
+        tiered,
+        val_x,
+        val_y,
+        CPU,
+        log=lambda s: None,
+    )
     assert [r["eligible_synthetic"] for r in result.history] == [0, 0, 8, 8]  # warmup 2, then the 8 good ones
     assert np.array_equal(result.final_eligible, (TIERS == "good").to_numpy())
     assert not result.used[(TIERS != "good").to_numpy()].any()
     metrics = train_metrics(result, make_config(epochs=4), make_curriculum(strategy="oracle_gate"), TIERS)["train"]
-    assert metrics["synthetic"]["hallucinated"]["eligible_final"] == 0 and metrics["synthetic"]["good"]["eligible_final"] == 8
+    assert (
+        metrics["synthetic"]["hallucinated"]["eligible_final"] == 0
+        and metrics["synthetic"]["good"]["eligible_final"] == 8
+    )
     with pytest.raises(ParamsError, match="oracle_gate.*needs ingest.tiers_csv"):
-        train_curriculum(make_config(epochs=4), make_curriculum(strategy="oracle_gate"), replace(table, tiers=None),
-                         val_x, val_y, CPU, log=lambda s: None)  # fmt: skip
+        train_curriculum(
+            make_config(epochs=4),
+            make_curriculum(strategy="oracle_gate"),
+            replace(table, tiers=None),
+            val_x,
+            val_y,
+            CPU,
+            log=lambda s: None,
+        )
 
 
 def test_mix_class_weights_count_the_admitted_synthetic_images(data):
-    from entromix.train import mix_class_weights
+    from entromix.training.sampler import EpochBatches
 
     table = data[0]
-    gate = initial_gate_scores(table, make_curriculum(), 0)
+    pool = SyntheticPool(table, make_curriculum(), 0, batch_size=8, min_batches=0, device=CPU)
     # 36 benign + 12 malignant real rows, plus synthetic rows 48..63 with jsd 0..0.9 (16 steps of 0.06)
     rows = [np.arange(48), np.arange(48, 64)]
-    w_warmup = mix_class_weights(rows[:1], table, gate, None, make_curriculum(), 2)
+    w_warmup = pool.mix_class_weights(EpochBatches(rows[:1], 0, 0), None, 2)
     assert w_warmup.tolist() == pytest.approx([48 / 72, 48 / 24])  # the real counts
-    w_open = mix_class_weights(rows, table, gate, 0.3, make_curriculum(), 2)
+    w_open = pool.mix_class_weights(EpochBatches(rows, 16, 16), 0.3, 2)
     admitted = int((table.jsd[48:] <= 0.3).sum())  # 6 synthetic malignant images
     n = 48 + admitted
     assert w_open.tolist() == pytest.approx([n / (2 * 36), n / (2 * (12 + admitted))])

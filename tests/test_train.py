@@ -5,26 +5,54 @@ import pandas as pd
 import pytest
 import torch
 
-from entromix.curriculum import CurriculumConfig
-from entromix.errors import DataError, ParamsError
-from entromix.train import HISTORY_COLUMNS, TrainConfig, TrainingTable, history_frame, train_curriculum, train_metrics, training_table
+from entromix.common.errors import DataError, ParamsError
+from entromix.training.curriculum import CurriculumConfig
+from entromix.training.loop import TrainConfig, train_curriculum
+from entromix.training.report import HISTORY_COLUMNS, history_frame, train_metrics
+from entromix.training.table import TrainingTable, training_table
 
 CPU = torch.device("cpu")
 
 
 def make_config(**overrides) -> TrainConfig:
-    values = dict(model="resnet18", pretrained_weights=None, image_size=32, epochs=6, min_steps=0, batch_size=8,
-                  optimizer="adamw", lr=0.002, lr_warmup_epochs=0, weight_decay=0.0, label_smoothing=0.0,
-                  class_weights="real", augment=True, rotate90=False, color_jitter=0.1,
-                  select_metric="val_auc", seed=0, device="cpu", resume=True)
+    values = dict(
+        model="resnet18",
+        pretrained_weights=None,
+        image_size=32,
+        epochs=6,
+        min_steps=0,
+        batch_size=8,
+        optimizer="adamw",
+        lr=0.002,
+        lr_warmup_epochs=0,
+        weight_decay=0.0,
+        label_smoothing=0.0,
+        class_weights="real",
+        augment=True,
+        rotate90=False,
+        color_jitter=0.1,
+        select_metric="val_auc",
+        seed=0,
+        device="cpu",
+        resume=True,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
 
 def make_curriculum(**overrides) -> CurriculumConfig:
-    values = dict(warmup_epochs=2, jsd_start=0.05, jsd_end=1.0, pacing="linear", gate="hard",
-                  gate_temperature=0.02, max_synthetic_fraction=0.5, synthetic_slots="replace",
-                  strategy="curriculum", rescore_every=0)
+    values = dict(
+        warmup_epochs=2,
+        jsd_start=0.05,
+        jsd_end=1.0,
+        pacing="linear",
+        gate="hard",
+        gate_temperature=0.02,
+        max_synthetic_fraction=0.5,
+        synthetic_slots="replace",
+        strategy="curriculum",
+        rescore_every=0,
+    )
     values.update(overrides)
     return CurriculumConfig(**values)
 
@@ -72,7 +100,9 @@ def baseline(data):
 
 def run(data, config=None, curriculum=None):
     table, val_x, val_y = data
-    return train_curriculum(config or make_config(), curriculum or make_curriculum(), table, val_x, val_y, CPU, log=lambda s: None)
+    return train_curriculum(
+        config or make_config(), curriculum or make_curriculum(), table, val_x, val_y, CPU, log=lambda s: None
+    )
 
 
 def test_learns_a_tiny_problem_and_logs_the_curriculum(baseline):
@@ -112,8 +142,14 @@ def test_history_frame_and_metrics(data):
     assert frame.loc[0, "tau"] == 0.0 and frame.loc[0, "p_true_at_tau"] == 1.0  # warmup: gate closed
     metrics = train_metrics(result, make_config(epochs=3))["train"]
     assert metrics["epochs"] == 3 and metrics["final_tau"] == 1.0
-    assert set(metrics["best"]) == {"val_loss", "val_accuracy", "val_sensitivity", "val_specificity",
-                                    "val_balanced_accuracy", "val_auc"}
+    assert set(metrics["best"]) == {
+        "val_loss",
+        "val_accuracy",
+        "val_sensitivity",
+        "val_specificity",
+        "val_balanced_accuracy",
+        "val_auc",
+    }
 
 
 def test_soft_gate_weights_count_fractionally(data):
@@ -131,8 +167,15 @@ def test_warmup_must_be_shorter_than_training(data):
 def test_training_table_joins_and_validates():
     images = np.arange(5 * 4 * 4 * 3, dtype=np.uint8).reshape(5, 4, 4, 3)
     manifest = pd.DataFrame({"id": [0, 1, 2, 3, 4], "label": [0, 1, 1, 0, 1]})
-    dataset = pd.DataFrame({"filename": list("abcd"), "is_syn": [1, 0, 0, 1], "jsd_score": [0.2, 0.1, 0.0, 0.5],
-                            "label": [1, 1, 0, 1], "id": [4, 2, 3, 1]})
+    dataset = pd.DataFrame(
+        {
+            "filename": list("abcd"),
+            "is_syn": [1, 0, 0, 1],
+            "jsd_score": [0.2, 0.1, 0.0, 0.5],
+            "label": [1, 1, 0, 1],
+            "id": [4, 2, 3, 1],
+        }
+    )
     table = training_table(images, manifest, dataset)
     assert table.ids.tolist() == [2, 3, 1, 4]  # real first, then synthetic, each by id
     assert table.is_syn.tolist() == [False, False, True, True]
@@ -143,7 +186,9 @@ def test_training_table_joins_and_validates():
     with pytest.raises(DataError, match="not in data/prepared/manifest.csv"):
         training_table(images, manifest, dataset.assign(id=[9, 2, 3, 1]))
     # with the manifest's source/path columns, each row must name the manifest's file for its id
-    full = manifest.assign(source=["/data/root", "../shared/leuk", "r", "r", "r"], path=["x.png", "a/y.png", "z.png", "b.png", "s.png"])
+    full = manifest.assign(
+        source=["/data/root", "../shared/leuk", "r", "r", "r"], path=["x.png", "a/y.png", "z.png", "b.png", "s.png"]
+    )
     ok = dataset.assign(filename=["r/s.png", "r/z.png", "r/b.png", "../shared/leuk/a/y.png"])
     assert training_table(images, full, ok).ids.tolist() == [2, 3, 1, 4]  # roots outside the project are fine
     for bad in ("r/../../etc/passwd", "/etc/passwd", "r/z.png"):
@@ -158,7 +203,7 @@ import os, signal, sys
 import numpy as np
 sys.path.insert(0, {tests!r})
 import test_train as t
-from entromix.train import train_curriculum
+from entromix.training.loop import train_curriculum
 table, val_x, val_y = t.make_data()
 
 def die(row, model, is_best):
@@ -183,8 +228,17 @@ def test_sigkilled_training_resumes_to_the_same_result(data, baseline, tmp_path,
     assert path.is_file() and not list(path.parent.glob(".*.tmp"))  # atomic: no half-written state left
     lines = []
     table, val_x, val_y = data
-    resumed = train_curriculum(make_config(), make_curriculum(), table, val_x, val_y, CPU, log=lines.append,
-                               resume_path=path, fingerprint="run-a")
+    resumed = train_curriculum(
+        make_config(),
+        make_curriculum(),
+        table,
+        val_x,
+        val_y,
+        CPU,
+        log=lines.append,
+        resume_path=path,
+        fingerprint="run-a",
+    )
     assert any(f"resuming from {path} after epoch {kill_epoch + 1}/6" in line for line in lines)
     uninterrupted = baseline
     cfg = make_config()
@@ -197,22 +251,42 @@ def test_sigkilled_training_resumes_to_the_same_result(data, baseline, tmp_path,
 def test_resume_state_of_other_settings_is_ignored(data, tmp_path):
     path = tmp_path / "resume.pt"
     table, val_x, val_y = data
-    train_curriculum(make_config(epochs=2), make_curriculum(warmup_epochs=1), table, val_x, val_y, CPU,
-                     log=lambda s: None, resume_path=path, fingerprint="run-a")
+    train_curriculum(
+        make_config(epochs=2),
+        make_curriculum(warmup_epochs=1),
+        table,
+        val_x,
+        val_y,
+        CPU,
+        log=lambda s: None,
+        resume_path=path,
+        fingerprint="run-a",
+    )
     lines = []
-    result = train_curriculum(make_config(epochs=2), make_curriculum(warmup_epochs=1), table, val_x, val_y, CPU,
-                              log=lines.append, resume_path=path, fingerprint="run-b")
+    result = train_curriculum(
+        make_config(epochs=2),
+        make_curriculum(warmup_epochs=1),
+        table,
+        val_x,
+        val_y,
+        CPU,
+        log=lines.append,
+        resume_path=path,
+        fingerprint="run-b",
+    )
     assert len(result.history) == 2 and not any("resuming" in line for line in lines)
 
 
 def test_fingerprint_changes_with_settings_data_and_code(tmp_path, monkeypatch):
-    from entromix import train as train_module
-    from entromix.train import run_fingerprint
+    from entromix.training import resume as resume_module
+    from entromix.training.resume import run_fingerprint
 
     data_file = tmp_path / "dataset.csv"
     data_file.write_text("a,b\n1,2\n")
     base = run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))
-    assert base == run_fingerprint(make_curriculum(), make_config(resume=False, device="auto"), [data_file], (4, 8, 8, 3))
+    assert base == run_fingerprint(
+        make_curriculum(), make_config(resume=False, device="auto"), [data_file], (4, 8, 8, 3)
+    )
     assert base != run_fingerprint(make_curriculum(jsd_start=0.1), make_config(), [data_file], (4, 8, 8, 3))
     assert base != run_fingerprint(make_curriculum(), make_config(seed=3), [data_file], (4, 8, 8, 3))
     data_file.write_text("a,b\n1,3\n")
@@ -221,7 +295,7 @@ def test_fingerprint_changes_with_settings_data_and_code(tmp_path, monkeypatch):
     fake_src = tmp_path / "pkg"
     fake_src.mkdir()
     (fake_src / "mod.py").write_text("x = 1\n")
-    monkeypatch.setattr(train_module, "__file__", str(fake_src / "train.py"))
+    monkeypatch.setattr(resume_module, "PACKAGE_ROOT", fake_src)
     one = run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))
     (fake_src / "mod.py").write_text("x = 2\n")
     assert one != run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))
@@ -231,9 +305,13 @@ def test_a_finished_resume_state_trains_afresh(data, tmp_path):
     path = tmp_path / "resume.pt"
     table, val_x, val_y = data
     config, curriculum = make_config(epochs=2), make_curriculum(warmup_epochs=1)
-    first = train_curriculum(config, curriculum, table, val_x, val_y, CPU, log=lambda s: None, resume_path=path, fingerprint="a")
+    first = train_curriculum(
+        config, curriculum, table, val_x, val_y, CPU, log=lambda s: None, resume_path=path, fingerprint="a"
+    )
     lines = []
-    again = train_curriculum(config, curriculum, table, val_x, val_y, CPU, log=lines.append, resume_path=path, fingerprint="a")
+    again = train_curriculum(
+        config, curriculum, table, val_x, val_y, CPU, log=lines.append, resume_path=path, fingerprint="a"
+    )
     assert any("holds a finished run; training afresh" in line for line in lines)
     assert sum(line.startswith("epoch ") for line in lines) == 2  # both epochs trained again
     assert train_metrics(again, config) == train_metrics(first, config)
@@ -246,8 +324,8 @@ import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 import test_train as t
-from entromix.stage import run_stage
-from entromix.train import train_curriculum
+from entromix.common.stage import run_stage
+from entromix.training.loop import train_curriculum
 table, val_x, val_y = t.make_data()
 
 def main():
@@ -282,8 +360,17 @@ def test_training_stopped_by_a_signal_mid_run_resumes_to_the_same_result(data, b
     assert path.is_file()  # a complete state: writes are atomic
     lines = []
     table, val_x, val_y = data
-    resumed = train_curriculum(make_config(), make_curriculum(), table, val_x, val_y, CPU, log=lines.append,
-                               resume_path=path, fingerprint="run-a")
+    resumed = train_curriculum(
+        make_config(),
+        make_curriculum(),
+        table,
+        val_x,
+        val_y,
+        CPU,
+        log=lines.append,
+        resume_path=path,
+        fingerprint="run-a",
+    )
     assert not list(path.parent.glob(".*.tmp"))  # one left by SIGKILL mid-write is removed by the next write
     resumed_after = [line for line in lines if "resuming from" in line]
     assert resumed_after and ("after epoch 2/6" in resumed_after[0] or "after epoch 3/6" in resumed_after[0])

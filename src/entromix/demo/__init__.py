@@ -2,6 +2,7 @@
 plus a synthetic pool of good, degraded and hallucinated images with its ground-truth tiers.
 
 ``cells`` draws one image (pure numpy); ``generate`` writes the dataset and its CSVs.
+May import: ``entromix.common``.
 """
 
 from entromix.demo.generate import DemoConfig, DemoSummary, generate_demo, save_preview_grid

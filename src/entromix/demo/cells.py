@@ -245,14 +245,18 @@ def _paint_lymphocyte(od, rng, cy, cx, rbc_r, pal) -> None:
     r_cell = rbc_r * rng.uniform(*_LYMPHOCYTE_RADIUS)
     r_nuc = r_cell * rng.uniform(0.75, 0.9)
     _paint_white_cell(
-        od, rng, cy, cx, pal,
+        od,
+        rng,
+        cy,
+        cx,
+        pal,
         maturity=rng.uniform(*_MATURITY[LYMPHOCYTE]),
         cell=_outline(rng, r_cell, amp=0.02, k_max=4),
         nuc=_outline(rng, r_nuc, amp=0.03, k_max=4),
         # eccentric nucleus: the cytoplasm shows as a crescent on one side
         shift=(r_cell - r_nuc) * rng.uniform(0.2, 0.8),
         n_nucleoli=0,
-    )  # fmt: skip
+    )
 
 
 def _paint_lymphoblast(od, rng, cy, cx, rbc_r, pal) -> None:
@@ -263,14 +267,18 @@ def _paint_lymphoblast(od, rng, cy, cx, rbc_r, pal) -> None:
     if rng.random() < 0.35:  # nuclear cleft / indentation: (direction, depth, angular width)
         notch = (rng.uniform(0, 2 * np.pi), rng.uniform(0.15, 0.35), rng.uniform(0.15, 0.35))
     _paint_white_cell(
-        od, rng, cy, cx, pal,
+        od,
+        rng,
+        cy,
+        cx,
+        pal,
         maturity=rng.uniform(*_MATURITY[LYMPHOBLAST]),
         cell=_outline(rng, r_cell, amp=rng.uniform(0.03, 0.08), k_max=5),
         nuc=_outline(rng, r_nuc, amp=rng.uniform(0.03, 0.07), k_max=5, notch=notch),
         shift=(r_cell - r_nuc) * rng.uniform(0.0, 0.5),
         # 1-3 nucleoli; some blasts (L1-like) show none, which keeps the task from being trivial
         n_nucleoli=int(rng.integers(1, 4)) if rng.random() > 0.15 else 0,
-    )  # fmt: skip
+    )
 
 
 def _paint_white_cell(od, rng, cy, cx, pal, *, maturity, cell, nuc, shift, n_nucleoli) -> None:
@@ -424,13 +432,17 @@ def _grey_axis_rotation(angle: float) -> np.ndarray:
 # The standard JPEG quantisation tables (ITU-T T.81, Annex K), for quality 50.
 _Q_LUMA = np.array(
     [
-        [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55],
-        [14, 13, 16, 24, 40, 57, 69, 56], [14, 17, 22, 29, 51, 87, 80, 62],
-        [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
-        [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99],
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
     ],
     dtype=np.float32,
-)  # fmt: skip
+)
 _Q_CHROMA = np.full((8, 8), 99, dtype=np.float32)
 _Q_CHROMA[:4, :4] = [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]]
 

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from entromix.common.errors import DataError, ParamsError
 from entromix.demo.cells import (
     DEGRADATIONS,
     LYMPHOBLAST,
@@ -45,7 +46,6 @@ from entromix.demo.cells import (
     render_field,
     sample_stain,
 )
-from entromix.errors import DataError, ParamsError
 
 #: class folder names (benign, malignant); map lymphocyte -> 0, lymphoblast -> 1
 BENIGN_CLASS = LYMPHOCYTE
@@ -63,9 +63,15 @@ _CLASS_INDEX = {BENIGN_CLASS: 0, MALIGNANT_CLASS: 1}
 # Bounds of every DemoConfig field. image_size >= 32 so a cell keeps some nuclear detail;
 # <= 1024 because larger is only slow (ingest downsizes anyway). Each class needs an image.
 _MINIMUM = {
-    "seed": 0, "image_size": 32, "n_benign": 1, "n_malignant": 1, "images_per_patient": 1,
-    "syn_good": 0, "syn_degraded": 0, "syn_hallucinated": 0,
-}  # fmt: skip
+    "seed": 0,
+    "image_size": 32,
+    "n_benign": 1,
+    "n_malignant": 1,
+    "images_per_patient": 1,
+    "syn_good": 0,
+    "syn_degraded": 0,
+    "syn_hallucinated": 0,
+}
 _MAXIMUM = {"image_size": 1024}
 
 
@@ -127,10 +133,9 @@ def generate_demo(config: DemoConfig, out_dir: str | Path, progress: bool = True
     real_rows, n_patients = _real_plan(config)
     syn_rows = _synthetic_plan(config)
 
-    bar = tqdm(total=len(real_rows) + len(syn_rows), desc="demo images", unit="img",
-               disable=None if progress else True)  # fmt: skip
+    bar = tqdm(total=len(real_rows) + len(syn_rows), desc="demo images", unit="img", disable=None if progress else True)
     stains: dict[tuple[int, int], Stain] = {}  # (class index, patient in class) -> Stain
-    for rel, cls, i, group, pkey in real_rows:
+    for rel, cls, i, _group, pkey in real_rows:
         if pkey not in stains:
             stains[pkey] = sample_stain(_rng(config.seed, _ROLE_PATIENT, *pkey))
         rng = _rng(config.seed, _ROLE_REAL, _CLASS_INDEX[cls], i)
@@ -183,8 +188,11 @@ def save_preview_grid(out_dir: str | Path, png_path: str | Path, n_cols: int = 6
 
     rows = [
         ("real benign", [out / "real" / p for p in spread([p for p in real if p.startswith(BENIGN_CLASS + "/")])]),
-        ("real malignant", [out / "real" / p for p in spread([p for p in real if p.startswith(MALIGNANT_CLASS + "/")])]),
-    ]  # fmt: skip
+        (
+            "real malignant",
+            [out / "real" / p for p in spread([p for p in real if p.startswith(MALIGNANT_CLASS + "/")])],
+        ),
+    ]
     for tier in TIERS:
         picked = [r for r in syn if r["tier"] == tier]
         if tier == "degraded":  # round-robin over the degradations

@@ -1,0 +1,58 @@
+"""What every pipeline script shares: argument parsing and user-facing error reporting."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from entromix.common.errors import EntromixError
+
+
+def stage_args(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return parser.parse_args()
+
+
+class Terminated(Exception):
+    """SIGTERM, raised in the main thread so that temporary files are cleaned up on the way out."""
+
+
+_STAGE_PID = os.getpid()
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    if os.getpid() != _STAGE_PID:  # a forked child that kept the handler: die as SIGTERM would
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Run a stage's ``main``; print user errors as one paragraph (no traceback) and exit 2.
+
+    SIGINT (Ctrl-C) and SIGTERM (a scheduler's kill) end the stage with a one-line message and
+    exit 130 / 143; every output is written atomically, so none is left half-written, and the
+    train stage resumes from its last finished epoch on the next run.
+    """
+    global _STAGE_PID
+    start = time.perf_counter()
+    _STAGE_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        main()
+    except EntromixError as exc:
+        print(f"entromix {name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"entromix {name}: interrupted; outputs were not replaced.", file=sys.stderr)
+        sys.exit(130)
+    except Terminated:
+        print(f"entromix {name}: terminated (SIGTERM); outputs were not replaced.", file=sys.stderr)
+        sys.exit(143)
+    print(f"entromix {name}: done in {time.perf_counter() - start:.1f} s")

@@ -1,0 +1,108 @@
+"""The evaluate stage's files: predictions, metrics, the plot series and the figures, written as one set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from entromix.common.atomic import atomic_paths, json_text
+from entromix.common.errors import DataError
+from entromix.evaluation.figures import (
+    plot_calibration,
+    plot_confusion,
+    plot_curriculum,
+    plot_pr,
+    plot_roc,
+    plot_training_curves,
+)
+from entromix.evaluation.report import calibration_table, curves
+from entromix.scoring.jsd_plots import jsd_groups, plot_jsd_distribution
+
+FIGURES = ("roc", "pr", "confusion", "calibration", "training_curves", "curriculum", "jsd_admission")
+TABLES = ("roc", "pr", "confusion", "calibration")
+
+
+def read_train_run(path: Path) -> dict[str, Any]:
+    """The train stage's ``run.json`` (settings and best epoch); damage is a DataError naming the file."""
+    try:
+        run = json.loads(path.read_text())
+        missing = {"jsd_start", "jsd_end"} - set(run["curriculum"])
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"{path}: damaged ({type(exc).__name__}: {exc}). Rerun the train stage (dvc repro -f train)."
+        ) from None
+    return run
+
+
+def test_predictions(test: pd.DataFrame, probability: np.ndarray) -> pd.DataFrame:
+    """One row per real test image: filename, class, label and P(malignant) (``prediction`` is added
+    once the threshold is tuned)."""
+    return pd.DataFrame(
+        {
+            "filename": test["source"].astype(str) + "/" + test["path"].astype(str),
+            "class": test["class"].astype(str),
+            "label": test["label"].astype(int),
+            "probability": probability,
+        }
+    ).reset_index(drop=True)
+
+
+def write_outputs(
+    paths: dict[str, Path],
+    predictions: pd.DataFrame,
+    metrics: dict,
+    labels: list[str],
+    calibration_bins: int,
+    history: pd.DataFrame,
+    run: dict[str, Any],
+    dataset: pd.DataFrame,
+    tiers: pd.DataFrame | None,
+) -> None:
+    """Write every output at once (all or none). ``paths``: ``predictions``, ``metrics``, ``plots`` (the
+    folder of the plot series) and ``figures`` (the folder of the PNG figures)."""
+    y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
+    m = metrics["evaluate"]["test"]
+    roc, pr = curves(y, p)
+    calibration = calibration_table(y, p, calibration_bins)
+    confusion = pd.DataFrame(
+        {"actual": [labels[i] for i in y], "predicted": [labels[i] for i in predictions["prediction"]]}
+    )
+    tables = dict(zip(TABLES, (roc, pr, confusion, calibration)))
+    targets = [paths["predictions"], paths["metrics"], *[paths["plots"] / f"{n}.csv" for n in TABLES]]
+    targets += [paths["figures"] / f"{n}.png" for n in FIGURES]
+    with atomic_paths(*targets) as tmp:
+        predictions_csv, metrics_json, *rest = tmp
+        table_paths, fig = dict(zip(TABLES, rest[: len(TABLES)])), dict(zip(FIGURES, rest[len(TABLES) :]))
+        predictions.round({"probability": 6}).to_csv(predictions_csv, index=False, encoding="utf-8")
+        metrics_json.write_text(json_text(metrics))
+        for name, frame in tables.items():
+            frame.round(6).to_csv(table_paths[name], index=False)
+        plot_roc(roc, m["roc_auc"], {"threshold 0.5": m["at_050"], "tuned": m["at_tuned"]}, fig["roc"])
+        plot_pr(pr, m["pr_auc"], float(y.mean()) if len(y) else 0.0, fig["pr"])
+        plot_confusion(m["at_tuned"], labels, fig["confusion"])
+        plot_calibration(calibration, m["brier"], fig["calibration"])
+        plot_training_curves(history, run.get("best_epoch"), fig["training_curves"])
+        plot_curriculum(history, int((dataset["is_syn"] == 1).sum()), fig["curriculum"])
+        cur = run["curriculum"]
+        plot_jsd_distribution(
+            jsd_groups(dataset, tiers), fig["jsd_admission"], {"jsd_start": cur["jsd_start"], "jsd_end": cur["jsd_end"]}
+        )
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """The console summary: ROC-AUC with its interval, and the operating points at 0.5 and tuned."""
+    m = metrics["evaluate"]["test"]
+    t, h, ci = m["at_tuned"], m["at_050"], m["ci95"]
+    return [
+        f"entromix evaluate: test ROC-AUC {m['roc_auc']} (95% CI {ci['roc_auc_low']}-{ci['roc_auc_high']}), "
+        f"PR-AUC {m['pr_auc']}, Brier {m['brier']}",
+        f"entromix evaluate: at 0.5: sensitivity {h['sensitivity']}, specificity {h['specificity']}; at tuned "
+        f"{t['threshold']}: sensitivity {t['sensitivity']} ({ci['sensitivity_low']}-{ci['sensitivity_high']}), "
+        f"specificity {t['specificity']} ({ci['specificity_low']}-{ci['specificity_high']})",
+    ]

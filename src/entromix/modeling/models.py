@@ -1,0 +1,99 @@
+"""Classifier architectures from torchvision with a fresh ``num_classes`` head.
+
+Weights are never downloaded. By default a model starts from random initialisation (the
+pipeline must run offline); ``weights_path`` names a local file of pretrained weights (a
+``state_dict``, for example torchvision's ImageNet file copied onto the machine), loaded with
+``torch.load(weights_only=True)``. The classifier head of the file is skipped when its shape does
+not match (ImageNet's 1000 classes vs our 2); every other tensor must match.
+
+| name       | input size           | notes                                              |
+|------------|----------------------|----------------------------------------------------|
+| resnet18   | any (>= 32 px)       | the CPU default, at 64 px                          |
+| resnet50   | any (>= 32 px)       | the reference design's default, at 224 px          |
+| vit_b_16   | multiple of 16       | built for the configured image size               |
+| swin_t     | multiple of 32       |                                                    |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from entromix.common.errors import ParamsError
+from entromix.common.torch_files import load_torch_file
+
+MODEL_NAMES = ("resnet18", "resnet50", "vit_b_16", "swin_t")
+CNN_MODELS = ("resnet18", "resnet50")  # channels_last helps these (CPU and CUDA)
+
+
+def build_model(
+    name: str, num_classes: int, image_size: int, weights_path: str | None = None, section: str = ""
+) -> nn.Module:
+    """A torchvision ``name`` with a ``num_classes`` head; optionally load local weights.
+
+    ``section`` (``score``, ``train``) names the params keys in error messages: ``<section>.model``
+    for the architecture, ``<section>.pretrained_weights`` for the weights file.
+    """
+    prefix = f"{section}." if section else ""
+    key = f"{prefix}model"
+    if name == "resnet18":
+        model = tvm.resnet18(weights=None)
+    elif name == "resnet50":
+        model = tvm.resnet50(weights=None)
+    elif name == "vit_b_16":
+        if image_size % 16:
+            raise ParamsError(f"{key}: vit_b_16 needs an image size that is a multiple of 16, got {image_size}.")
+        model = tvm.vit_b_16(weights=None, image_size=image_size)
+    elif name == "swin_t":
+        if image_size % 32:
+            raise ParamsError(f"{key}: swin_t needs an image size that is a multiple of 32, got {image_size}.")
+        model = tvm.swin_t(weights=None)
+    else:
+        raise ParamsError(f"{key} is {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
+    if weights_path is not None:
+        _load_local_weights(model, Path(weights_path), f"{prefix}pretrained_weights")
+    _replace_head(model, name, num_classes)
+    return model
+
+
+def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
+    if name.startswith("resnet"):
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    elif name == "vit_b_16":
+        model.heads.head = nn.Linear(model.heads.head.in_features, num_classes)
+    elif name == "swin_t":
+        model.head = nn.Linear(model.head.in_features, num_classes)
+
+
+def _load_local_weights(model: nn.Module, path: Path, key: str) -> None:
+    fix = (
+        f"entromix never downloads weights: copy a state_dict file onto this machine and name its path in {key}, "
+        "or set the key to null to train from scratch."
+    )
+    if not path.is_file():
+        raise ParamsError(f"{key}: pretrained weights file {path} does not exist. {fix}")
+    state = load_torch_file(path, f"the pretrained weights named by {key}", fix, ParamsError)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ParamsError(f"{path} ({key}): not a state_dict (a mapping of parameter names to tensors). {fix}")
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    head = [k for k in mismatched if k.startswith(("fc.", "heads.", "head."))]
+    body = [k for k in mismatched if k not in head]
+    if body:
+        raise ParamsError(
+            f"{path} ({key}): tensor shapes do not match the architecture ({', '.join(body[:5])}). "
+            "Is it the right model?"
+        )
+    state = {k: v for k, v in state.items() if k not in head}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(("fc.", "heads.", "head."))]
+    if missing or unexpected:
+        raise ParamsError(
+            f"{path} ({key}): does not fit the architecture (missing {missing[:5]}, unexpected {unexpected[:5]}). "
+            "Is it the right model?"
+        )

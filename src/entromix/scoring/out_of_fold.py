@@ -1,0 +1,352 @@
+"""The score stage: how much a reference classifier, trained on real images only, agrees with each
+training image's label.
+
+For every training image ``jsd_score = JSD(softmax || onehot(label))`` in bits (``entromix.scoring.jsd``).
+The classifier must never score an image it was trained on: a network that memorised its
+training set gives those images a JSD near 0, whatever their quality. So
+
+* the real training images are split into ``folds`` folds (stratified by label; patient groups
+  kept whole when the manifest has them) and each fold is scored by a model trained on the other
+  folds (out-of-fold predictions);
+* synthetic images, which no fold model trains on, get the mean softmax of the ``folds`` models
+  (``synthetic_score: ensemble``), or, with ``synthetic_score: aum``, the area under the margin of
+  one more model trained on the real and synthetic images together (``entromix.scoring.aum``): a
+  training-dynamics score for wrong labels;
+* validation and test images are never used.
+
+Optionally one temperature (``entromix.scoring.calibration``) is fitted on the out-of-fold logits and
+applied to every prediction before the JSD is computed: the score is only as good as the
+calibration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from entromix.common.device import seed_everything
+from entromix.common.errors import DataError, ParamsError
+from entromix.modeling.fit import FitSettings, Optimizer, fit_classifier, predict_logits, uses_channels_last
+from entromix.modeling.models import MODEL_NAMES, build_model
+from entromix.scoring.aum import area_under_margin, aum_p_true
+from entromix.scoring.calibration import TEMPERATURE_BOUNDS, calibrated_probs, fit_temperature
+from entromix.scoring.jsd import TAU_AT_P_HALF, jsd_to_onehot
+
+DATASET_COLUMNS = ["filename", "is_syn", "jsd_score", "label", "split", "p_true", "predicted", "fold", "id"]
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """The ``score`` section of params.yaml: the reference classifier and its folds."""
+
+    model: str  # resnet18 | resnet50 | vit_b_16 | swin_t
+    pretrained_weights: str | None  # local state_dict file; None = from scratch (never downloads)
+    image_size: int  # px the reference model sees (the prepared array is resized on the fly)
+    epochs: int
+    min_steps: int  # optimiser steps per fold model at least: small folds get longer epochs
+    batch_size: int
+    optimizer: Optimizer  # adamw | sgd (momentum 0.9)
+    lr: float
+    lr_warmup_epochs: float  # linear LR warmup, then cosine to 0 (per step)
+    weight_decay: float
+    label_smoothing: float  # cross-entropy label smoothing in [0, 1)
+    augment: bool  # flips, rotation, affine, colour jitter while training the reference model
+    rotate90: bool  # augment also with random quarter turns
+    color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
+    folds: int  # K: out-of-fold scoring of real images, K-model ensemble for synthetic ones
+    synthetic_score: Literal["ensemble", "aum"]  # ensemble: mean softmax of the K fold models | aum:
+    # area under the margin of one extra model trained on real + synthetic (entromix.scoring.aum)
+    tta: bool  # predict as the mean logits over the eight orientations of each image
+    temperature_scaling: bool  # fit T on the out-of-fold logits and apply it before the JSD
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ParamsError(f"score.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        if not 16 <= self.image_size <= 1024:
+            raise ParamsError(f"score.image_size must be between 16 and 1024 px, got {self.image_size}.")
+        if self.folds < 2:
+            raise ParamsError(f"score.folds must be >= 2 (out-of-fold scoring needs held-out folds), got {self.folds}.")
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ParamsError(f"score.{key} must be >= 1, got {getattr(self, key)}.")
+        if self.batch_size < 2:
+            raise ParamsError("score.batch_size must be >= 2 (BatchNorm needs two images per batch).")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.color_jitter < 1:
+            raise ParamsError("score.lr must be > 0, score.weight_decay >= 0 and score.color_jitter in [0, 1).")
+        if self.synthetic_score not in ("ensemble", "aum"):
+            raise ParamsError(f"score.synthetic_score is {self.synthetic_score!r}; choose ensemble or aum.")
+        if self.min_steps < 0 or self.lr_warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
+            raise ParamsError(
+                "score.min_steps and score.lr_warmup_epochs must be >= 0 and score.label_smoothing in [0, 1)."
+            )
+
+    def fit_settings(self) -> FitSettings:
+        return FitSettings(
+            self.epochs,
+            self.batch_size,
+            self.optimizer,
+            self.lr,
+            self.weight_decay,
+            self.augment,
+            self.color_jitter,
+            self.image_size,
+            min_steps=self.min_steps,
+            lr_warmup_epochs=self.lr_warmup_epochs,
+            label_smoothing=self.label_smoothing,
+            rotate90=self.rotate90,
+        )
+
+
+@dataclass
+class ScoreResult:
+    dataset: pd.DataFrame  # DATASET_COLUMNS, one row per training image (real and synthetic)
+    temperature: float
+    oof_logits: np.ndarray  # (N_real_train, C), before temperature scaling
+    fold_seconds: list[float]
+
+
+def make_folds(manifest_rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+    """Fold index (0..K-1) per real training image: stratified by label, patients kept whole."""
+    labels = manifest_rows["label"].to_numpy()
+    counts = np.bincount(labels)
+    if counts[counts > 0].min() < folds:
+        raise DataError(
+            f"score.folds is {folds} but the smallest class has only {counts[counts > 0].min()} real "
+            f"training images; every fold needs one of each class. Lower score.folds."
+        )
+    groups = manifest_rows["group"].fillna("").astype(str).to_numpy()
+    has_groups = (groups != "").all()
+    splitter = (StratifiedGroupKFold if has_groups else StratifiedKFold)(
+        n_splits=folds, shuffle=True, random_state=seed
+    )
+    fold = np.full(len(labels), -1, dtype=np.int64)
+    for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups if has_groups else None)):
+        fold[held_out] = k
+    return fold
+
+
+def score_training_images(
+    config: ScoreConfig,
+    images: np.ndarray,
+    manifest: pd.DataFrame,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> ScoreResult:
+    """Out-of-fold JSD for real training images and fold-ensemble JSD for synthetic images.
+
+    Args:
+        images: the prepared array (N, H, W, 3) uint8 (a memory map is fine).
+        manifest: ingest's manifest (id, label, split, is_syn, group, ...).
+    """
+    real = manifest[(manifest["is_syn"] == 0) & (manifest["split"] == "train")].reset_index(drop=True)
+    syn = manifest[manifest["is_syn"] == 1].reset_index(drop=True)
+    num_classes = int(manifest["label"].max()) + 1
+    fold = make_folds(real, config.folds, config.seed)
+    # uint8 images on the training device once: (N, H, W, 3), a few MB at 64 px
+    real_images = torch.from_numpy(np.asarray(images[real["id"].to_numpy()])).to(device)
+    real_labels = torch.from_numpy(real["label"].to_numpy().astype(np.int64)).to(device)
+    syn_images = np.asarray(images[syn["id"].to_numpy()]) if len(syn) else np.zeros((0,) + images.shape[1:], np.uint8)
+    channels_last = uses_channels_last(config.model, device)
+
+    oof_logits = np.zeros((len(real), num_classes), dtype=np.float32)
+    syn_logits = np.zeros((config.folds, len(syn), num_classes), dtype=np.float32)
+    fold_seconds = []
+    for k in range(config.folds):
+        start = time.perf_counter()
+        held_idx = np.flatnonzero(fold == k)
+        model = _fit_fold_model(config, k, real_images, real_labels, fold, num_classes, device, channels_last)
+        predict = partial(
+            predict_logits, device=device, image_size=config.image_size, channels_last=channels_last, tta=config.tta
+        )
+        oof_logits[held_idx] = predict(model, real_images[torch.from_numpy(held_idx).to(device)])
+        syn_logits[k] = predict(model, syn_images)
+        fold_seconds.append(time.perf_counter() - start)
+        acc = (oof_logits[held_idx].argmax(1) == real["label"].to_numpy()[held_idx]).mean()
+        log(
+            f"entromix score: fold {k + 1}/{config.folds}: trained on {len(real) - len(held_idx)}, scored "
+            f"{len(held_idx)} held-out (accuracy {acc:.3f}) + {len(syn)} synthetic in {fold_seconds[-1]:.1f} s"
+        )
+        del model
+
+    temperature = _fit_temperature(config, oof_logits, real["label"].to_numpy(), log)
+    real_probs = calibrated_probs(oof_logits, temperature)
+    syn_probs = calibrated_probs(syn_logits, temperature).mean(axis=0)  # mean softmax of the K fold models
+    if config.synthetic_score == "aum" and len(syn):
+        syn_probs = _aum_probs(
+            config,
+            real_images,
+            real_labels,
+            syn_images,
+            syn["label"].to_numpy(),
+            num_classes,
+            device,
+            channels_last,
+            log,
+        )
+    dataset = pd.concat(
+        [_dataset_rows(real, real_probs, fold), _dataset_rows(syn, syn_probs, np.full(len(syn), -1))],
+        ignore_index=True,
+    )
+    return ScoreResult(
+        dataset=dataset[DATASET_COLUMNS], temperature=temperature, oof_logits=oof_logits, fold_seconds=fold_seconds
+    )
+
+
+def _fit_fold_model(
+    config: ScoreConfig,
+    k: int,
+    real_images: torch.Tensor,
+    real_labels: torch.Tensor,
+    fold: np.ndarray,
+    num_classes: int,
+    device: torch.device,
+    channels_last: bool,
+) -> torch.nn.Module:
+    """The scorer of fold ``k``: trained from its own seed on the real training images of the other folds."""
+    seed_everything(config.seed * 1000 + k)
+    model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "score").to(device)
+    train_idx = torch.from_numpy(np.flatnonzero(fold != k)).to(device)
+    settings = config.fit_settings()
+    return fit_classifier(
+        model,
+        real_images[train_idx],
+        real_labels[train_idx],
+        settings,
+        device,
+        seed=config.seed * 1000 + k,
+        channels_last=channels_last,
+    )
+
+
+def _fit_temperature(
+    config: ScoreConfig, oof_logits: np.ndarray, labels: np.ndarray, log: Callable[[str], None]
+) -> float:
+    """The temperature fitted on the out-of-fold logits (1 without ``temperature_scaling``); a loud
+    warning when it reaches its upper bound, which means the scorer learned nothing."""
+    temperature = fit_temperature(oof_logits, labels) if config.temperature_scaling else 1.0
+    if config.temperature_scaling and temperature >= 0.99 * TEMPERATURE_BOUNDS[1]:
+        log(
+            f"entromix score: WARNING: the fitted temperature {temperature:.1f} is at its upper bound "
+            f"({TEMPERATURE_BOUNDS[1]:g}): the scorer's out-of-fold predictions carry almost no "
+            "information, so every image gets p_true near 1/classes and the JSD cannot tell good synthetic "
+            "images from bad ones. Train the scorer longer (score.min_steps, score.epochs) or check the data; "
+            "see metrics/score.json (oof_auc)."
+        )
+    return temperature
+
+
+def _dataset_rows(frame: pd.DataFrame, probs: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
+    """``dataset.csv`` rows (:data:`DATASET_COLUMNS`) of the manifest rows ``frame`` and their probabilities."""
+    jsd, p_true = jsd_to_onehot(probs, frame["label"].to_numpy())
+    return pd.DataFrame(
+        {
+            "filename": frame["source"].astype(str) + "/" + frame["path"].astype(str),
+            "is_syn": frame["is_syn"].astype(int),
+            "jsd_score": jsd,
+            "label": frame["label"].astype(int),
+            "split": "train",
+            "p_true": p_true,
+            "predicted": probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int),
+            "fold": folds,
+            "id": frame["id"].astype(int),
+        }
+    )
+
+
+def _aum_probs(
+    config: ScoreConfig,
+    real_images: torch.Tensor,
+    real_labels: torch.Tensor,
+    syn_images: np.ndarray,
+    syn_labels: np.ndarray,
+    num_classes: int,
+    device: torch.device,
+    channels_last: bool,
+    log: Callable[[str], None],
+) -> np.ndarray:
+    """(n_syn, C) rows with ``p_true = sigmoid(AUM)`` at each synthetic image's label and the rest
+    spread evenly over the other classes (``entromix.scoring.aum``)."""
+    start = time.perf_counter()
+    seed = config.seed * 1000 + config.folds
+    seed_everything(seed)
+    images = torch.cat([real_images, torch.from_numpy(syn_images).to(real_images.device)])
+    labels = torch.cat([real_labels, torch.from_numpy(syn_labels.astype(np.int64)).to(real_labels.device)])
+    model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "score").to(device)
+    aum = area_under_margin(model, images, labels, config.fit_settings(), device, seed, channels_last)
+    p_true = aum_p_true(aum[len(real_labels) :])
+    probs = np.repeat(((1.0 - p_true) / max(1, num_classes - 1))[:, None], num_classes, axis=1)
+    probs[np.arange(len(p_true)), syn_labels] = p_true
+    log(
+        f"entromix score: area under the margin: one model on {len(real_labels)} real + {len(syn_labels)} synthetic "
+        f"images in {time.perf_counter() - start:.1f} s; synthetic AUM median {np.median(aum[len(real_labels) :]):.2f}"
+    )
+    return probs
+
+
+def tier_auroc(jsd: np.ndarray, tiers: np.ndarray, bad: str, good: str = "good") -> float | None:
+    """AUROC of JSD for telling ``bad``-tier synthetic images from ``good`` ones (1 = perfect ranking)."""
+    mask = (tiers == bad) | (tiers == good)
+    y = tiers[mask] == bad
+    if y.all() or not y.any():
+        return None
+    return float(roc_auc_score(y, jsd[mask]))
+
+
+def score_metrics(result: ScoreResult, tiers: pd.DataFrame | None = None, digits: int = 4) -> dict:
+    """``metrics/score.json``: reference-classifier quality and the JSD of real and synthetic images.
+
+    Args:
+        tiers: optional columns id, tier (good | degraded | hallucinated) for synthetic images;
+            measurement only, never used to score.
+    """
+    data = result.dataset
+    real, syn = data[data["is_syn"] == 0], data[data["is_syn"] == 1]
+    y = real["label"].to_numpy()
+    probs = calibrated_probs(result.oof_logits, result.temperature)
+    if probs.shape[1] == 2:
+        auc = roc_auc_score(y, probs[:, 1])
+    else:
+        auc = roc_auc_score(y, probs, multi_class="ovr")
+    out = {
+        "oof_accuracy": accuracy_score(y, probs.argmax(1)),
+        "oof_balanced_accuracy": balanced_accuracy_score(y, probs.argmax(1)),
+        "oof_auc": auc,
+        "temperature": result.temperature,
+        "real_jsd_mean": real["jsd_score"].mean(),
+        "synthetic_jsd_mean": syn["jsd_score"].mean() if len(syn) else None,
+        "synthetic_p_true_below_half": (syn["p_true"] < 0.5).mean() if len(syn) else None,
+        "synthetic_jsd_below_0311": (syn["jsd_score"] <= TAU_AT_P_HALF).mean() if len(syn) else None,
+        "n_real": len(real),
+        "n_synthetic": len(syn),
+    }
+    if tiers is not None and len(tiers) and len(syn):
+        merged = syn.merge(tiers[["id", "tier"]], on="id", how="left")
+        t = merged["tier"].fillna("").to_numpy()
+        j = merged["jsd_score"].to_numpy()
+        out["tier_auroc_hallucinated_vs_good"] = tier_auroc(j, t, "hallucinated")
+        out["tier_auroc_degraded_vs_good"] = tier_auroc(j, t, "degraded")
+        for tier in ("good", "degraded", "hallucinated"):
+            sel = t == tier
+            out[f"tier_{tier}_jsd_mean"] = float(j[sel].mean()) if sel.any() else None
+            out[f"tier_{tier}_n"] = int(sel.sum())
+    return {"score": {k: _round(v, digits) for k, v in out.items()}}
+
+
+def _round(value, digits: int):
+    """Counts stay integers, None stays None (no tier of that kind), floats are rounded."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return round(float(value), digits)

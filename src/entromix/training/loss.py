@@ -1,0 +1,69 @@
+"""EntroMixLoss: class-weighted cross-entropy in which synthetic images count only through a gate.
+
+For a batch of ``n`` images with logits ``z_i``, labels ``y_i``, synthetic flags ``s_i`` and JSD
+scores ``j_i`` (bits), at threshold ``tau``:
+
+    CE_i   = -w_{y_i} log softmax(z_i)[y_i]                        (per image, class-weighted)
+    g_i    = 1                                    if image i is real
+           = 1[j_i <= tau]                         synthetic, hard gate (the reference)
+           = sigmoid((tau - j_i) / T)              synthetic, soft gate
+           = 0                                    synthetic, tau is None (warmup)
+    loss   = sum_i g_i CE_i / sum_i g_i
+
+so the loss is a mean over the admitted images (the soft gate's weights count fractionally).
+When nothing is admitted the loss is 0 and still carries a graph (``backward`` gives zero
+gradients, never NaN).
+
+Class weights ``w_c = n_total / (n_classes * n_c)`` (``entromix.modeling.fit.class_weights``), never the
+reference's constants (which do not follow from its counts). ``train.class_weights`` says which
+counts: ``real`` (the real training images), ``mix`` (the images the loss sees in the current
+epoch, admitted synthetic ones included, so that a malignant-only synthetic pool lowers the
+malignant weight instead of multiplying it; :meth:`EntroMixLoss.set_class_weights` per epoch) or
+``none`` (all 1). Note the mean divides by the number of admitted images, not by
+``sum w_{y_i}`` as ``nn.CrossEntropyLoss(weight=...)`` does with ``reduction='mean'``: that is the
+reference's form. With ``label_smoothing`` ``e`` the target of image ``i`` is
+``(1 - e) onehot(y_i) + e / C`` (``F.cross_entropy``'s definition); the gate is unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from entromix.training.gate import Gate, gate_weights
+
+
+class EntroMixLoss(nn.Module):
+    """``sum g_i CE_i / sum g_i`` (see the module docstring).
+
+    Args:
+        class_weights: (C,) float weights ``w_c``.
+        gate: ``hard`` (reference) or ``soft``.
+        temperature: soft gate width in bits.
+    """
+
+    def __init__(
+        self, class_weights: torch.Tensor, gate: Gate = "hard", temperature: float = 0.02, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.register_buffer("class_weights", class_weights.float())
+        self.gate = gate
+        self.temperature = temperature
+        self.label_smoothing = label_smoothing
+
+    def set_class_weights(self, class_weights: torch.Tensor) -> None:
+        """Replace ``w`` in place (``train.class_weights: mix`` does so every epoch)."""
+        self.class_weights.copy_(class_weights.to(self.class_weights))
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, is_syn: torch.Tensor, jsd: torch.Tensor, tau: float | None
+    ) -> torch.Tensor:
+        """logits (B, C), targets (B,) int64, is_syn (B,) bool, jsd (B,) bits -> scalar loss."""
+        per_image = F.cross_entropy(
+            logits.float(), targets, weight=self.class_weights, reduction="none", label_smoothing=self.label_smoothing
+        )  # (B,)
+        g = gate_weights(is_syn, jsd, tau, self.gate, self.temperature)  # (B,)
+        admitted = g.sum()
+        # clamp: with nothing admitted the numerator is an exact 0 with a graph, so 0 / eps = 0
+        return (per_image * g).sum() / admitted.clamp_min(1e-12)

@@ -1,0 +1,91 @@
+"""What the train stage reports: the console line of each epoch, ``plots/train/history.csv`` and
+``metrics/train.json``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from entromix.common.rounding import round_floats
+from entromix.training.curriculum import CurriculumConfig
+from entromix.training.synthetic_pool import synthetic_by_tier
+
+if TYPE_CHECKING:
+    from entromix.training.loop import TrainConfig, TrainResult
+
+HISTORY_COLUMNS = [
+    "epoch",
+    "phase",
+    "tau",
+    "p_true_at_tau",
+    "eligible_synthetic",
+    "admitted_synthetic",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_sensitivity",
+    "val_specificity",
+    "val_balanced_accuracy",
+    "val_auc",
+    "lr",
+    "epoch_seconds",
+    "train_images",
+    "images_per_s",
+]
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    gate = "warmup, real only" if row["tau"] is None else f"tau {row['tau']:.4f} (p_true >= {row['p_true_at_tau']:.3f})"
+    return (
+        f"epoch {row['epoch'] + 1:>3}/{epochs} | {gate} | synthetic {row['admitted_synthetic']:.0f} admitted "
+        f"of {row['eligible_synthetic']} eligible | "
+        f"loss {row['train_loss']:.4f} val {row['val_loss']:.4f} | sens {_fmt(row['val_sensitivity'])} "
+        f"spec {_fmt(row['val_specificity'])} AUC {_fmt(row['val_auc'])} | {row['epoch_seconds']:.1f} s, "
+        f"{row['images_per_s']:.0f} img/s"
+    )
+
+
+def history_frame(history: list[dict[str, Any]], digits: int = 6) -> pd.DataFrame:
+    """The per-epoch series for ``plots/train/history.csv``; tau is 0 during warmup (gate closed)."""
+    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    frame["tau"] = frame["tau"].fillna(0.0)
+    frame["p_true_at_tau"] = frame["p_true_at_tau"].fillna(1.0)
+    return frame.round(digits)
+
+
+def train_metrics(
+    result: TrainResult,
+    config: TrainConfig,
+    curriculum: CurriculumConfig | None = None,
+    tiers: pd.Series | None = None,
+    digits: int = 4,
+) -> dict:
+    """``metrics/train.json``: the best and final validation values and the curriculum's end state;
+    with ``tiers`` (the known quality tier of each synthetic row) also the synthetic images per tier."""
+    keys = ["val_loss", "val_accuracy", "val_sensitivity", "val_specificity", "val_balanced_accuracy", "val_auc"]
+    last = result.history[-1]
+
+    def pick(row: dict) -> dict:
+        return {k: round_floats(row[k], digits) for k in keys}
+
+    out = {
+        "train": {
+            "strategy": curriculum.strategy if curriculum is not None else "curriculum",
+            "select_metric": config.select_metric,
+            "best_epoch": result.best_epoch,
+            "best": pick(result.best_val),
+            "final": {**pick(last), "train_loss": round_floats(last["train_loss"], digits)},
+            "final_tau": round_floats(last["tau"], digits),
+            "final_eligible_synthetic": last["eligible_synthetic"],
+            "final_admitted_synthetic": round_floats(last["admitted_synthetic"], 2),
+            "epochs": len(result.history),
+        }
+    }  # no timings here: metrics files are identical run to run on CPU (speed: history.csv)
+    if tiers is not None and len(result.used):
+        out["train"]["synthetic"] = synthetic_by_tier(result.used, result.final_eligible, tiers)
+    return out
