@@ -1,6 +1,6 @@
 # entromix: two commands do all the set-up.
 #   make run   create .venv if missing, install the locked dependencies, run the DVC pipeline
-#   make test  same environment, run the test suite
+#   make test  same environment, run the test suite (make test-fast: the quick part; make lint: ruff)
 # Both are idempotent: the environment is (re)installed only when requirements.lock or
 # pyproject.toml change. --no-compile: Python compiles a module's bytecode when it is first
 # imported instead of pip compiling all of torch's up front (about half a minute of make run).
@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.entromix-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install lock bench figures results clean-env exp
+.PHONY: run test test-fast lint format install lock bench figures results clean-env exp
 
 install: $(STAMP)
 
@@ -37,6 +37,22 @@ exp: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# Everything but the tests marked slow (those that train a network for more than one epoch or run
+# the real DVC pipeline): under a minute, for the edit-test loop.
+test-fast: $(STAMP)
+	@$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# ruff, configured in pyproject.toml: `make lint` checks (CI runs it), `make format` rewrites.
+LINTED := src pipeline scripts tests benchmarks
+lint: $(STAMP)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
+
+format: $(STAMP)
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py

@@ -1,4 +1,4 @@
-"""DVC stage `score`: reference classifier (K-fold, real train only) -> per-image JSD.
+"""DVC stage `score`: scorer (K-fold, real train only) -> per-image JSD.
 
 Reads params section `score` and ingest's outputs (checked: entromix.common.stage_io). Writes, as one set:
   data/dataset.csv                    filename,is_syn,jsd_score,label,split,p_true,predicted,fold,id

@@ -9,6 +9,7 @@ resume state after every epoch):
                               a killed run continues from here on the next `dvc repro`)
   models/train/run.json       the settings of this run, the device, the versions and the timings
   plots/train/history.csv     one row per epoch: tau, admitted synthetic, losses, val metrics, speed
+                              (also rewritten after every epoch, so `dvc plots show` follows a run)
   metrics/train.json          best and final validation metrics, the curriculum's end state and,
                               where ingest.tiers_csv gives the synthetic tiers, the synthetic images
                               eligible at the end and ever used, per tier (measurement only)
@@ -26,7 +27,7 @@ from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared
 from entromix.training.curriculum import CurriculumConfig
 from entromix.training.loop import TrainConfig, train_curriculum
-from entromix.training.report import history_frame, train_metrics
+from entromix.training.report import best_epoch_line, checkpoint_payload, history_frame, train_metrics
 from entromix.training.resume import run_fingerprint
 from entromix.training.table import synthetic_tiers, training_table, with_tiers
 
@@ -43,34 +44,24 @@ def main() -> None:
     curriculum.check_epochs(config.epochs)
     device = resolve_device(config.device, "train.device")
     prepared = load_prepared(PREPARED)
-    manifest, labels, images = prepared.manifest, prepared.labels, prepared.images
-    dataset = load_dataset(DATASET, prepared)
-    table = training_table(images, manifest, dataset, str(DATASET))
+    manifest, images = prepared.manifest, prepared.images
+    table = training_table(images, manifest, load_dataset(DATASET, prepared), str(DATASET))
     tiers = synthetic_tiers(table, prepared.tiers)
     table = with_tiers(table, tiers)  # read only by the oracle_gate diagnostic and the per-tier metrics
     val = manifest[(manifest["split"] == "val") & (manifest["is_syn"] == 0)]
     print(
         f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
         f"warmup), {config.optimizer} lr {config.lr}; strategy {curriculum.strategy}; {table.n_real} real + "
-        f"{len(table.labels) - table.n_real} "
-        f"synthetic training images, {len(val)} real val; {curriculum.gate} gate, tau {curriculum.jsd_start} -> "
-        f"{curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}"
+        f"{len(table.labels) - table.n_real} synthetic training images, {len(val)} real val; {curriculum.gate} gate, "
+        f"tau {curriculum.jsd_start} -> {curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}"
     )
-
-    def checkpoint(state: dict, row: dict) -> dict:
-        return {
-            "model": state,
-            "model_name": config.model,
-            "num_classes": 2,
-            "image_size": config.image_size,
-            "labels": labels,
-            "epoch": row["epoch"],
-            "val": {k: v for k, v in row.items() if k.startswith("val_")},
-        }
-
     inputs = [DATASET, PREPARED / "manifest.csv"] + [p for p in [PREPARED / "synthetic_tiers.csv"] if p.exists()]
-    fingerprint = run_fingerprint(curriculum, config, inputs, images.shape)
-    resume_path = MODELS / "checkpoints" / "resume.pt"  # read only with train.resume: true
+
+    def write_history(history: list[dict], model: torch.nn.Module, is_best: bool) -> None:
+        """After every epoch: the history so far, so `dvc plots show` can follow a running stage."""
+        with atomic_paths(HISTORY) as (path,):
+            history_frame(history).to_csv(path, index=False)
+
     result = train_curriculum(
         config,
         curriculum,
@@ -78,8 +69,9 @@ def main() -> None:
         images[val["id"].to_numpy()],
         val["label"].to_numpy(),
         device,
-        resume_path=resume_path,
-        fingerprint=fingerprint,
+        on_epoch=write_history,
+        resume_path=MODELS / "checkpoints" / "resume.pt",  # read only with train.resume
+        fingerprint=run_fingerprint(curriculum, config, inputs, images.shape),
     )
     history = history_frame(result.history)
     run = {
@@ -94,17 +86,12 @@ def main() -> None:
     }
     with atomic_paths(MODELS / "best.pt", MODELS / "last.pt", HISTORY, METRICS, MODELS / "run.json") as tmp:
         best, last, history_csv, metrics_json, run_json = tmp
-        torch.save(checkpoint(result.best_state, result.best_val), best)
-        torch.save(checkpoint(result.last_state, result.history[-1]), last)
+        torch.save(checkpoint_payload(result.best_state, result.best_val, config, prepared.labels), best)
+        torch.save(checkpoint_payload(result.last_state, result.history[-1], config, prepared.labels), last)
         history.to_csv(history_csv, index=False)
         metrics_json.write_text(json_text(train_metrics(result, config, curriculum, tiers)))
         run_json.write_text(json_text(run))
-    b = {k: "-" if v is None else f"{v:.3f}" for k, v in result.best_val.items() if k.startswith("val_")}
-    print(
-        f"entromix train: best epoch {result.best_epoch + 1} by {config.select_metric}: val sensitivity "
-        f"{b['val_sensitivity']}, specificity {b['val_specificity']}, AUC {b['val_auc']}; "
-        f"median {history['images_per_s'].median():.0f} training images/s"
-    )
+    print(best_epoch_line(result, config, history))
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def results_section(root: Path) -> str:
         f"final epoch tau {fmt(train['final_tau'])}, {train['final_admitted_synthetic']:.0f} synthetic admitted of "
         f"{train['final_eligible_synthetic']} eligible, val sensitivity {fmt(train['final']['val_sensitivity'])}, "
         f"specificity {fmt(train['final']['val_specificity'])}.",
-        f"Reference classifier (score): out-of-fold AUC {fmt(score['oof_auc'])}"
+        f"Scorer (score stage): out-of-fold AUC {fmt(score['oof_auc'])}"
         + (
             f"; AUROC of JSD, hallucinated vs good {fmt(score.get('tier_auroc_hallucinated_vs_good'))}, "
             f"degraded vs good {fmt(score.get('tier_auroc_degraded_vs_good'))}"

@@ -97,6 +97,9 @@ GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
 def sh(args: list[str], cwd: Path) -> str:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    # Python writes __pycache__ beside the sources, as on a user's machine: the code folders are
+    # stage deps, and .dvcignore must keep the .pyc files out of their hashes
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
@@ -312,3 +315,31 @@ def test_metrics_show_reads_the_ingest_metrics(repo):
         and '"best_epoch"' in out
         and '"at_tuned"' in out
     )
+
+
+def stages_with_changed_code(repo: Path) -> set[str]:
+    """The stages `dvc status` reports as changed, each with a changed code dependency."""
+    status = json.loads(sh(["dvc", "status", "--json"], repo))
+    return {
+        name for name, changes in status.items() if any("changed deps" in c for c in changes if isinstance(c, dict))
+    }
+
+
+def test_a_code_change_reruns_exactly_the_stages_that_run_the_code(repo):
+    assert list((repo / "src/entromix/common").glob("__pycache__/*.pyc")), "python wrote no bytecode here"
+    assert stages_with_changed_code(repo) == set()
+    edits = {
+        "src/entromix/modeling/augment.py": {"score", "train", "evaluate"},
+        "src/entromix/training/gate.py": {"train", "evaluate"},
+        "src/entromix/common/rounding.py": {"demo", "ingest", "score", "train", "evaluate"},
+        "src/entromix/evaluation/figures.py": {"evaluate"},
+    }
+    for name, stages in edits.items():
+        path = repo / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"# an edit\n")
+        try:
+            assert stages_with_changed_code(repo) == stages, name
+        finally:
+            path.write_bytes(original)
+    assert stages_with_changed_code(repo) == set()

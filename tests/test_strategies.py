@@ -85,14 +85,23 @@ def test_rescoring_replaces_the_scores_and_resumes_exactly(data, tmp_path):
     class Crash(Exception):
         pass
 
-    def crash_after_epoch_3(row, model, is_best):
-        if row["epoch"] == 3:
+    def crash_after_epoch_3(history, model, is_best):
+        if history[-1]["epoch"] == 3:
             raise Crash
 
     path = tmp_path / "resume.pt"
     with pytest.raises(Crash):
         run(data, curriculum, config, on_epoch=crash_after_epoch_3, resume_path=path, fingerprint="r")
-    resumed = run(data, curriculum, config, resume_path=path, fingerprint="r")
+    seen = []  # the observer sees the whole history, the resumed epochs included
+    resumed = run(
+        data,
+        curriculum,
+        config,
+        resume_path=path,
+        fingerprint="r",
+        on_epoch=lambda history, model, is_best: seen.append([r["epoch"] for r in history]),
+    )
+    assert seen[0] == [0, 1, 2, 3, 4] and seen[-1] == list(range(config.epochs))
     assert np.array_equal(resumed.gate_jsd, full.gate_jsd) and np.array_equal(resumed.used, full.used)
     assert train_metrics(resumed, config) == train_metrics(full, config)
     for key in full.last_state:

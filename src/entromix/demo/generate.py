@@ -14,7 +14,7 @@ names (a name never reveals its tier):
 * ``good``: realistic lymphoblasts (detail ``realistic``);
 * ``degraded``: lymphoblasts spoilt by one of ``blur``, ``noise``, ``off_stain``, ``jpeg``;
 * ``hallucinated``: mature lymphocytes, i.e. benign cells under a malignant label
-  (detail ``benign_cell``). A reference classifier trained on the real images should give these
+  (detail ``benign_cell``). A scorer trained on the real images should give these
   the highest JSD to their (wrong) label.
 
 Determinism: image ``i`` of a role draws from ``SeedSequence(seed, spawn_key=(role, ..., i))``,

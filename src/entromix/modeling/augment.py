@@ -14,7 +14,7 @@ orientations of the square):
 * colour jitter: brightness ``x * b``, contrast ``(x - mean) * c + mean``, saturation
   ``gray + (x - gray) * s`` with ``b, c, s ~ U(1 - j, 1 + j)``, and a hue rotation of up to
   ``j / 4`` of a turn in YIQ space; then clamped to [0, 1]. Stain colour varies between labs and
-  slides, and a reference classifier trained without colour jitter keys on it.
+  slides, and the scorer trained without colour jitter keys on it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ the number of classes, because every other class contributes ``p_j log2(p_j / (p
 ``JSD`` falls monotonically from 1 bit at ``p = 0`` to 0 at ``p = 1``. So the curriculum's gate
 ``jsd <= tau`` is a confidence threshold in disguise: ``p_true >= p*(tau)``. In particular
 ``tau = 0.311`` bits is ``p_true = 0.5`` (:data:`TAU_AT_P_HALF`): above it the gate admits images
-that the reference classifier assigns to another class than their label.
+that the scorer assigns to another class than their label.
 """
 
 from __future__ import annotations

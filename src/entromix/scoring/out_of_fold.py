@@ -1,4 +1,4 @@
-"""The score stage: how much a reference classifier, trained on real images only, agrees with each
+"""The score stage: how much the scorer, trained on real images only, agrees with each
 training image's label.
 
 For every training image ``jsd_score = JSD(softmax || onehot(label))`` in bits (``entromix.scoring.jsd``).
@@ -46,11 +46,11 @@ DATASET_COLUMNS = ["filename", "is_syn", "jsd_score", "label", "split", "p_true"
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """The ``score`` section of params.yaml: the reference classifier and its folds."""
+    """The ``score`` section of params.yaml: the scorer and its folds."""
 
     model: str  # resnet18 | resnet50 | vit_b_16 | swin_t
     pretrained_weights: str | None  # local state_dict file; None = from scratch (never downloads)
-    image_size: int  # px the reference model sees (the prepared array is resized on the fly)
+    image_size: int  # px the scorer sees (the prepared array is resized on the fly)
     epochs: int
     min_steps: int  # optimiser steps per fold model at least: small folds get longer epochs
     batch_size: int
@@ -59,7 +59,7 @@ class ScoreConfig:
     lr_warmup_epochs: float  # linear LR warmup, then cosine to 0 (per step)
     weight_decay: float
     label_smoothing: float  # cross-entropy label smoothing in [0, 1)
-    augment: bool  # flips, rotation, affine, colour jitter while training the reference model
+    augment: bool  # flips, rotation, affine, colour jitter while training the scorer
     rotate90: bool  # augment also with random quarter turns
     color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
     folds: int  # K: out-of-fold scoring of real images, K-model ensemble for synthetic ones

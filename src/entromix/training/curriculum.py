@@ -30,10 +30,10 @@ both agree at the start (``tau(20) = 0.03``).
 ``rescore_every = k > 0`` (``curriculum`` only) replaces the synthetic scores with the current
 model's every ``k`` epochs from the end of warmup (``entromix.training.loop``).
 
-The JSD is in bits and, with a one-hot target, a monotone function of the reference classifier's
+The JSD is in bits and, with a one-hot target, a monotone function of the scorer's
 probability for the labelled class (``entromix.scoring.jsd``): ``tau`` admits exactly the synthetic
 images with ``p_true >= p_true_at_jsd(tau)``. ``tau = 0.311`` bits is ``p_true = 0.5``; a ramp
-beyond it admits images the reference classifier assigns to another class.
+beyond it admits images the scorer assigns to another class.
 """
 
 from __future__ import annotations

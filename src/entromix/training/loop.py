@@ -53,8 +53,9 @@ SelectMetric = Literal["val_auc", "val_balanced_accuracy", "val_sensitivity", "v
 
 ClassWeights = Literal["real", "mix", "none"]
 
-#: called after each epoch with (history row, model, is_best): the stage writes its live history with it
-EpochObserver = Callable[[dict, torch.nn.Module, bool], None]
+#: called after each epoch with (the history so far, resumed epochs included; the model; whether this
+#: epoch is the best so far): the train stage writes its live history.csv with it
+EpochObserver = Callable[[list[dict], torch.nn.Module, bool], None]
 
 NUM_CLASSES = 2
 
@@ -196,8 +197,9 @@ def train_curriculum(
     Args:
         table: the training rows (``entromix.training.table.training_table``).
         val_images: uint8 (M, H, W, 3) real validation images; val_labels: (M,) int.
-        on_epoch: called after each epoch with (history row, model, is_best): the train stage
-            writes the history so far with it, so ``dvc plots show`` can follow a run.
+        on_epoch: called after each epoch with (the history so far, the model, whether the epoch
+            is the best so far): the train stage writes the history with it, so ``dvc plots show``
+            can follow a run.
         resume_path: after every epoch the :class:`~entromix.training.resume.ResumeState` is
             written here atomically; a run that finds a state with the same ``fingerprint``
             continues after its last finished epoch. With ``config.resume`` false an existing
@@ -214,7 +216,7 @@ def train_curriculum(
         if resume_path is not None:
             run.resume_state(fingerprint).save(resume_path)
         if on_epoch is not None:
-            on_epoch(row, run.model, is_best)
+            on_epoch(run.history, run.model, is_best)
     assert run.best_row is not None
     return TrainResult(
         history=run.history,

@@ -89,3 +89,26 @@ def train_metrics(
     if tiers is not None and len(result.used):
         out["train"]["synthetic"] = synthetic_by_tier(result.used, result.final_eligible, tiers)
     return out
+
+
+def checkpoint_payload(state: dict, row: dict, config: TrainConfig, labels: list[str]) -> dict:
+    """``best.pt`` / ``last.pt``: the weights and what evaluate needs to rebuild the model
+    (``entromix.training.checkpoints.CHECKPOINT_KEYS``)."""
+    return {
+        "model": state,
+        "model_name": config.model,
+        "num_classes": 2,
+        "image_size": config.image_size,
+        "labels": labels,
+        "epoch": row["epoch"],
+        "val": {k: v for k, v in row.items() if k.startswith("val_")},
+    }
+
+
+def best_epoch_line(result: TrainResult, config: TrainConfig, history: pd.DataFrame) -> str:
+    b = {k: "-" if v is None else f"{v:.3f}" for k, v in result.best_val.items() if k.startswith("val_")}
+    return (
+        f"entromix train: best epoch {result.best_epoch + 1} by {config.select_metric}: val sensitivity "
+        f"{b['val_sensitivity']}, specificity {b['val_specificity']}, AUC {b['val_auc']}; "
+        f"median {history['images_per_s'].median():.0f} training images/s"
+    )
