@@ -127,3 +127,19 @@ def test_add_slots_keep_every_real_image_and_put_synthetic_on_top(tau):
     assert plan.placed == (0 if tau is None else int((SYN_JSD <= tau).sum()))
     quarter = CurriculumBatchSampler(REAL, SYN_JSD, 16, 0.2, seed=0, synthetic_slots="add")
     assert quarter.synthetic_per_batch_cap == 4  # 4 / (16 + 4) = 0.2
+
+
+def test_sampler_and_loss_agree_on_an_image_exactly_at_tau():
+    """One gate test (``entromix.training.gate.within``, float32) for both: an image whose float32
+    score equals float32(tau) is eligible for the sampler and weighs 1 in the loss."""
+    import torch
+
+    from entromix.training.gate import gate_weights
+
+    tau = 0.3  # float32(0.3) = 0.30000001 > 0.3: a float64 comparison in one of them would split them
+    at = np.float32(tau)
+    jsd = np.array([np.nextafter(at, np.float32(0)), at, np.nextafter(at, np.float32(1))], dtype=np.float32)
+    sampler = CurriculumBatchSampler(np.array([0, 1] * 4), jsd, batch_size=4, max_synthetic_fraction=0.5, seed=0)
+    eligible = (sampler.eligible(tau) - sampler.n_real).tolist()
+    weights = gate_weights(torch.ones(3, dtype=torch.bool), torch.from_numpy(jsd), tau).tolist()
+    assert eligible == [0, 1] and weights == [1.0, 1.0, 0.0]

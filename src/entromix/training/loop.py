@@ -43,6 +43,7 @@ from entromix.modeling.metrics import binary_metrics
 from entromix.modeling.models import MODEL_NAMES, build_model
 from entromix.training.checkpoints import state_to_cpu
 from entromix.training.curriculum import CurriculumConfig, p_true_equivalent, threshold
+from entromix.training.gate import within
 from entromix.training.loss import EntroMixLoss
 from entromix.training.report import epoch_line
 from entromix.training.resume import ResumeState
@@ -327,7 +328,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         pool.rescore(run.model, run.images, run.val_x, run.val_y, config.image_size, run.prep.channels_last)
         log(
             f"entromix train: re-scored {len(pool.used)} synthetic images with the current model before epoch "
-            f"{epoch + 1}; {int((pool.synthetic_scores <= (tau or 0.0)).sum())} now have jsd <= tau"
+            f"{epoch + 1}; {int(within(pool.synthetic_scores, tau or 0.0).sum())} now have jsd <= tau"
         )
     plan = pool.epoch(epoch, tau)
     if config.class_weights == "mix":
