@@ -72,6 +72,7 @@ def toy_data(n_real=24, n_syn=6, seed=0, size=32):
     return images, manifest
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_dataset_columns_ranges_and_rows():
     images, manifest = toy_data()
     result = score_training_images(config(), images, manifest, CPU, log=lambda s: None)
@@ -89,6 +90,7 @@ def test_dataset_columns_ranges_and_rows():
     )
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_same_seed_same_scores_other_seed_other_scores():
     images, manifest = toy_data()
     a = score_training_images(config(seed=3), images, manifest, CPU, log=lambda s: None).dataset
@@ -98,6 +100,7 @@ def test_same_seed_same_scores_other_seed_other_scores():
     assert not np.allclose(a["jsd_score"], c["jsd_score"])
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_out_of_fold_scores_do_not_come_from_a_memorising_model():
     """Random labels: a model scoring its own training images would be ~certain (JSD ~ 0).
 
@@ -156,6 +159,7 @@ def test_temperature_scaling_recovers_a_known_temperature():
     assert nll(overconfident, labels, t) < nll(overconfident, labels, 1.0)
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_tier_auroc_and_metrics():
     assert (
         tier_auroc(
@@ -212,6 +216,7 @@ def test_temperature_moves_jsd_values_but_never_the_tier_ranking(temperature):
         assert not np.allclose(scaled, plain)
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_a_scorer_that_learned_nothing_is_a_loud_warning():
     """Identical images with balanced labels: nothing to learn, so within a fold every logit is the
     same and half the labels disagree with it; the fitted temperature runs to its bound (every
@@ -230,6 +235,7 @@ def test_a_scorer_that_learned_nothing_is_a_loud_warning():
     assert learned.temperature < 10 and not [line for line in lines if "WARNING" in line]
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_tta_and_min_steps_run_in_the_score_stage():
     images, manifest = toy_data()
     result = score_training_images(
@@ -242,6 +248,7 @@ def test_tta_and_min_steps_run_in_the_score_stage():
     assert result.dataset["jsd_score"].between(0, 1).all() and len(result.dataset) == 30
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_aum_scores_wrong_labels_lower():
     """A synthetic pool labelled malignant in which a third are benign-looking (wrong label):
     area under the margin ranks those below the right ones."""

@@ -25,6 +25,7 @@ def run(data, curriculum, config=None, **kwargs):
     return train_curriculum(config or make_config(), curriculum, table, val_x, val_y, CPU, log=lambda s: None, **kwargs)
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_real_only_never_admits_a_synthetic_image(data):
     result = run(data, make_curriculum(strategy="real_only"), make_config(epochs=3))
     assert all(
@@ -36,6 +37,7 @@ def test_real_only_never_admits_a_synthetic_image(data):
     assert tiers["synthetic"]["all"] == {"pool": 16, "eligible_final": 0, "used": 0}
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_naive_admits_every_image_from_epoch_0_without_a_gate(data):
     # soft gate configured, but naive has no gate: every placed image counts with weight 1
     result = run(data, make_curriculum(strategy="naive", gate="soft"), make_config(epochs=3))
@@ -46,6 +48,7 @@ def test_naive_admits_every_image_from_epoch_0_without_a_gate(data):
     assert result.used.all() and result.final_eligible.all()
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_random_admits_the_curriculums_count_but_not_its_images(data):
     config = make_config(epochs=5)
     curriculum, random = make_curriculum(jsd_end=0.5), make_curriculum(jsd_end=0.5, strategy="random")
@@ -70,6 +73,7 @@ def test_random_gate_scores_are_a_seeded_permutation(data):
     assert np.array_equal(initial_gate_scores(table, make_curriculum(), 0)[table.is_syn], table.jsd[table.is_syn])
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_rescoring_replaces_the_scores_and_resumes_exactly(data, tmp_path):
     config = make_config(epochs=5)
     curriculum = make_curriculum(rescore_every=2, jsd_end=0.5)  # re-scored before epochs 2 and 4
@@ -108,6 +112,7 @@ def test_rescoring_replaces_the_scores_and_resumes_exactly(data, tmp_path):
         assert torch.equal(resumed.last_state[key], full.last_state[key]), key
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_synthetic_by_tier_counts(data):
     result = run(data, make_curriculum(jsd_end=0.5), make_config(epochs=4))
     counts = synthetic_by_tier(result.used, result.final_eligible, TIERS)
@@ -145,6 +150,7 @@ def test_strategy_params_are_checked():
     ]
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_oracle_gate_admits_exactly_the_good_tier_after_warmup(data):
     from dataclasses import replace
 
@@ -196,12 +202,14 @@ def test_mix_class_weights_count_the_admitted_synthetic_images(data):
     assert w_open.tolist() == pytest.approx([n / (2 * 36), n / (2 * (12 + admitted))])
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_class_weights_modes_train(data):
     for mode in ("mix", "none"):
         result = run(data, make_curriculum(jsd_end=0.5), make_config(epochs=3, class_weights=mode))
         assert np.isfinite([r["train_loss"] for r in result.history]).all()
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_min_steps_lengthen_epochs_and_keep_the_schedule(data):
     short = run(data, make_curriculum(), make_config(epochs=3))
     long = run(data, make_curriculum(), make_config(epochs=3, min_steps=30))

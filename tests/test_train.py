@@ -105,6 +105,7 @@ def run(data, config=None, curriculum=None):
     )
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_learns_a_tiny_problem_and_logs_the_curriculum(baseline):
     result = baseline
     h = result.history
@@ -121,6 +122,7 @@ def test_learns_a_tiny_problem_and_logs_the_curriculum(baseline):
     assert h[0]["lr"] == pytest.approx(0.002) and h[-1]["lr"] < h[0]["lr"]  # cosine annealing
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_same_seed_gives_identical_results_on_cpu(data, baseline):
     a, b = baseline, run(data)
     cfg = make_config()
@@ -129,12 +131,14 @@ def test_same_seed_gives_identical_results_on_cpu(data, baseline):
         assert torch.equal(a.last_state[key], b.last_state[key]), key
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_best_checkpoint_is_the_best_epoch(data):
     result = run(data, make_config(select_metric="val_loss"))
     losses = [r["val_loss"] for r in result.history]
     assert result.best_epoch == int(np.argmin(losses))
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_history_frame_and_metrics(data):
     result = run(data, make_config(epochs=3), make_curriculum(warmup_epochs=1))
     frame = history_frame(result.history)
@@ -152,6 +156,7 @@ def test_history_frame_and_metrics(data):
     }
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_soft_gate_weights_count_fractionally(data):
     result = run(data, make_config(epochs=3), make_curriculum(warmup_epochs=1, gate="soft", jsd_end=0.3))
     ramp = result.history[1]
@@ -215,6 +220,7 @@ train_curriculum(t.make_config(), t.make_curriculum(), table, val_x, val_y, t.CP
 """
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 @pytest.mark.parametrize("kill_epoch", [1, 3])
 def test_sigkilled_training_resumes_to_the_same_result(data, baseline, tmp_path, kill_epoch):
     import subprocess
@@ -248,6 +254,7 @@ def test_sigkilled_training_resumes_to_the_same_result(data, baseline, tmp_path,
     assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in uninterrupted.history]
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_resume_state_of_other_settings_is_ignored(data, tmp_path):
     path = tmp_path / "resume.pt"
     table, val_x, val_y = data
@@ -301,6 +308,7 @@ def test_fingerprint_changes_with_settings_data_and_code(tmp_path, monkeypatch):
     assert one != run_fingerprint(make_curriculum(), make_config(), [data_file], (4, 8, 8, 3))
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 def test_a_finished_resume_state_trains_afresh(data, tmp_path):
     path = tmp_path / "resume.pt"
     table, val_x, val_y = data
@@ -336,6 +344,7 @@ run_stage("train", main)
 """
 
 
+@pytest.mark.slow  # trains a network for more than one epoch
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGKILL"])
 def test_training_stopped_by_a_signal_mid_run_resumes_to_the_same_result(data, baseline, tmp_path, signum):
     """The signal arrives while epoch 4 runs or its state is being written, not at a chosen point."""
