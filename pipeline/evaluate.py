@@ -5,6 +5,8 @@ array and manifest, and the score stage's data/dataset.csv (for the JSD figure),
 (entromix.common.stage_io). Writes, as one set:
   metrics/evaluate.json               test metrics at 0.5 and at the tuned threshold, intervals
   data/predictions/test.csv           filename,class,label,probability,prediction (tuned threshold)
+  models/deploy/model.pt              the evaluated checkpoint with its tuned threshold: what
+                                      `entromix predict` and `entromix export` read
   plots/evaluate/{roc,pr,confusion,calibration}.csv   series for `dvc plots show`
   plots/evaluate/figures/*.png        the same as figures, plus training curves, curriculum, JSD
 """
@@ -17,7 +19,13 @@ from entromix.common.device import describe, resolve_device
 from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared, missing_input
-from entromix.evaluation.outputs import read_train_run, summary_lines, test_predictions, write_outputs
+from entromix.evaluation.outputs import (
+    deploy_checkpoint,
+    read_train_run,
+    summary_lines,
+    test_predictions,
+    write_outputs,
+)
 from entromix.evaluation.report import EvaluateConfig, evaluation_report
 from entromix.training.checkpoints import load_trained_model
 
@@ -26,6 +34,7 @@ HISTORY = Path("plots/train/history.csv")
 OUTPUTS = {
     "predictions": Path("data/predictions/test.csv"),
     "metrics": Path("metrics/evaluate.json"),
+    "model": Path("models/deploy/model.pt"),
     "plots": Path("plots/evaluate"),
     "figures": Path("plots/evaluate/figures"),
 }
@@ -56,8 +65,10 @@ def main() -> None:
     metrics, tuned = evaluation_report(val["label"].to_numpy(), p_val, predictions, config)
     predictions["prediction"] = (predictions["probability"] >= tuned.threshold).astype(int)
     print(f"entromix evaluate: {tuned.note}")
+    deploy = deploy_checkpoint(ckpt, tuned.threshold, config.target_sensitivity, metrics)
     write_outputs(
         OUTPUTS,
+        deploy,
         predictions,
         metrics,
         prepared.labels,

@@ -23,6 +23,7 @@ import torch
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.device import describe, resolve_device
 from entromix.common.params import load_params, section, to_dict
+from entromix.common.provenance import git_revision, versions
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared
 from entromix.training.curriculum import CurriculumConfig
@@ -86,8 +87,16 @@ def main() -> None:
     }
     with atomic_paths(MODELS / "best.pt", MODELS / "last.pt", HISTORY, METRICS, MODELS / "run.json") as tmp:
         best, last, history_csv, metrics_json, run_json = tmp
-        torch.save(checkpoint_payload(result.best_state, result.best_val, config, prepared.labels), best)
-        torch.save(checkpoint_payload(result.last_state, result.history[-1], config, prepared.labels), last)
+        made_by = {
+            "params": {"curriculum": to_dict(curriculum), "train": to_dict(config)},
+            "git_revision": git_revision(),
+            **versions(),
+        }
+        for path, state, row in (
+            (best, result.best_state, result.best_val),
+            (last, result.last_state, result.history[-1]),
+        ):
+            torch.save(checkpoint_payload(state, row, config, prepared.labels, prepared.config, made_by), path)
         history.to_csv(history_csv, index=False)
         metrics_json.write_text(json_text(train_metrics(result, config, curriculum, tiers)))
         run_json.write_text(json_text(run))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,7 @@ class Prepared:
     manifest: pd.DataFrame
     labels: list[str]
     tiers: pd.DataFrame  # id, filename, tier, detail (empty without a tiers file)
+    config: dict = field(default_factory=dict)  # ingest_config.json: image_size, resize_mode, labels, ...
 
 
 def load_prepared(root: str | Path = PREPARED, verify: bool = True) -> Prepared:
@@ -130,7 +131,7 @@ def load_prepared(root: str | Path = PREPARED, verify: bool = True) -> Prepared:
     manifest["label"] = pd.to_numeric(manifest["label"], errors="coerce")
     manifest["is_syn"] = pd.to_numeric(manifest["is_syn"], errors="coerce")
     tiers = _read_csv(root / "synthetic_tiers.csv", RERUN_INGEST)
-    return Prepared(images=images, manifest=manifest, labels=labels, tiers=tiers)
+    return Prepared(images=images, manifest=manifest, labels=labels, tiers=tiers, config=config)
 
 
 def _read_csv(path: Path, fix: str) -> pd.DataFrame:

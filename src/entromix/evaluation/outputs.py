@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.errors import DataError
@@ -53,8 +54,27 @@ def test_predictions(test: pd.DataFrame, probability: np.ndarray) -> pd.DataFram
     ).reset_index(drop=True)
 
 
+def deploy_checkpoint(checkpoint: dict, threshold: float, target_sensitivity: float, metrics: dict) -> dict:
+    """The evaluated checkpoint with its operating point: what ``entromix predict`` and ``export`` use.
+
+    ``threshold``: P(malignant) at or above which an image is called malignant, tuned on val for
+    ``target_sensitivity``; ``metrics``: evaluate.json, whose val sensitivity at that threshold
+    and test summary go along."""
+    test = metrics["evaluate"]["test"]
+    return {
+        **checkpoint,
+        "threshold": {
+            "value": float(threshold),
+            "target_sensitivity": float(target_sensitivity),
+            "val_sensitivity": metrics["evaluate"]["threshold"]["val_sensitivity"],
+        },
+        "test": {"roc_auc": test["roc_auc"], "at_tuned": test["at_tuned"]},
+    }
+
+
 def write_outputs(
     paths: dict[str, Path],
+    deploy: dict,
     predictions: pd.DataFrame,
     metrics: dict,
     labels: list[str],
@@ -64,8 +84,9 @@ def write_outputs(
     dataset: pd.DataFrame,
     tiers: pd.DataFrame | None,
 ) -> None:
-    """Write every output at once (all or none). ``paths``: ``predictions``, ``metrics``, ``plots`` (the
-    folder of the plot series) and ``figures`` (the folder of the PNG figures)."""
+    """Write every output at once (all or none). ``paths``: ``predictions``, ``metrics``, ``model`` (the
+    deployable checkpoint, :func:`deploy_checkpoint`), ``plots`` (the folder of the plot series) and
+    ``figures`` (the folder of the PNG figures)."""
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     m = metrics["evaluate"]["test"]
     roc, pr = curves(y, p)
@@ -74,10 +95,11 @@ def write_outputs(
         {"actual": [labels[i] for i in y], "predicted": [labels[i] for i in predictions["prediction"]]}
     )
     tables = dict(zip(TABLES, (roc, pr, confusion, calibration)))
-    targets = [paths["predictions"], paths["metrics"], *[paths["plots"] / f"{n}.csv" for n in TABLES]]
+    targets = [paths["predictions"], paths["metrics"], paths["model"], *[paths["plots"] / f"{n}.csv" for n in TABLES]]
     targets += [paths["figures"] / f"{n}.png" for n in FIGURES]
     with atomic_paths(*targets) as tmp:
-        predictions_csv, metrics_json, *rest = tmp
+        predictions_csv, metrics_json, model_pt, *rest = tmp
+        torch.save(deploy, model_pt)
         table_paths, fig = dict(zip(TABLES, rest[: len(TABLES)])), dict(zip(FIGURES, rest[len(TABLES) :]))
         predictions.round({"probability": 6}).to_csv(predictions_csv, index=False, encoding="utf-8")
         metrics_json.write_text(json_text(metrics))

@@ -1,8 +1,20 @@
 """Model checkpoints: written atomically, read back only with ``torch.load(weights_only=True)``.
 
-A checkpoint is a plain dict of tensors, numbers and strings (nothing that needs unpickling code):
-``model`` (state_dict), ``model_name``, ``num_classes``, ``image_size``, ``labels``, ``epoch`` (the
-last finished, from 0) and ``val`` (that epoch's validation metrics).
+A checkpoint is a plain dict of tensors, numbers and strings (nothing that needs unpickling code)
+that describes itself, so that ``entromix predict`` and ``entromix export`` need nothing else:
+
+* ``format`` (:data:`CHECKPOINT_FORMAT`) and ``version`` (:data:`CHECKPOINT_VERSION`);
+* ``model`` (state_dict), ``model_name`` (the architecture), ``num_classes``, ``labels`` (class
+  names in label order);
+* ``preprocess``: how a file becomes the model's input. ``stored_size`` and ``resize_mode`` are
+  ingest's (decode, orient, RGB, resize to a ``stored_size`` square), ``image_size`` the model's
+  input (resized again, bilinear, when it differs), ``mean`` / ``std`` the normalisation of
+  pixel values scaled to [0, 1];
+* ``temperature`` (logits are divided by it before the softmax) and ``threshold`` (the tuned
+  P(malignant) cut, its ``target_sensitivity`` and ``val_sensitivity``): 1.0 and None in the
+  train stage's ``best.pt`` / ``last.pt``; the evaluate stage's ``models/deploy/model.pt`` sets them;
+* ``epoch`` (the last finished, from 0), ``val`` (that epoch's validation metrics) and
+  ``provenance``: the params that made it, the git revision, the torch and entromix versions.
 
 The resume state (``models/train/checkpoints/resume.pt``, written after every epoch) adds what an
 interrupted run needs to continue exactly: ``optimizer``, ``scheduler``, ``augment_rng``,
@@ -31,8 +43,25 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-#: What an entromix checkpoint must hold for evaluate to rebuild and run the model.
-CHECKPOINT_KEYS = ("model", "model_name", "num_classes", "image_size", "labels", "epoch")
+CHECKPOINT_FORMAT = "entromix-checkpoint"
+CHECKPOINT_VERSION = 2
+
+#: What an entromix checkpoint must hold to rebuild the model and prepare its input.
+CHECKPOINT_KEYS = (
+    "format",
+    "version",
+    "model",
+    "model_name",
+    "num_classes",
+    "image_size",
+    "labels",
+    "preprocess",
+    "temperature",
+    "threshold",
+    "epoch",
+    "provenance",
+)
+PREPROCESS_KEYS = ("stored_size", "resize_mode", "image_size", "mean", "std")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -46,10 +75,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     fix = "Rerun the train stage to write it again (dvc repro -f train)."
     ckpt = load_torch_file(path, "the train stage's checkpoint", fix)
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if not missing and isinstance(ckpt["preprocess"], dict):
+        missing = [f"preprocess.{k}" for k in PREPROCESS_KEYS if k not in ckpt["preprocess"]]
     if missing:
+        written_by = "an older entromix" if isinstance(ckpt, dict) and "model_name" in ckpt else "another program"
         raise DataError(
-            f"{path}: not an entromix checkpoint (missing {', '.join(missing)}); it was written by another "
-            f"program or an older entromix. {fix}"
+            f"{path}: not a self-describing entromix checkpoint (version {CHECKPOINT_VERSION}): missing "
+            f"{', '.join(missing)}. It was written by {written_by}. {fix}"
+        )
+    if ckpt["format"] != CHECKPOINT_FORMAT or int(ckpt["version"]) > CHECKPOINT_VERSION:
+        raise DataError(
+            f"{path}: format {ckpt['format']!r} version {ckpt['version']} is not one this entromix reads "
+            f"({CHECKPOINT_FORMAT!r} up to version {CHECKPOINT_VERSION}). Upgrade entromix or {fix[0].lower()}{fix[1:]}"
         )
     return ckpt
 
@@ -98,13 +135,13 @@ class TrainedModel:
         return torch.softmax(torch.from_numpy(logits), 1)[:, 1].numpy().astype(np.float64)
 
 
-def load_trained_model(path: str | Path, labels: list[str], device: torch.device) -> TrainedModel:
+def load_trained_model(path: str | Path, labels: list[str] | None, device: torch.device) -> TrainedModel:
     """The model of the checkpoint at ``path``, checked to be trained for ``labels`` (the prepared
-    data's); any mismatch is a DataError that says to rerun the train stage."""
+    data's; None: any); any mismatch is a DataError that says to rerun the train stage."""
     path = Path(path)
     ckpt = load_checkpoint(path)
     trained_for = [str(x) for x in ckpt["labels"]]
-    if trained_for != labels:
+    if labels is not None and trained_for != labels:
         raise DataError(
             f"{path} was trained for labels {trained_for}, but the prepared data has {labels}. "
             "Rerun the train stage (dvc repro train)."

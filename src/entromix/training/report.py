@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from entromix.common.rounding import round_floats
+from entromix.modeling.augment import IMAGENET_MEAN, IMAGENET_STD
+from entromix.training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from entromix.training.curriculum import CurriculumConfig
 from entromix.training.synthetic_pool import synthetic_by_tier
 
@@ -91,17 +93,34 @@ def train_metrics(
     return out
 
 
-def checkpoint_payload(state: dict, row: dict, config: TrainConfig, labels: list[str]) -> dict:
-    """``best.pt`` / ``last.pt``: the weights and what evaluate needs to rebuild the model
-    (``entromix.training.checkpoints.CHECKPOINT_KEYS``)."""
+def checkpoint_payload(
+    state: dict, row: dict, config: TrainConfig, labels: list[str], ingest: dict, provenance: dict
+) -> dict:
+    """``best.pt`` / ``last.pt``: the weights and everything needed to use them on new image files
+    (``entromix.training.checkpoints`` describes the keys). ``ingest``: ingest_config.json;
+    ``provenance``: the params, git revision and versions of this run."""
     return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
         "model": state,
         "model_name": config.model,
-        "num_classes": 2,
+        "num_classes": len(labels),
         "image_size": config.image_size,
-        "labels": labels,
+        "labels": list(labels),
+        "preprocess": {
+            "stored_size": int(ingest["image_size"]),
+            "resize_mode": str(ingest.get("resize_mode", "stretch")),
+            "image_size": config.image_size,
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "max_pixels": int(ingest.get("max_pixels", 100_000_000)),
+            "min_image_size": int(ingest.get("min_image_size", 16)),
+        },
+        "temperature": 1.0,
+        "threshold": None,
         "epoch": row["epoch"],
         "val": {k: v for k, v in row.items() if k.startswith("val_")},
+        "provenance": provenance,
     }
 
 

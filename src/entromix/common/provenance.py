@@ -1,0 +1,28 @@
+"""Where a result came from: the git revision of the code and the versions that ran it."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+import entromix
+
+
+def git_revision(cwd: str | Path = ".") -> str | None:
+    """The commit checked out in ``cwd``, with ``-dirty`` when tracked files differ from it; None
+    outside a git repository or without git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=cwd, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() + ("-dirty" if dirty.returncode == 1 else "")
+
+
+def versions() -> dict[str, str]:
+    return {"entromix": str(entromix.__version__), "torch": str(torch.__version__), "python": platform.python_version()}

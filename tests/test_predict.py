@@ -1,0 +1,133 @@
+"""entromix predict / export on a tiny project that ran every stage: predict gives evaluate's
+probabilities image by image, checkpoints describe themselves, exports match PyTorch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_bad_input import make_data, run_stage, write_params
+
+from entromix.common.errors import DataError
+from entromix.prediction.predict import class_probabilities, find_images
+from entromix.training.checkpoints import CHECKPOINT_KEYS, load_checkpoint, load_trained_model
+
+pytestmark = pytest.mark.slow  # the fixture runs ingest, score, train (2 epochs) and evaluate
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    project = tmp_path_factory.mktemp("predict") / "project"
+    project.mkdir()
+    make_data(project / "data")
+    write_params(project)
+    for stage in ("ingest", "score", "train", "evaluate"):
+        proc = run_stage(project, stage)
+        assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout}\n{proc.stderr}"
+    return project
+
+
+def cli(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "entromix.prediction.cli", *args], cwd=project, capture_output=True, text=True
+    )
+
+
+def test_predict_gives_evaluates_probabilities_image_by_image(project):
+    test = pd.read_csv(project / "data/predictions/test.csv")
+    proc = cli(project, "predict", *test["filename"], "--out", "out/preds.csv", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    preds = pd.read_csv(project / "out/preds.csv")
+    assert list(preds.columns) == ["path", "p_malignant", "prediction", "label"]
+    assert preds["path"].tolist() == test["filename"].tolist()
+    assert np.abs(preds["p_malignant"].to_numpy() - test["probability"].to_numpy()).max() <= 1e-6
+    assert preds["prediction"].tolist() == test["prediction"].tolist()  # at the tuned threshold
+    assert "tuned on val" in proc.stderr
+
+
+def test_a_folder_is_walked_and_extra_columns_are_added(project):
+    proc = cli(project, "predict", "data/real", "--out", "all.csv", "--quiet", "--per-class", "--uncertainty", "tta")
+    assert proc.returncode == 0, proc.stderr
+    preds = pd.read_csv(project / "all.csv")
+    assert len(preds) == len(find_images([project / "data/real"]))
+    assert np.allclose(preds["p_benign"] + preds["p_malignant"], 1.0, atol=2e-6)
+    assert (preds["tta_std"] >= 0).all() and preds["tta_std"].max() > 0
+    no_dropout = cli(project, "predict", "data/real", "--out", "x.csv", "--quiet", "--uncertainty", "mc-dropout")
+    assert no_dropout.returncode == 2 and "no dropout layer" in no_dropout.stderr
+    assert not (project / "x.csv").exists()
+
+
+def test_bad_images_are_skipped_and_reported_or_stop_before_writing(project, tmp_path):
+    folder = tmp_path / "new"
+    folder.mkdir()
+    good = sorted((project / "data/real").rglob("*.png"))[:2]
+    for i, path in enumerate(good):
+        (folder / f"good{i}.png").write_bytes(path.read_bytes())
+    (folder / "broken.png").write_text("not an image")
+    out = tmp_path / "p.csv"
+    stop = cli(project, "predict", str(folder), "--out", str(out), "--bad-images", "error", "--quiet")
+    assert stop.returncode == 2 and "broken.png" in stop.stderr and "Traceback" not in stop.stderr
+    assert not out.exists()
+    skip = cli(project, "predict", str(folder), "--out", str(out), "--quiet")
+    assert skip.returncode == 0, skip.stderr
+    assert len(pd.read_csv(out)) == 2 and "skipped" in skip.stderr and "broken.png" in skip.stderr
+    missing = cli(project, "predict", str(tmp_path / "nowhere"), "--out", str(out), "--quiet")
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+
+
+def test_the_deployed_checkpoint_describes_itself(project):
+    import json
+
+    ckpt = load_checkpoint(project / "models/deploy/model.pt")
+    assert set(CHECKPOINT_KEYS) <= set(ckpt)
+    ingest = json.loads((project / "data/prepared/ingest_config.json").read_text())
+    assert ckpt["preprocess"]["stored_size"] == ingest["image_size"]
+    assert ckpt["preprocess"]["resize_mode"] == ingest["resize_mode"]
+    assert ckpt["labels"] == ["benign", "malignant"] and ckpt["model_name"] == "resnet18"
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())["evaluate"]["threshold"]
+    assert ckpt["threshold"]["value"] == pytest.approx(metrics["tuned"], abs=1e-4)
+    assert ckpt["threshold"]["target_sensitivity"] == metrics["target_sensitivity"]
+    assert ckpt["provenance"]["params"]["train"]["epochs"] == 2 and "torch" in ckpt["provenance"]
+    best = load_checkpoint(project / "models/train/best.pt")
+    assert best["threshold"] is None and best["temperature"] == 1.0
+
+
+def test_an_old_or_foreign_checkpoint_is_a_clear_error(project, tmp_path):
+    best = torch.load(project / "models/train/best.pt", weights_only=True)
+    old = {k: best[k] for k in ("model", "model_name", "num_classes", "image_size", "labels", "epoch")}
+    torch.save(old, tmp_path / "old.pt")
+    proc = cli(project, "predict", "data/real", "--model", str(tmp_path / "old.pt"), "--out", "o.csv", "--quiet")
+    assert proc.returncode == 2 and "older entromix" in proc.stderr and "preprocess" in proc.stderr
+    torch.save({"weights": best["model"]}, tmp_path / "foreign.pt")
+    with pytest.raises(DataError, match="another program"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_on_the_test_images(project, tmp_path, fmt):
+    out = tmp_path / f"model.{fmt}"
+    proc = cli(project, "export", "--format", fmt, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    described = json.loads(Path(str(out) + ".json").read_text())
+    assert described["output"]["labels"] == ["benign", "malignant"] and described["threshold"]["value"] > 0
+    trained = load_trained_model(project / "models/deploy/model.pt", None, CPU)
+    manifest = pd.read_csv(project / "data/prepared/manifest.csv")
+    images = np.load(project / "data/prepared/images.npy")[manifest.query("split == 'test' and is_syn == 0")["id"]]
+    expected, _ = class_probabilities(trained, images, progress=False)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)  # the stored size is the model's here
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"images": x.numpy()})[0]
+    else:
+        got = torch.jit.load(str(out))(x).detach().numpy()
+    assert np.abs(got - expected).max() <= 1e-4
