@@ -7,6 +7,7 @@ array and manifest, and the score stage's data/dataset.csv (for the JSD figure),
   data/predictions/test.csv           filename,class,label,probability,prediction (tuned threshold)
   models/deploy/model.pt              the evaluated checkpoint with its tuned threshold: what
                                       `entromix predict` and `entromix export` read
+  models/deploy/MODEL_CARD.md         its model card, generated from the metrics files
   plots/evaluate/{roc,pr,confusion,calibration}.csv   series for `dvc plots show`
   plots/evaluate/figures/*.png        the same as figures, plus training curves, curriculum, JSD
 """
@@ -21,6 +22,7 @@ from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared, missing_input
 from entromix.evaluation.outputs import (
     deploy_checkpoint,
+    read_ingest_metrics,
     read_train_run,
     summary_lines,
     test_predictions,
@@ -31,10 +33,12 @@ from entromix.training.checkpoints import load_trained_model
 
 MODELS = Path("models/train")
 HISTORY = Path("plots/train/history.csv")
+INGEST_METRICS = Path("metrics/ingest.json")
 OUTPUTS = {
     "predictions": Path("data/predictions/test.csv"),
     "metrics": Path("metrics/evaluate.json"),
     "model": Path("models/deploy/model.pt"),
+    "card": Path("models/deploy/MODEL_CARD.md"),
     "plots": Path("plots/evaluate"),
     "figures": Path("plots/evaluate/figures"),
 }
@@ -51,6 +55,7 @@ def main() -> None:
         if not path.is_file():
             raise missing_input(path, "train")
     run = read_train_run(MODELS / "run.json")
+    ingest_metrics = read_ingest_metrics(INGEST_METRICS)
     manifest, images = prepared.manifest, prepared.images
     real = manifest[manifest["is_syn"] == 0]
     val, test = real[real["split"] == "val"], real[real["split"] == "test"]
@@ -77,6 +82,7 @@ def main() -> None:
         run,
         dataset,
         prepared.tiers,
+        ingest_metrics,
     )
     for line in summary_lines(metrics):
         print(line)

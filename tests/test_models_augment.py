@@ -117,3 +117,36 @@ def test_tta_logits_do_not_depend_on_the_orientation():
     b = predict_logits(model, turned, torch.device("cpu"), 32, tta=True)
     plain = predict_logits(model, images, torch.device("cpu"), 32)
     assert np.allclose(a, b, atol=1e-4) and a.shape == plain.shape == (3, 2)
+
+
+def test_a_torchvision_weights_name_is_read_from_the_local_hub_cache(tmp_path, monkeypatch):
+    from torchvision import models as tvm
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ParamsError) as missing:
+        build_model("resnet18", 2, 32, "IMAGENET1K_V1", "train")
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    message = str(missing.value)
+    assert "train.pretrained_weights" in message and str(cached) in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message and "never downloads" in message
+    imagenet = tvm.resnet18(weights=None).state_dict()  # stands in for the real file: same names and shapes
+    cached.parent.mkdir(parents=True)
+    torch.save(imagenet, cached)
+    for name in ("IMAGENET1K_V1", "DEFAULT"):
+        model = build_model("resnet18", 2, 32, name, "train")
+        assert torch.equal(model.state_dict()["conv1.weight"], imagenet["conv1.weight"])
+        assert model.fc.out_features == 2
+    with pytest.raises(ParamsError, match="not a torchvision weights name for resnet18"):
+        build_model("resnet18", 2, 32, "IMAGENET9K", "score")
+
+
+def test_vit_weights_from_another_image_size_get_interpolated_positions(tmp_path, capsys):
+    from torchvision import models as tvm
+
+    trained_at_64 = tvm.vit_b_16(weights=None, image_size=64).state_dict()  # 4x4 patches + class token
+    path = tmp_path / "vit.pth"
+    torch.save({k: v for k, v in trained_at_64.items() if not k.startswith("heads.")}, path)
+    model = build_model("vit_b_16", 2, 32, str(path), "train")
+    assert model.encoder.pos_embedding.shape == (1, 5, 768)  # 2x2 patches + class token
+    assert torch.equal(model.encoder.pos_embedding[:, :1], trained_at_64["encoder.pos_embedding"][:, :1])
+    assert "interpolated from a 4x4 patch grid (64 px) to 2x2 (32 px)" in capsys.readouterr().out

@@ -131,3 +131,17 @@ def test_export_matches_pytorch_on_the_test_images(project, tmp_path, fmt):
     else:
         got = torch.jit.load(str(out))(x).detach().numpy()
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_evaluate_writes_a_model_card_from_the_metrics(project):
+    import json
+
+    card = (project / "models/deploy/MODEL_CARD.md").read_text(encoding="utf-8")
+    evaluate = json.loads((project / "metrics/evaluate.json").read_text())["evaluate"]
+    ingest = json.loads((project / "metrics/ingest.json").read_text())["ingest"]
+    assert "Not a medical device and not for diagnosis" in card
+    assert f"ROC-AUC {evaluate['test']['roc_auc']:.4f}" in card
+    assert f"Tuned threshold {evaluate['threshold']['tuned']:.4f}" in card
+    real_train = ingest["real"]["train"]
+    assert f"| real train | {real_train['benign']} | {real_train['malignant']} | {real_train['total']} |" in card
+    assert "| Early | malignant |" in card and "Synthetic images admitted per epoch" in card

@@ -20,6 +20,7 @@ from entromix.evaluation.figures import (
     plot_roc,
     plot_training_curves,
 )
+from entromix.evaluation.model_card import model_card
 from entromix.evaluation.report import calibration_table, curves
 from entromix.scoring.jsd_plots import jsd_groups, plot_jsd_distribution
 
@@ -39,6 +40,16 @@ def read_train_run(path: Path) -> dict[str, Any]:
             f"{path}: damaged ({type(exc).__name__}: {exc}). Rerun the train stage (dvc repro -f train)."
         ) from None
     return run
+
+
+def read_ingest_metrics(path: Path) -> dict:
+    """metrics/ingest.json's ``ingest`` section (the data counts of the model card)."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: run the ingest stage first (dvc repro ingest).")
+    try:
+        return json.loads(path.read_text())["ingest"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: damaged ({type(exc).__name__}: {exc}). Rerun ingest (dvc repro -f ingest).") from None
 
 
 def test_predictions(test: pd.DataFrame, probability: np.ndarray) -> pd.DataFrame:
@@ -83,9 +94,11 @@ def write_outputs(
     run: dict[str, Any],
     dataset: pd.DataFrame,
     tiers: pd.DataFrame | None,
+    ingest: dict,
 ) -> None:
     """Write every output at once (all or none). ``paths``: ``predictions``, ``metrics``, ``model`` (the
-    deployable checkpoint, :func:`deploy_checkpoint`), ``plots`` (the folder of the plot series) and
+    deployable checkpoint, :func:`deploy_checkpoint`), ``card`` (its model card, from ``ingest``:
+    metrics/ingest.json's section), ``plots`` (the folder of the plot series) and
     ``figures`` (the folder of the PNG figures)."""
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     m = metrics["evaluate"]["test"]
@@ -95,11 +108,14 @@ def write_outputs(
         {"actual": [labels[i] for i in y], "predicted": [labels[i] for i in predictions["prediction"]]}
     )
     tables = dict(zip(TABLES, (roc, pr, confusion, calibration)))
-    targets = [paths["predictions"], paths["metrics"], paths["model"], *[paths["plots"] / f"{n}.csv" for n in TABLES]]
+    card = model_card(deploy, ingest, run, history, metrics["evaluate"], predictions)
+    targets = [paths["predictions"], paths["metrics"], paths["model"], paths["card"]]
+    targets += [paths["plots"] / f"{n}.csv" for n in TABLES]
     targets += [paths["figures"] / f"{n}.png" for n in FIGURES]
     with atomic_paths(*targets) as tmp:
-        predictions_csv, metrics_json, model_pt, *rest = tmp
+        predictions_csv, metrics_json, model_pt, card_md, *rest = tmp
         torch.save(deploy, model_pt)
+        card_md.write_text(card, encoding="utf-8")
         table_paths, fig = dict(zip(TABLES, rest[: len(TABLES)])), dict(zip(FIGURES, rest[len(TABLES) :]))
         predictions.round({"probability": 6}).to_csv(predictions_csv, index=False, encoding="utf-8")
         metrics_json.write_text(json_text(metrics))

@@ -3,8 +3,11 @@
 Weights are never downloaded. By default a model starts from random initialisation (the
 pipeline must run offline); ``weights_path`` names a local file of pretrained weights (a
 ``state_dict``, for example torchvision's ImageNet file copied onto the machine), loaded with
-``torch.load(weights_only=True)``. The classifier head of the file is skipped when its shape does
-not match (ImageNet's 1000 classes vs our 2); every other tensor must match.
+``torch.load(weights_only=True)``, or a torchvision weights name such as ``IMAGENET1K_V1`` or
+``DEFAULT``, resolved to its file in the local torch hub cache (``$TORCH_HOME/hub/checkpoints``;
+:func:`resolve_weights`). The classifier head of the file is skipped when its shape does not
+match (ImageNet's 1000 classes vs our 2); every other tensor must match, except a ViT's position
+embeddings, which are interpolated to the configured image size.
 
 | name       | input size           | notes                                              |
 |------------|----------------------|----------------------------------------------------|
@@ -16,11 +19,15 @@ not match (ImageNet's 1000 classes vs our 2); every other tensor must match.
 
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 from torchvision import models as tvm
+from torchvision.models.vision_transformer import interpolate_embeddings
 
 from entromix.common.errors import ParamsError
 from entromix.common.torch_files import load_torch_file
@@ -54,9 +61,51 @@ def build_model(
     else:
         raise ParamsError(f"{key} is {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
     if weights_path is not None:
-        _load_local_weights(model, Path(weights_path), f"{prefix}pretrained_weights")
+        weights_key = f"{prefix}pretrained_weights"
+        path = resolve_weights(name, str(weights_path), weights_key)
+        _load_local_weights(model, path, weights_key, image_size if name == "vit_b_16" else None)
     _replace_head(model, name, num_classes)
     return model
+
+
+#: torchvision's weights enum of each architecture: pretrained_weights may name a member (IMAGENET1K_V1, DEFAULT)
+TORCHVISION_WEIGHTS = {
+    "resnet18": "ResNet18_Weights",
+    "resnet50": "ResNet50_Weights",
+    "vit_b_16": "ViT_B_16_Weights",
+    "swin_t": "Swin_T_Weights",
+}
+
+
+def hub_checkpoints_dir() -> Path:
+    """Where torchvision keeps downloaded weights: ``$TORCH_HOME/hub/checkpoints`` (default
+    ``~/.cache/torch/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_weights(name: str, value: str, key: str) -> Path:
+    """The weights file ``value`` names: a path as given, or a torchvision weights name for the
+    architecture ``name`` (``IMAGENET1K_V1``, ``DEFAULT``) resolved to its file in the local torch
+    hub cache. Never downloads: a name whose file is not cached is a ParamsError that says which
+    file, where to put it and where to get it."""
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*", value) or Path(value).exists():
+        return Path(value)
+    enum = getattr(tvm, TORCHVISION_WEIGHTS[name])
+    if value not in enum.__members__:
+        raise ParamsError(
+            f"{key} is {value!r}: not a file, and not a torchvision weights name for {name} "
+            f"(one of {', '.join(enum.__members__)}). Give a path to a state_dict file or one of those names."
+        )
+    weights = enum[value]
+    path = hub_checkpoints_dir() / Path(urlparse(weights.url).path).name
+    if not path.is_file():
+        raise ParamsError(
+            f"{key}: {name} weights {value} are not in the local torch hub cache ({path} does not exist), and "
+            f"entromix never downloads. On a machine with network access fetch {weights.url} and copy it to "
+            f"{path} (the folder is $TORCH_HOME/hub/checkpoints), or name the file's path in {key}; "
+            "null trains from scratch."
+        )
+    return path
 
 
 def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
@@ -68,7 +117,7 @@ def _replace_head(model: nn.Module, name: str, num_classes: int) -> None:
         model.head = nn.Linear(model.head.in_features, num_classes)
 
 
-def _load_local_weights(model: nn.Module, path: Path, key: str) -> None:
+def _load_local_weights(model: nn.Module, path: Path, key: str, vit_image_size: int | None = None) -> None:
     fix = (
         f"entromix never downloads weights: copy a state_dict file onto this machine and name its path in {key}, "
         "or set the key to null to train from scratch."
@@ -80,6 +129,8 @@ def _load_local_weights(model: nn.Module, path: Path, key: str) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ParamsError(f"{path} ({key}): not a state_dict (a mapping of parameter names to tensors). {fix}")
+    if vit_image_size is not None and "encoder.pos_embedding" in state:
+        state = _fit_vit_positions(state, vit_image_size, path)
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     head = [k for k in mismatched if k.startswith(("fc.", "heads.", "head."))]
@@ -97,3 +148,17 @@ def _load_local_weights(model: nn.Module, path: Path, key: str) -> None:
             f"{path} ({key}): does not fit the architecture (missing {missing[:5]}, unexpected {unexpected[:5]}). "
             "Is it the right model?"
         )
+
+
+def _fit_vit_positions(state: dict, image_size: int, path: Path) -> dict:
+    """ViT weights trained at another image size: the position embeddings interpolated (bicubic,
+    torchvision's ``interpolate_embeddings``) to ``image_size``'s patch grid, with a note in the log."""
+    tokens = state["encoder.pos_embedding"].shape[1] - 1  # minus the class token
+    if tokens == (image_size // 16) ** 2:
+        return state
+    side = int(round(tokens**0.5))
+    print(
+        f"entromix: {path}: ViT position embeddings interpolated from a {side}x{side} patch grid "
+        f"({side * 16} px) to {image_size // 16}x{image_size // 16} ({image_size} px)"
+    )
+    return dict(interpolate_embeddings(image_size, 16, OrderedDict(state)))
