@@ -122,7 +122,7 @@ def repo(tmp_path_factory) -> Path:
         if (PROJECT / name).exists():
             shutil.copy(PROJECT / name, repo / name)
     (repo / "params.yaml").write_text(committed_params())
-    for name in ("pipeline", "src"):
+    for name in ("pipeline", "src", "inbox"):
         shutil.copytree(PROJECT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (repo / ".dvc").mkdir()
     shutil.copy(PROJECT / ".dvc" / "config", repo / ".dvc" / "config")
@@ -136,7 +136,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     out = sh(["dvc", "repro"], repo)
-    assert ran(out) == {"demo", "ingest", "score", "train", "evaluate"}
+    assert ran(out) == {"demo", "ingest", "score", "train", "evaluate", "predict"}
     images = np.load(repo / "data/prepared/images.npy", mmap_mode="r")
     manifest = pd.read_csv(repo / "data/prepared/manifest.csv")
     assert images.shape == (44, 32, 32, 3) and len(manifest) == 44
@@ -172,7 +172,7 @@ def snapshot(repo: Path) -> dict[str, bytes]:
 def test_forced_rerun_of_every_stage_gives_identical_results(repo):
     before = snapshot(repo)
     out = sh(["dvc", "repro", "-f"], repo)
-    assert ran(out) == {"demo", "ingest", "score", "train", "evaluate"}
+    assert ran(out) == {"demo", "ingest", "score", "train", "evaluate", "predict"}
     after = snapshot(repo)
     assert [name for name in RESULT_FILES if after[name] != before[name]] == []
 
@@ -254,7 +254,7 @@ def test_exp_run_with_a_curriculum_change_reruns_train_and_evaluate(repo):
     sh(GIT + ["add", "-A"], repo)
     sh(GIT + ["commit", "-qm", "pipeline outputs"], repo)
     out = sh(["dvc", "exp", "run", "-S", "curriculum.jsd_start=0.05"], repo)
-    assert ran(out) == {"train", "evaluate"}, out
+    assert ran(out) == {"train", "evaluate", "predict"}, out
     history = pd.read_csv(repo / "plots/train/history.csv")
     assert history.loc[1, "tau"] == pytest.approx(0.05)
     # the compare script reads this export (experiment_results): one finished experiment
@@ -293,13 +293,13 @@ def test_dataset_csv_has_every_training_image(repo):
 
 def test_score_param_change_reruns_score_and_train(repo):
     set_params(repo, {"score": {"seed": 1}})
-    assert ran(sh(["dvc", "repro"], repo)) == {"score", "train", "evaluate"}
+    assert ran(sh(["dvc", "repro"], repo)) == {"score", "train", "evaluate", "predict"}
 
 
 def test_ingest_param_change_reruns_ingest_and_downstream(repo):
     set_params(repo, {"ingest": {"image_size": 24}})
     out = sh(["dvc", "repro"], repo)
-    assert ran(out) == {"ingest", "score", "train", "evaluate"}, out
+    assert ran(out) == {"ingest", "score", "train", "evaluate", "predict"}, out
     assert np.load(repo / "data/prepared/images.npy", mmap_mode="r").shape[1:] == (24, 24, 3)
 
 
@@ -329,9 +329,9 @@ def test_a_code_change_reruns_exactly_the_stages_that_run_the_code(repo):
     assert list((repo / "src/entromix/common").glob("__pycache__/*.pyc"))
     assert stages_with_changed_code(repo) == set()
     edits = {
-        "src/entromix/modeling/augment.py": {"score", "train", "evaluate"},
-        "src/entromix/training/gate.py": {"train", "evaluate"},
-        "src/entromix/common/rounding.py": {"demo", "ingest", "score", "train", "evaluate"},
+        "src/entromix/modeling/augment.py": {"score", "train", "evaluate", "predict"},
+        "src/entromix/training/gate.py": {"train", "evaluate", "predict"},
+        "src/entromix/common/rounding.py": {"demo", "ingest", "score", "train", "evaluate", "predict"},
         "src/entromix/evaluation/figures.py": {"evaluate"},
     }
     for name, stages in edits.items():

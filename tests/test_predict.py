@@ -145,3 +145,20 @@ def test_evaluate_writes_a_model_card_from_the_metrics(project):
     real_train = ingest["real"]["train"]
     assert f"| real train | {real_train['benign']} | {real_train['malignant']} | {real_train['total']} |" in card
     assert "| Early | malignant |" in card and "Synthetic images admitted per epoch" in card
+
+
+def test_the_predict_stage_classifies_the_inbox_and_writes_a_header_for_an_empty_one(project):
+    inbox = project / "inbox"
+    inbox.mkdir(exist_ok=True)
+    (inbox / "README.md").write_text("not an image")
+    proc = run_stage(project, "predict")
+    assert proc.returncode == 0, proc.stderr
+    assert (project / "data/predictions/inbox.csv").read_text().strip() == "path,p_malignant,prediction,label"
+    for i, path in enumerate(sorted((project / "data/real").rglob("*.png"))[:3]):
+        (inbox / f"new{i}.png").write_bytes(path.read_bytes())
+    proc = run_stage(project, "predict")
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(project / "data/predictions/inbox.csv")
+    assert rows["path"].tolist() == [f"inbox/new{i}.png" for i in range(3)]
+    direct = cli(project, "predict", "inbox", "--out", "direct.csv", "--quiet")
+    assert direct.returncode == 0 and pd.read_csv(project / "direct.csv").equals(rows)

@@ -1,0 +1,73 @@
+"""DVC stage `predict`: classify the images in `predict.input_dir` with the evaluated model.
+
+Reads params section `predict` and models/deploy/model.pt (the evaluate stage's checkpoint with its
+tuned threshold). Writes data/predictions/inbox.csv: path, P(positive), prediction and label at the
+tuned threshold (plus per-class probabilities and an uncertainty column when asked). With no image
+in the folder it writes the header only. Unreadable files are reported and skipped, or stop the
+stage before anything is written (`predict.bad_images`).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from entromix.common.atomic import atomic_path
+from entromix.common.device import describe, resolve_device
+from entromix.common.errors import ParamsError
+from entromix.common.params import load_params, section
+from entromix.common.stage import run_stage, stage_args
+from entromix.data.images import IMAGE_EXTENSIONS
+from entromix.prediction.predict import find_images, predict_files
+from entromix.training.checkpoints import load_trained_model
+
+MODEL = Path("models/deploy/model.pt")
+OUT = Path("data/predictions/inbox.csv")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """The ``predict`` section of params.yaml."""
+
+    input_dir: str
+    per_class: bool
+    uncertainty: Literal["none", "tta", "mc-dropout"]
+    bad_images: Literal["skip", "error"]
+    device: Literal["auto", "cpu", "cuda"]
+
+    def __post_init__(self) -> None:
+        if self.uncertainty not in ("none", "tta", "mc-dropout"):
+            raise ParamsError(f"predict.uncertainty is {self.uncertainty!r}; choose none, tta or mc-dropout.")
+        if self.bad_images not in ("skip", "error"):
+            raise ParamsError(f"predict.bad_images is {self.bad_images!r}; choose skip or error.")
+
+
+def main() -> None:
+    args = stage_args(__doc__)
+    config = section(load_params(args.params), "predict", PredictConfig, args.params)
+    folder = Path(config.input_dir)
+    if not folder.is_dir():
+        raise ParamsError(f"predict.input_dir: {folder} is not a folder. Create it or point the key at your images.")
+    device = resolve_device(config.device, "predict.device")
+    trained = load_trained_model(MODEL, None, device)
+    has_images = any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*"))
+    labels = [str(x) for x in trained.checkpoint["labels"]]
+    if not has_images:
+        frame = pd.DataFrame(columns=["path", f"p_{labels[1]}", "prediction", "label"])
+        print(f"entromix predict: no images in {folder} ({', '.join(IMAGE_EXTENSIONS)}); wrote the header only")
+    else:
+        files = find_images([folder])
+        print(f"entromix predict: {len(files)} file(s) in {folder} with {MODEL}; device {describe(device)}")
+        result = predict_files(trained, files, None, config.per_class, config.uncertainty, config.bad_images)
+        for path, reason in result.skipped:
+            print(f"entromix predict: skipped {path}: {reason}")
+        frame = result.frame
+        counts = frame["label"].value_counts().to_dict()
+        print(f"entromix predict: {counts} at threshold {result.threshold:.4f} ({result.threshold_source})")
+    with atomic_path(OUT) as tmp:
+        frame.round(6).to_csv(tmp, index=False, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    run_stage("predict", main)
