@@ -75,7 +75,7 @@ results: $(STAMP)
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[test,export]"
+	.lock-venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[test,export,timm]"
 	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^entromix' > requirements.lock.new
 	@echo "review requirements.lock.new (add the Linux x86_64 markers to the CUDA packages), then move it over requirements.lock"
 	rm -rf .lock-venv

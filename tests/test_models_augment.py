@@ -150,3 +150,22 @@ def test_vit_weights_from_another_image_size_get_interpolated_positions(tmp_path
     assert model.encoder.pos_embedding.shape == (1, 5, 768)  # 2x2 patches + class token
     assert torch.equal(model.encoder.pos_embedding[:, :1], trained_at_64["encoder.pos_embedding"][:, :1])
     assert "interpolated from a 4x4 patch grid (64 px) to 2x2 (32 px)" in capsys.readouterr().out
+
+
+def test_timm_backbones_build_and_take_weights_only_from_a_file_or_the_local_cache(tmp_path):
+    import timm
+
+    model = build_model("timm:resnet10t", 2, 32)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 2)
+    with pytest.raises(ParamsError) as missing:
+        build_model("timm:resnet10t", 2, 32, "DEFAULT", "train")
+    message = str(missing.value)
+    assert "train.pretrained_weights" in message and "never downloads" in message
+    assert "huggingface-cli download timm/resnet10t" in message
+    imagenet = timm.create_model("resnet10t", pretrained=False).state_dict()  # 1000-class head, as a real file
+    torch.save(imagenet, tmp_path / "resnet10t.pth")
+    loaded = build_model("timm:resnet10t", 2, 32, str(tmp_path / "resnet10t.pth"), "train")
+    assert torch.equal(loaded.state_dict()["conv1.0.weight"], imagenet["conv1.0.weight"])
+    assert loaded(torch.zeros(2, 3, 32, 32)).shape == (2, 2)
+    with pytest.raises(ParamsError, match="timm has no architecture 'no_such_net'"):
+        build_model("timm:no_such_net", 2, 32, None, "score")

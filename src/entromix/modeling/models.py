@@ -33,6 +33,14 @@ from entromix.common.errors import ParamsError
 from entromix.common.torch_files import load_torch_file
 
 MODEL_NAMES = ("resnet18", "resnet50", "vit_b_16", "swin_t")
+TIMM_PREFIX = "timm:"  # model: timm:<architecture>, any of timm.list_models() (the optional extra entromix[timm])
+
+
+def is_model_name(name: str) -> bool:
+    """A torchvision name of :data:`MODEL_NAMES`, or ``timm:<architecture>`` (checked when built)."""
+    return name in MODEL_NAMES or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX))
+
+
 CNN_MODELS = ("resnet18", "resnet50")  # channels_last helps these (CPU and CUDA)
 
 
@@ -46,6 +54,8 @@ def build_model(
     """
     prefix = f"{section}." if section else ""
     key = f"{prefix}model"
+    if name.startswith(TIMM_PREFIX):
+        return _timm_model(name[len(TIMM_PREFIX) :], num_classes, weights_path, prefix)
     if name == "resnet18":
         model = tvm.resnet18(weights=None)
     elif name == "resnet50":
@@ -162,3 +172,41 @@ def _fit_vit_positions(state: dict, image_size: int, path: Path) -> dict:
         f"({side * 16} px) to {image_size // 16}x{image_size // 16} ({image_size} px)"
     )
     return dict(interpolate_embeddings(image_size, 16, OrderedDict(state)))
+
+
+def _timm_model(arch: str, num_classes: int, weights: str | None, prefix: str) -> nn.Module:
+    """A timm backbone with a ``num_classes`` head. ``weights``: None (from scratch), a local file,
+    or a pretrained tag (``DEFAULT`` or one of timm's, e.g. ``in12k_ft_in1k``) read from the local
+    Hugging Face cache only (offline: never downloads)."""
+    key = f"{prefix}model"
+    try:
+        import huggingface_hub.constants
+        import timm
+    except ImportError:
+        raise ParamsError(
+            f"{key} is timm:{arch} but timm is not installed: pip install 'entromix[timm]' (or timm)."
+        ) from None
+    if not timm.is_model(arch):
+        raise ParamsError(f"{key}: timm has no architecture {arch!r} (timm.list_models() lists them).")
+    if weights is None:
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    weights_key = f"{prefix}pretrained_weights"
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", weights) or Path(weights).exists():
+        path = Path(weights)
+        if not path.is_file():
+            raise ParamsError(f"{weights_key}: pretrained weights file {path} does not exist.")
+        return timm.create_model(
+            arch, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(path)}
+        )
+    name = arch if weights == "DEFAULT" else f"{arch}.{weights}"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # the cache or nothing
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes)
+    except (OSError, RuntimeError, ValueError) as exc:
+        hub_id = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None) or name
+        raise ParamsError(
+            f"{weights_key}: timm weights {name} are not in the local Hugging Face cache "
+            f"({huggingface_hub.constants.HF_HUB_CACHE}), and entromix never downloads ({type(exc).__name__}). "
+            f"On a machine with network access run `huggingface-cli download {hub_id}` and copy that cache folder "
+            f"here (or set HF_HOME to it), or name a weights file's path in {weights_key}; null trains from scratch."
+        ) from None

@@ -36,7 +36,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from entromix.common.device import seed_everything
 from entromix.common.errors import DataError, ParamsError
 from entromix.modeling.fit import FitSettings, Optimizer, fit_classifier, predict_logits, uses_channels_last
-from entromix.modeling.models import MODEL_NAMES, build_model
+from entromix.modeling.models import MODEL_NAMES, build_model, is_model_name
 from entromix.scoring.aum import area_under_margin, aum_p_true
 from entromix.scoring.calibration import TEMPERATURE_BOUNDS, calibrated_probs, fit_temperature
 from entromix.scoring.jsd import TAU_AT_P_HALF, jsd_to_onehot
@@ -71,8 +71,10 @@ class ScoreConfig:
     device: Literal["auto", "cpu", "cuda"]
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ParamsError(f"score.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        if not is_model_name(self.model):
+            raise ParamsError(
+                f"score.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}, or timm:<architecture>."
+            )
         if not 16 <= self.image_size <= 1024:
             raise ParamsError(f"score.image_size must be between 16 and 1024 px, got {self.image_size}.")
         if self.folds < 2:

@@ -40,7 +40,7 @@ from entromix.modeling.fit import (
 )
 from entromix.modeling.lr_schedule import warmup_cosine
 from entromix.modeling.metrics import binary_metrics
-from entromix.modeling.models import MODEL_NAMES, build_model
+from entromix.modeling.models import MODEL_NAMES, build_model, is_model_name
 from entromix.training.checkpoints import state_to_cpu
 from entromix.training.curriculum import CurriculumConfig, p_true_equivalent, threshold
 from entromix.training.gate import within
@@ -86,8 +86,10 @@ class TrainConfig:
     resume: bool  # continue an interrupted run from models/train/checkpoints/resume.pt (same settings and data)
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ParamsError(f"train.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        if not is_model_name(self.model):
+            raise ParamsError(
+                f"train.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}, or timm:<architecture>."
+            )
         if not 16 <= self.image_size <= 1024:
             raise ParamsError(f"train.image_size must be between 16 and 1024 px, got {self.image_size}.")
         if self.epochs < 1:
