@@ -162,3 +162,21 @@ def test_the_predict_stage_classifies_the_inbox_and_writes_a_header_for_an_empty
     assert rows["path"].tolist() == [f"inbox/new{i}.png" for i in range(3)]
     direct = cli(project, "predict", "inbox", "--out", "direct.csv", "--quiet")
     assert direct.returncode == 0 and pd.read_csv(project / "direct.csv").equals(rows)
+
+
+def test_git_revision_marks_modified_code_only(tmp_path):
+    from entromix.common.provenance import git_revision
+
+    assert git_revision(tmp_path) is None  # not a repository
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.py").write_text("x = 1\n")
+    (tmp_path / "dvc.lock").write_text("a\n")
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "dvc.lock").write_text("b\n")  # what a running `dvc repro` changes
+    assert git_revision(tmp_path) == head
+    (tmp_path / "src" / "code.py").write_text("x = 2\n")
+    assert git_revision(tmp_path) == head + "-modified"
