@@ -19,7 +19,7 @@ from entromix.common.errors import ParamsError
 from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
 from entromix.data.images import IMAGE_EXTENSIONS
-from entromix.prediction.predict import find_images, predict_files
+from entromix.prediction.predict import images_in, predict_files
 from entromix.training.checkpoints import load_trained_model
 
 MODEL = Path("models/deploy/model.pt")
@@ -51,13 +51,12 @@ def main() -> None:
         raise ParamsError(f"predict.input_dir: {folder} is not a folder. Create it or point the key at your images.")
     device = resolve_device(config.device, "predict.device")
     trained = load_trained_model(MODEL, None, device)
-    has_images = any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*"))
+    files = images_in(folder)
     labels = [str(x) for x in trained.checkpoint["labels"]]
-    if not has_images:
+    if not files:
         frame = pd.DataFrame(columns=["path", f"p_{labels[1]}", "prediction", "label"])
         print(f"entromix predict: no images in {folder} ({', '.join(IMAGE_EXTENSIONS)}); wrote the header only")
     else:
-        files = find_images([folder])
         print(f"entromix predict: {len(files)} file(s) in {folder} with {MODEL}; device {describe(device)}")
         result = predict_files(trained, files, None, config.per_class, config.uncertainty, config.bad_images)
         for path, reason in result.skipped:

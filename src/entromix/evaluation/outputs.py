@@ -12,6 +12,7 @@ import torch
 
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.errors import DataError
+from entromix.common.stage_io import missing_input
 from entromix.evaluation.figures import (
     plot_calibration,
     plot_confusion,
@@ -45,7 +46,7 @@ def read_train_run(path: Path) -> dict[str, Any]:
 def read_ingest_metrics(path: Path) -> dict:
     """metrics/ingest.json's ``ingest`` section (the data counts of the model card)."""
     if not path.is_file():
-        raise DataError(f"{path} does not exist: run the ingest stage first (dvc repro ingest).")
+        raise missing_input(path, "ingest")
     try:
         return json.loads(path.read_text())["ingest"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:

@@ -25,9 +25,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from entromix.common.device import autocast
 from entromix.common.errors import DataError, listing
 from entromix.data.images import IMAGE_EXTENSIONS, check_image_file, decode_image
-from entromix.modeling.fit import dihedral_views, prepare_batch
+from entromix.modeling.fit import dihedral_views, predict_logits, prepare_batch
 from entromix.training.checkpoints import TrainedModel
 
 Uncertainty = Literal["none", "tta", "mc-dropout"]
@@ -46,21 +47,26 @@ class Predictions:
     threshold_source: str = ""
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The files with an image extension under ``folder``, sorted; hidden entries are skipped."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
 def find_images(inputs: list[str | Path]) -> list[Path]:
-    """The image files named by ``inputs``: files as given, folders walked (sorted, hidden entries
-    skipped) for files with an image extension. A path that does not exist is a DataError."""
+    """The image files named by ``inputs``: files as given, folders walked (:func:`images_in`).
+    A path that does not exist, or no image at all, is a DataError."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_file():
             found.append(item)
         elif item.is_dir():
-            found += sorted(
-                p
-                for p in item.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(item).parts)
-            )
+            found += images_in(item)
         else:
             raise DataError(f"{item}: no such file or folder. Name image files or folders of images.")
     if not found:
@@ -99,7 +105,6 @@ def read_images(
     return np.stack(pixels), kept, skipped
 
 
-@torch.no_grad()
 def class_probabilities(
     trained: TrainedModel,
     images: np.ndarray,
@@ -108,8 +113,9 @@ def class_probabilities(
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """float64 (N, C) probabilities at the checkpoint's temperature, and (N,) the spread of
-    P(class 1) under ``uncertainty`` (None for ``none``)."""
-    model, device, size = trained.model, trained.device, trained.image_size
+    P(class 1) under ``uncertainty`` (None for ``none``). The logits come from
+    ``entromix.modeling.fit.predict_logits``, the evaluate stage's own path (autocast included)."""
+    model, device = trained.model, trained.device
     temperature = float(trained.checkpoint.get("temperature", 1.0))
     if uncertainty == "mc-dropout" and not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
         raise DataError(
@@ -118,27 +124,34 @@ def class_probabilities(
     probs, spread = [], []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="classifying", unit="batch", disable=None if progress else True):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-        x = prepare_batch(chunk, size, None, 0.0, trained.channels_last)
-        model.eval()
-        p = torch.softmax(model(x).float() / temperature, 1).double().cpu()  # (B, C)
-        probs.append(p)
-        if uncertainty == "tta":
-            views = torch.stack(
-                [torch.softmax(model(v.contiguous()).float() / temperature, 1)[:, 1] for v in dihedral_views(x)]
-            )  # (8, B)
-            spread.append(views.double().std(0).cpu())
-        elif uncertainty == "mc-dropout":
-            for m in model.modules():
-                if isinstance(m, torch.nn.Dropout):
-                    m.train()
-            passes = torch.stack(
-                [torch.softmax(model(x).float() / temperature, 1)[:, 1] for _ in range(MC_DROPOUT_PASSES)]
-            )  # (passes, B)
-            spread.append(passes.double().std(0).cpu())
-            model.eval()
+        chunk = images[start : start + batch_size]
+        logits = predict_logits(model, chunk, device, trained.image_size, batch_size, trained.channels_last)
+        probs.append(torch.softmax(torch.from_numpy(logits) / temperature, 1).double())  # (B, C)
+        if uncertainty != "none":
+            spread.append(_spread(trained, chunk, uncertainty, temperature))
     out = torch.cat(probs).numpy()
     return out, (torch.cat(spread).numpy() if spread else None)
+
+
+@torch.no_grad()
+def _spread(trained: TrainedModel, chunk: np.ndarray, uncertainty: Uncertainty, temperature: float) -> torch.Tensor:
+    """(B,) standard deviation of P(class 1) over the eight orientations (``tta``) or over
+    :data:`MC_DROPOUT_PASSES` passes with dropout active (``mc-dropout``)."""
+    model, device = trained.model, trained.device
+    x = prepare_batch(
+        torch.from_numpy(np.ascontiguousarray(chunk)).to(device), trained.image_size, None, 0.0, trained.channels_last
+    )
+    if uncertainty == "tta":
+        inputs = dihedral_views(x)
+    else:
+        inputs = [x] * MC_DROPOUT_PASSES
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.train()
+    with autocast(device):
+        passes = torch.stack([torch.softmax(model(v.contiguous()).float() / temperature, 1)[:, 1] for v in inputs])
+    model.eval()
+    return passes.double().std(0).cpu()  # (B,)
 
 
 def predict_files(
