@@ -14,7 +14,7 @@ from typing import Literal
 import pandas as pd
 
 from entromix.common.atomic import atomic_path
-from entromix.common.device import describe, resolve_device
+from entromix.common.device import DeviceName, describe, resolve_device
 from entromix.common.errors import ParamsError
 from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
@@ -34,7 +34,7 @@ class PredictConfig:
     per_class: bool
     uncertainty: Literal["none", "tta", "mc-dropout"]
     bad_images: Literal["skip", "error"]
-    device: Literal["auto", "cpu", "cuda"]
+    device: DeviceName
 
     def __post_init__(self) -> None:
         if self.uncertainty not in ("none", "tta", "mc-dropout"):

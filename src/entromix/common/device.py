@@ -1,29 +1,48 @@
-"""Device choice, seeding and the precision/layout rules for CPU and CUDA.
+"""Device choice, seeding and the precision/layout rules for CPU, CUDA and Apple's MPS.
 
 * CPU: fp32, deterministic algorithms, so a fixed seed gives identical results run to run.
 * CUDA: bf16 autocast (tensor cores); results are close but not bit-identical between runs.
-* Both: channels_last memory format for CNNs (``entromix.modeling.fit.uses_channels_last``).
+* MPS (Apple silicon): fp32. bf16 autocast is the CUDA path only; on MPS it is not used, so the
+  same code runs unchanged (untested here: the development machines have no Apple GPU).
+* All: channels_last memory format for CNNs (``entromix.modeling.fit.uses_channels_last``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+from typing import Literal
 
 import numpy as np
 import torch
 
 from entromix.common.errors import ParamsError
 
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+DEVICE_NAMES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+
+
+def mps_available() -> bool:
+    """Apple's Metal backend: macOS on Apple silicon with a torch build that includes it."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
 
 def resolve_device(name: str, key: str = "device") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` picks CUDA, then MPS, then CPU; asking for a device that is not there is an error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    if name not in DEVICE_NAMES:
+        raise ParamsError(f"{key} is {name!r}; use {', '.join(DEVICE_NAMES)}.")
     if name == "cuda" and not torch.cuda.is_available():
         raise ParamsError(f"{key} is 'cuda' but no CUDA GPU is visible. Use 'auto' or 'cpu'.")
-    if name not in ("cpu", "cuda"):
-        raise ParamsError(f"{key} is {name!r}; use auto, cpu or cuda.")
+    if name == "mps" and not mps_available():
+        raise ParamsError(
+            f"{key} is 'mps' but Apple's MPS backend is not available (it needs macOS on Apple silicon "
+            "and a torch build with MPS). Use 'auto' or 'cpu'."
+        )
     return torch.device(name)
 
 
@@ -43,7 +62,7 @@ def generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op on CPU (fp32)."""
+    """bf16 autocast on CUDA; a no-op (fp32) on CPU and MPS."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -52,4 +71,6 @@ def autocast(device: torch.device):
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)}, bf16 autocast)"
+    if device.type == "mps":
+        return "mps (Apple GPU, fp32: bf16 autocast is CUDA-only)"
     return f"cpu ({torch.get_num_threads()} threads, fp32)"

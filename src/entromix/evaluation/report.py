@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from entromix.common.device import DeviceName
 from entromix.common.errors import ParamsError
 from entromix.common.rounding import round_floats
 from entromix.evaluation.bootstrap import bootstrap_intervals
@@ -38,7 +39,7 @@ class EvaluateConfig:
     bootstrap_resamples: int  # for the 95% intervals; 0 = none
     calibration_bins: int  # equal-width probability bins of the calibration curve
     seed: int  # bootstrap resampling
-    device: Literal["auto", "cpu", "cuda"]
+    device: DeviceName
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_sensitivity < 1.0:

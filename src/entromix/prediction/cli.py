@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from entromix.common.atomic import atomic_path
-from entromix.common.device import describe, resolve_device
+from entromix.common.device import DEVICE_NAMES, describe, resolve_device
 from entromix.common.stage import run_stage
 from entromix.prediction.export import SUFFIX, export_model
 from entromix.prediction.predict import find_images, predict_files
@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
         default="skip",
         help="unreadable files: report and skip them (default), or stop before writing anything",
     )
-    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.add_argument("--device", default="auto", choices=list(DEVICE_NAMES))
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
     export = sub.add_parser("export", help="write the model as ONNX or TorchScript with its preprocessing")
     export.add_argument("--format", choices=["onnx", "torchscript"], required=True)

@@ -33,7 +33,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from entromix.common.device import seed_everything
+from entromix.common.device import DeviceName, seed_everything
 from entromix.common.errors import DataError, ParamsError
 from entromix.modeling.fit import FitSettings, Optimizer, fit_classifier, predict_logits, uses_channels_last
 from entromix.modeling.models import MODEL_NAMES, build_model, is_model_name
@@ -68,7 +68,7 @@ class ScoreConfig:
     tta: bool  # predict as the mean logits over the eight orientations of each image
     temperature_scaling: bool  # fit T on the out-of-fold logits and apply it before the JSD
     seed: int
-    device: Literal["auto", "cpu", "cuda"]
+    device: DeviceName
 
     def __post_init__(self) -> None:
         if not is_model_name(self.model):

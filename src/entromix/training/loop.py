@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from entromix.common.device import generator, seed_everything
+from entromix.common.device import DeviceName, generator, seed_everything
 from entromix.common.errors import DataError, ParamsError
 from entromix.modeling.fit import (
     BatchPrep,
@@ -82,7 +82,7 @@ class TrainConfig:
     color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
     select_metric: SelectMetric  # best checkpoint by this validation metric (val_loss: lowest)
     seed: int
-    device: Literal["auto", "cpu", "cuda"]
+    device: DeviceName
     resume: bool  # continue an interrupted run from models/train/checkpoints/resume.pt (same settings and data)
 
     def __post_init__(self) -> None:
