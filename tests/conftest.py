@@ -42,6 +42,7 @@ def ingest_config(data_root: Path, **overrides) -> IngestConfig:
         class_map={"Benign": "benign", "Early": "malignant", "Pre": "malignant"},
         image_size=16,
         resize_mode="stretch",
+        intensity="fixed16",
         split=SplitFractions(0.6, 0.2, 0.2),
         seed=0,
         duplicates_across="error",

@@ -121,3 +121,58 @@ def test_sha256_file(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(b"entromix" * 1000)
     assert sha256_file(path, chunk=7) == hashlib.sha256(b"entromix" * 1000).hexdigest()
+
+
+# ingest.intensity: how 16-bit grayscale becomes 8 bits
+TWELVE_BIT = np.array([[0, 4095], [2048, 16 * 100]], dtype=np.uint16)  # a 12-bit camera's range
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_fixed16_squeezes_12_bit_data_into_the_bottom_of_the_range(tmp_path, fmt):
+    path = _save(Image.fromarray(TWELVE_BIT), tmp_path / f"d.{fmt}")
+    out = decode_image(path, 2, "stretch", "fixed16")
+    assert out.pixels.max() == 16 and out.peak == 4095  # the problem the option exists for
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_fixed12_maps_0_4095_to_0_255(tmp_path, fmt):
+    path = _save(Image.fromarray(TWELVE_BIT), tmp_path / f"d.{fmt}")
+    out = decode_image(path, 2, "stretch", "fixed12")
+    np.testing.assert_array_equal(out.pixels[..., 0], [[0, 255], [128, 100]])  # round(v * 255 / 4095)
+    assert (out.pixels[..., 0] == out.pixels[..., 2]).all()
+
+
+def test_fixed12_clips_values_above_4095(tmp_path):
+    arr = np.array([[0, 4095], [8000, 65535]], dtype=np.uint16)
+    out = decode_image(_save(Image.fromarray(arr), tmp_path / "d.png"), 2, "stretch", "fixed12")
+    np.testing.assert_array_equal(out.pixels[..., 0], [[0, 255], [255, 255]])
+
+
+def test_per_image_minmax_stretches_each_image_to_its_own_range(tmp_path):
+    arr = np.array([[1000, 1100], [1200, 1050]], dtype=np.uint16)
+    out = decode_image(_save(Image.fromarray(arr), tmp_path / "d.png"), 2, "stretch", "per_image_minmax")
+    np.testing.assert_array_equal(out.pixels[..., 0], [[0, 128], [255, 64]])
+    flat = np.full((2, 2), 3000, dtype=np.uint16)
+    out = decode_image(_save(Image.fromarray(flat), tmp_path / "f.png"), 2, "stretch", "per_image_minmax")
+    assert (out.pixels == 0).all()
+
+
+def test_intensity_leaves_8_bit_images_alone(tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    path = _save(Image.fromarray(pixels), tmp_path / "rgb.png")
+    gray = _save(Image.fromarray(pixels[..., 0]), tmp_path / "l.png")
+    for intensity in ("fixed16", "fixed12", "per_image_minmax"):
+        np.testing.assert_array_equal(decode_image(path, 8, "stretch", intensity).pixels, pixels)
+        np.testing.assert_array_equal(decode_image(gray, 8, "stretch", intensity).pixels[..., 1], pixels[..., 0])
+        assert decode_image(path, 8, "stretch", intensity).peak is None
+
+
+@pytest.mark.parametrize("intensity", ["fixed16", "fixed12", "per_image_minmax"])
+def test_predict_decodes_16_bit_files_as_the_checkpoint_says_ingest_did(tmp_path, intensity):
+    from entromix.prediction.predict import read_images
+
+    path = _save(Image.fromarray(TWELVE_BIT), tmp_path / "d.png")
+    preprocess = {"stored_size": 2, "resize_mode": "stretch", "intensity": intensity, "min_image_size": 1}
+    pixels, kept, skipped = read_images([path], preprocess, "error", progress=False)
+    np.testing.assert_array_equal(pixels[0], decode_image(path, 2, "stretch", intensity).pixels)
+    assert kept == [path] and not skipped

@@ -288,3 +288,36 @@ def test_csv_paths_that_leave_the_data_root_are_refused_not_opened(tmp_path, esc
     with pytest.raises(DataError, match="not ingested synthetic images"):
         plan_ingest(ingest_config(root, tiers_csv="q.csv"))
     assert outside.read_bytes() == before
+
+
+def _twelve_bit_folder(root):
+    rng = np.random.default_rng(0)
+    for folder, n in {"Benign": 30, "Early": 10}.items():
+        (root / "real" / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 4096, (20, 20), dtype=np.uint16)).save(root / "real" / folder / f"{i}.png")
+
+
+def test_ingest_intensity_fixed12_uses_the_whole_8_bit_range_and_fixed16_warns(tmp_path, capsys):
+    _twelve_bit_folder(tmp_path / "data")
+    config = ingest_config(tmp_path / "data", synthetic_dir=None)
+    _, _, images = run(config, tmp_path / "a")
+    assert images.max() <= 16
+    err = capsys.readouterr().err
+    assert "WARNING: 40 16-bit image(s) never exceed" in err and "ingest.intensity: fixed12" in err
+    _, _, images12 = run(ingest_config(tmp_path / "data", synthetic_dir=None, intensity="fixed12"), tmp_path / "b")
+    assert images12.max() > 200
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_intensity_warning_names_the_setting():
+    from entromix.data.prepare import intensity_warning
+
+    assert intensity_warning("fixed16", []) is None
+    assert intensity_warning("fixed16", [60000, 4095]) is None
+    message = intensity_warning("fixed16", [4000, 4095])
+    assert "2 16-bit image(s) never exceed 4095" in message and "0..16 of 255" in message
+    assert "ingest.intensity: fixed12" in message
+    assert intensity_warning("fixed12", [4095, 100]) is None
+    assert "1 of 2 16-bit image(s) exceed 4095 (up to 60000)" in intensity_warning("fixed12", [4095, 60000])
+    assert intensity_warning("per_image_minmax", [100]) is None

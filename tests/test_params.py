@@ -18,6 +18,7 @@ GOOD = {
     "class_map": {"a": "benign", "b": "malignant"},
     "image_size": 64,
     "resize_mode": "stretch",
+    "intensity": "fixed16",
     "split": {"train": 0.6, "val": 0.2, "test": 0.2},
     "seed": 0,
     "duplicates_across": "error",

@@ -89,6 +89,7 @@ def test_the_deployed_checkpoint_describes_itself(project):
     ingest = json.loads((project / "data/prepared/ingest_config.json").read_text())
     assert ckpt["preprocess"]["stored_size"] == ingest["image_size"]
     assert ckpt["preprocess"]["resize_mode"] == ingest["resize_mode"]
+    assert ckpt["preprocess"]["intensity"] == ingest["intensity"] == "fixed16"
     assert ckpt["labels"] == ["benign", "malignant"] and ckpt["model_name"] == "resnet18"
     metrics = json.loads((project / "metrics/evaluate.json").read_text())["evaluate"]["threshold"]
     assert ckpt["threshold"]["value"] == pytest.approx(metrics["tuned"], abs=1e-4)

@@ -7,9 +7,12 @@ Mode handling (what users' folders actually contain):
   converted to RGB by Pillow.
 * ``RGBA``, ``LA``, ``PA`` and palette (``P``) images with transparency: composited over a white
   background. In a bright-field smear, transparent means "no stain", which is white light.
-* 16-bit and 32-bit integer grayscale (``I;16*``, ``I``): scaled from the 16-bit range to 8 bits
-  with a fixed factor (``v / 257``), not per-image min-max, so intensities stay comparable
-  between images. ``F`` (float): values in [0, 1] are scaled by 255, others clipped to [0, 255].
+* 16-bit and 32-bit integer grayscale (``I;16*``, ``I``), by ``intensity`` (``ingest.intensity``):
+  ``fixed16`` (default) scales the 16-bit range to 8 bits with one fixed factor (``v / 257``), so
+  intensities stay comparable between images; ``fixed12`` scales 0..4095 (12-bit cameras stored
+  in 16-bit PNG/TIFF, which ``fixed16`` would squeeze into 0..16) and clips above; ``per_image_minmax``
+  stretches each image's own min..max to 0..255 (comparability between images is lost).
+  ``F`` (float): values in [0, 1] are scaled by 255, others clipped to [0, 255].
 * EXIF orientation is applied, so a rotated phone photo is stored upright.
 * Multi-frame files (TIFF stacks, GIFs): the first frame.
 
@@ -29,6 +32,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 ResizeMode = Literal["stretch", "center_crop", "pad"]
+Intensity = Literal["fixed16", "fixed12", "per_image_minmax"]
+
+#: The largest raw value of each fixed intensity scale (``per_image_minmax`` has none).
+INTENSITY_FULL_SCALE = {"fixed16": 65535, "fixed12": 4095}
 
 #: Extensions ingest treats as images (lower case). Anything else is ignored and counted.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
@@ -44,6 +51,7 @@ class DecodedImage:
     width: int  # original width in pixels
     height: int
     mode: str  # original Pillow mode, e.g. "RGB", "L", "I;16", "P"
+    peak: int | None = None  # the largest raw value of a high-depth integer image (I;16*, I); else None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -55,13 +63,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
+def is_high_depth_integer(img: Image.Image) -> bool:
+    """16- or 32-bit integer grayscale: the images ``ingest.intensity`` applies to."""
+    return img.mode.startswith("I")
+
+
+def to_rgb(img: Image.Image, intensity: Intensity = "fixed16") -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB (see the module docstring for the rules)."""
     mode = img.mode
     if mode == "RGB":
         return img
     if mode.startswith("I") or mode == "F":
-        return Image.fromarray(_high_depth_to_uint8(img), mode="L").convert("RGB")
+        return Image.fromarray(_high_depth_to_uint8(img, intensity), mode="L").convert("RGB")
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
         mode = img.mode
@@ -72,16 +85,23 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _high_depth_to_uint8(img: Image.Image) -> np.ndarray:
+def _high_depth_to_uint8(img: Image.Image, intensity: Intensity = "fixed16") -> np.ndarray:
     arr = np.asarray(img)
     if img.mode == "F":
         arr = arr.astype(np.float64)
         finite = arr[np.isfinite(arr)]
         scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
         return np.clip(np.nan_to_num(arr * scale), 0, 255).round().astype(np.uint8)
-    # I;16, I;16B, I;16L, I (16-bit PNG/TIFF decode to these): fixed 16 -> 8 bit scale.
-    arr = np.clip(arr.astype(np.int64), 0, 65535)
-    return ((arr * 255 + 32767) // 65535).astype(np.uint8)
+    # I;16, I;16B, I;16L, I (16-bit PNG/TIFF decode to these)
+    arr = arr.astype(np.int64)
+    if intensity == "per_image_minmax":
+        low, high = int(arr.min()), int(arr.max())
+        if high == low:  # a flat image has no range to stretch: black, as 0 would be
+            return np.zeros(arr.shape, dtype=np.uint8)
+        return (((arr - low) * 255 + (high - low) // 2) // (high - low)).astype(np.uint8)
+    full = INTENSITY_FULL_SCALE[intensity]  # a fixed scale: rounded v * 255 / full, clipped to the scale
+    arr = np.clip(arr, 0, full)
+    return ((arr * 255 + full // 2) // full).astype(np.uint8)
 
 
 def resize_square(img: Image.Image, size: int, mode: ResizeMode) -> Image.Image:
@@ -131,7 +151,9 @@ def check_image_file(path: str | Path, max_pixels: int, min_side: int) -> str | 
     return None
 
 
-def decode_image(path: str | Path, size: int, resize_mode: ResizeMode = "stretch") -> DecodedImage:
+def decode_image(
+    path: str | Path, size: int, resize_mode: ResizeMode = "stretch", intensity: Intensity = "fixed16"
+) -> DecodedImage:
     """Open, orient, convert to RGB and resize one image file to (size, size, 3) uint8.
 
     JPEGs are decoded with libjpeg's DCT scaling (``draft``) when the target is at most half the
@@ -143,6 +165,7 @@ def decode_image(path: str | Path, size: int, resize_mode: ResizeMode = "stretch
         if img.format == "JPEG":
             img.draft("RGB", (size, size))  # both sides stay >= size: a power-of-two reduction
         img = ImageOps.exif_transpose(img) or img
-        rgb = resize_square(to_rgb(img), size, resize_mode)
+        peak = int(np.asarray(img).max()) if is_high_depth_integer(img) else None
+        rgb = resize_square(to_rgb(img, intensity), size, resize_mode)
         pixels = np.asarray(rgb, dtype=np.uint8)
-    return DecodedImage(pixels=pixels, width=width, height=height, mode=mode)
+    return DecodedImage(pixels=pixels, width=width, height=height, mode=mode, peak=peak)

@@ -10,6 +10,7 @@ with ``id == i``). ``ingest_metrics(plan)`` summarises the counts for ``metrics/
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -22,7 +23,14 @@ from entromix.data.discover import SPLITS, Discovery, Layout, discover_images
 from entromix.common.errors import DataError, ParamsError, listing
 from entromix.data.groups import read_groups
 from entromix.common.image_store import ImageArrayWriter
-from entromix.data.images import ResizeMode, check_image_file, decode_image, sha256_file
+from entromix.data.images import (
+    INTENSITY_FULL_SCALE,
+    Intensity,
+    ResizeMode,
+    check_image_file,
+    decode_image,
+    sha256_file,
+)
 from entromix.data.parallel import ordered_map, resolve_workers
 from entromix.data.scarce import limit_real_training
 from entromix.data.splits import grouped_split, stratified_split
@@ -71,6 +79,7 @@ class IngestConfig:
     class_map: dict[str, str]  # class folder name -> label name
     image_size: int  # px; every image is stored as image_size x image_size x 3
     resize_mode: ResizeMode  # stretch | center_crop | pad (see entromix.data.images)
+    intensity: Intensity  # 16-bit grayscale to 8 bits: fixed16 | fixed12 | per_image_minmax
     split: SplitFractions  # used by the flat layout only
     seed: int
     duplicates_across: AcrossPolicy  # error | drop (see entromix.data.dedupe)
@@ -269,13 +278,34 @@ def _check_groups_within_splits(real: pd.DataFrame, config: IngestConfig) -> Non
         )
 
 
-def _decode_one(item: tuple[str, int, str]) -> tuple[np.ndarray | None, int, int, str, str]:
-    path, size, mode = item
+def _decode_one(item: tuple[str, int, str, str]) -> tuple[np.ndarray | None, int, int, str, int | None, str]:
+    path, size, mode, intensity = item
     try:
-        decoded = decode_image(path, size, mode)  # type: ignore[arg-type]
+        decoded = decode_image(path, size, mode, intensity)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - reported to the user with the file name below
-        return None, 0, 0, "", f"{type(exc).__name__}: {exc}"
-    return decoded.pixels, decoded.width, decoded.height, decoded.mode, ""
+        return None, 0, 0, "", None, f"{type(exc).__name__}: {exc}"
+    return decoded.pixels, decoded.width, decoded.height, decoded.mode, decoded.peak, ""
+
+
+def intensity_warning(intensity: str, peaks: list[int]) -> str | None:
+    """A hint when the 16-bit images' values do not fit ``ingest.intensity`` (``peaks``: the
+    largest raw value of each high-depth integer image), else None."""
+    if not peaks:
+        return None
+    top = max(peaks)
+    if intensity == "fixed16" and top <= INTENSITY_FULL_SCALE["fixed12"]:
+        return (
+            f"{len(peaks)} 16-bit image(s) never exceed {top} (of 65535): they look like 12-bit data, "
+            f"which ingest.intensity fixed16 stores as 0..{(top * 255 + 32767) // 65535} of 255. "
+            "Set ingest.intensity: fixed12 (or per_image_minmax)."
+        )
+    if intensity == "fixed12" and top > INTENSITY_FULL_SCALE["fixed12"]:
+        over = sum(p > INTENSITY_FULL_SCALE["fixed12"] for p in peaks)
+        return (
+            f"{over} of {len(peaks)} 16-bit image(s) exceed 4095 (up to {top}), so ingest.intensity "
+            "fixed12 clips them to white. Use fixed16 for 16-bit data."
+        )
+    return None
 
 
 def decode_images(plan: IngestPlan, array_path: str | Path, atomic: bool = True) -> pd.DataFrame:
@@ -285,11 +315,11 @@ def decode_images(plan: IngestPlan, array_path: str | Path, atomic: bool = True)
     config = plan.config
     manifest = plan.manifest.copy()
     paths = [str(Path(src) / p) for src, p in zip(manifest["source"], manifest["path"])]
-    items = [(p, config.image_size, config.resize_mode) for p in paths]
-    widths, heights, modes = [], [], []
+    items = [(p, config.image_size, config.resize_mode, config.intensity) for p in paths]
+    widths, heights, modes, peaks = [], [], [], []
     with ImageArrayWriter(array_path, len(items), config.image_size, atomic=atomic) as writer:
         results = ordered_map(_decode_one, items, resolve_workers(config.workers), "decoding")
-        for path, (pixels, width, height, mode, error) in zip(paths, results):
+        for path, (pixels, width, height, mode, peak, error) in zip(paths, results):
             if pixels is None:
                 raise DataError(
                     f"{path}: cannot decode this image ({error}). Replace or remove the file and re-run."
@@ -298,6 +328,11 @@ def decode_images(plan: IngestPlan, array_path: str | Path, atomic: bool = True)
             widths.append(width)
             heights.append(height)
             modes.append(mode)
+            if peak is not None:
+                peaks.append(peak)
+    warning = intensity_warning(config.intensity, peaks)
+    if warning:
+        print(f"entromix ingest: WARNING: {warning}", file=sys.stderr)
     manifest["orig_width"] = widths
     manifest["orig_height"] = heights
     manifest["orig_mode"] = modes

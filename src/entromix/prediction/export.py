@@ -50,13 +50,15 @@ def preprocessing_description(trained: TrainedModel, fmt: ExportFormat) -> dict:
             "range": [0.0, 1.0],
             "channels": "RGB",
             "steps": [
-                "decode the file, apply its EXIF orientation, convert to RGB (first frame of a stack)",
+                "decode the file, apply its EXIF orientation, convert to RGB (first frame of a stack); "
+                f"16-bit grayscale to 8 bits by {pre.get('intensity', 'fixed16')} (entromix.data.images)",
                 f"resize to {pre['stored_size']}x{pre['stored_size']} ({pre['resize_mode']}; antialiased)",
                 f"resize to {pre['image_size']}x{pre['image_size']} (bilinear) when different",
                 "scale to [0, 1] and order as (batch, channel, height, width)",
             ],
             "stored_size": int(pre["stored_size"]),
             "resize_mode": pre["resize_mode"],
+            "intensity": pre.get("intensity", "fixed16"),
         },
         "inside_the_graph": {"mean": pre["mean"], "std": pre["std"], "temperature": ckpt.get("temperature", 1.0)},
         "output": {"name": "probabilities", "shape": ["batch", len(ckpt["labels"])], "labels": list(ckpt["labels"])},

@@ -81,6 +81,7 @@ def read_images(
     unreadable ones with the reason. ``bad_images: error`` stops on any unreadable file, naming
     every one, before anything is written."""
     size, mode = int(preprocess["stored_size"]), str(preprocess["resize_mode"])
+    intensity = str(preprocess.get("intensity", "fixed16"))  # checkpoints from before ingest.intensity: fixed16
     max_pixels = int(preprocess.get("max_pixels", DEFAULT_MAX_PIXELS))
     min_side = int(preprocess.get("min_image_size", DEFAULT_MIN_SIDE))
     pixels, kept, skipped = [], [], []
@@ -88,7 +89,7 @@ def read_images(
         reason = check_image_file(path, max_pixels, min_side)
         if reason is None:
             try:
-                pixels.append(decode_image(path, size, mode).pixels)
+                pixels.append(decode_image(path, size, mode, intensity).pixels)
                 kept.append(path)
                 continue
             except Exception as exc:  # noqa: BLE001 - a file that passed the header check but does not decode

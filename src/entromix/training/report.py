@@ -110,6 +110,7 @@ def checkpoint_payload(
         "preprocess": {
             "stored_size": int(ingest["image_size"]),
             "resize_mode": str(ingest.get("resize_mode", "stretch")),
+            "intensity": str(ingest.get("intensity", "fixed16")),  # 16-bit grayscale to 8 bits
             "image_size": config.image_size,
             "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD),
