@@ -1,29 +1,53 @@
 # entromix: two commands do all the set-up.
 #   make run   create .venv if missing, install the locked dependencies, run the DVC pipeline
 #   make test  same environment, run the test suite (make test-fast: the quick part; make lint: ruff)
-# Both are idempotent: the environment is (re)installed only when requirements.lock or
+# Both are idempotent: the environment is (re)installed only when the lock file or
 # pyproject.toml change. --no-compile: Python compiles a module's bytecode when it is first
 # imported instead of pip compiling all of torch's up front (about half a minute of make run).
+#
+# Which PyTorch build (prints the build and its size after installing):
+#   make run              requirements.lock: PyPI's torch (CUDA 13 build, runs on CPU too; 5.1 GB with
+#                         its CUDA runtime packages)
+#   make run TORCH=cpu    requirements-cpu.lock: PyTorch's CPU-only wheels (no CUDA packages) from
+#                         download.pytorch.org (untested here: the build machines cannot reach it)
+# Switching TORCH recreates .venv. Every target below works without activating .venv: the stages
+# call `python`, and PATH here starts with .venv/bin.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.entromix-installed
+TORCH  ?= default
+ifeq ($(TORCH),default)
+LOCK   := requirements.lock
+else ifeq ($(TORCH),cpu)
+LOCK   := requirements-cpu.lock
+else
+$(error TORCH=$(TORCH) is not a build: use TORCH=cpu (CPU-only PyTorch) or leave TORCH unset (the default))
+endif
+STAMP  := $(VENV)/.entromix-installed-$(TORCH)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test test-fast lint format install lock bench figures results clean-env exp
+.PHONY: run repro exp metrics-diff plots test test-fast lint format install lock bench figures results clean-env
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
+	@for other in $(VENV)/.entromix-installed-*; do \
+	  if [ -e "$$other" ] && [ "$$other" != "$(STAMP)" ]; then \
+	    echo "make: TORCH=$(TORCH) differs from the build in $(VENV): recreating it"; rm -rf $(VENV); break; fi; done
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-compile -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@$(BIN)/python scripts/torch_build.py
 	@touch $(STAMP)
 
+# The DVC pipeline: run and repro are the same (`make repro ARGS="train"` for one stage and its
+# upstream); exp, metrics-diff and plots wrap the DVC commands a review uses.
 run: $(STAMP)
-	$(BIN)/dvc repro
+	$(BIN)/dvc repro $(ARGS)
+
+repro: run
 
 # One DVC experiment, optionally from a named recipe in profiles/ plus any -S overrides:
 #   make exp PROFILE=reference-gpu ARGS="-S train.pretrained_weights=/path/resnet50-0676ba61.pth"
@@ -32,6 +56,14 @@ exp: $(STAMP)
 	@set -e; profile_args=""; \
 	if [ -n "$(PROFILE)" ]; then profile_args=$$($(BIN)/python -m entromix.common.profiles profiles/$(PROFILE).yaml); fi; \
 	echo "dvc exp run $$profile_args $(ARGS)"; $(BIN)/dvc exp run $$profile_args $(ARGS)
+
+# Every changed metric: the workspace against HEAD, or ARGS="main my-experiment" (two revisions).
+metrics-diff: $(STAMP)
+	$(BIN)/dvc metrics diff $(ARGS)
+
+# The pipeline's plots as one HTML page (dvc_plots/index.html); ARGS="main" to overlay a revision.
+plots: $(STAMP)
+	@if [ -n "$(ARGS)" ]; then $(BIN)/dvc plots diff $(ARGS); else $(BIN)/dvc plots show; fi
 
 # pytest exits 5 when it collects no tests: treat that as a failure, not a pass.
 test: $(STAMP)
@@ -77,7 +109,8 @@ lock:
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
 	.lock-venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[test,export,timm]"
 	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^entromix' > requirements.lock.new
-	@echo "review requirements.lock.new (add the Linux x86_64 markers to the CUDA packages), then move it over requirements.lock"
+	@echo "review requirements.lock.new (add the Linux x86_64 markers to the CUDA packages), move it over"
+	@echo "requirements.lock, then run: python scripts/cpu_lock.py (derives requirements-cpu.lock)"
 	rm -rf .lock-venv
 
 clean-env:
