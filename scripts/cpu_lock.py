@@ -20,7 +20,9 @@ SOURCE = ROOT / "requirements.lock"
 TARGET = ROOT / "requirements-cpu.lock"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 CPU_WHEELS = ("torch", "torchvision")
-CUDA_RUNTIME = re.compile(r"^(nvidia-(?!ml-py)[a-z0-9-]+|cuda-[a-z0-9-]+|triton)==")  # nvidia-ml-py is NVML's Python API
+CUDA_RUNTIME = re.compile(
+    r"^(nvidia-(?!ml-py)[a-z0-9-]+|cuda-[a-z0-9-]+|triton)=="
+)  # nvidia-ml-py is NVML's Python API
 
 HEADER = f"""\
 # GENERATED from requirements.lock by scripts/cpu_lock.py (make lock runs it): do not edit.
