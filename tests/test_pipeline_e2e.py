@@ -279,6 +279,9 @@ def test_exp_run_with_a_curriculum_change_reruns_train_and_evaluate(repo):
     assert any(k.startswith("evaluate.test.") for k in changes["metrics/evaluate.json"])
     table = sh(["dvc", "metrics", "diff", "--all"], repo)
     assert "evaluate.test.roc_auc" in table and "evaluate.test.at_tuned.sensitivity" in table
+    plots = repo.parent / "plots_diff"
+    sh(["dvc", "plots", "diff", "-o", str(plots)], repo)  # HEAD against the experiment in the workspace
+    assert "workspace" in (plots / "index.html").read_text()
 
 
 def test_dataset_csv_has_every_training_image(repo):
@@ -343,3 +346,21 @@ def test_a_code_change_reruns_exactly_the_stages_that_run_the_code(repo):
         finally:
             path.write_bytes(original)
     assert stages_with_changed_code(repo) == set()
+
+
+def test_the_model_is_shared_through_a_remote_and_fetched_as_an_artifact(repo, tmp_path):
+    """README "Sharing data and models": a DVC remote (a shared folder here), `dvc push`, a GTO
+    version tag, and `dvc artifacts get` by name from a repository without the cache."""
+    remote = repo.parent / "shared-remote"
+    sh(["dvc", "remote", "add", "-d", "shared", str(remote)], repo)
+    sh(["dvc", "push"], repo)
+    assert any(remote.rglob("*")), "dvc push wrote nothing to the remote"
+    sh(GIT + ["add", "-A"], repo)
+    sh(GIT + ["commit", "-qm", "a trained model"], repo)
+    sh(["git", "config", "user.name", "t"], repo)  # gto writes an annotated tag: it needs an identity
+    sh(["git", "config", "user.email", "t@t"], repo)
+    sh(["gto", "register", "blood-smear-classifier", "--version", "v0.1.0"], repo)
+    assert "blood-smear-classifier" in sh(["gto", "show"], repo)
+    out = tmp_path / "model.pt"
+    sh(["dvc", "artifacts", "get", str(repo), "blood-smear-classifier", "--rev", "v0.1.0", "-o", str(out)], tmp_path)
+    assert out.read_bytes() == (repo / "models/deploy/model.pt").read_bytes()

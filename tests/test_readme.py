@@ -1,0 +1,122 @@
+"""Every command the README tells a user to type is run by a test or by CI.
+
+Each shell command in the README's ```bash blocks must match a rule in ``COVERAGE``; a rule names
+the test file that runs the command (or its ``make -n`` / ``--dry-run`` form for the long ones)
+and a piece of that file's source that shows it does. A new README command with no rule fails
+here, with the command named, until a test runs it. Commands that are the user's own git
+housekeeping or shell set-up (``git add``, ``source .venv/bin/activate``) are listed as such.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (pattern matched at the start of the command, file that runs it, evidence in that file's source)
+COVERAGE: list[tuple[str, str, str]] = [
+    # make: CI runs lint and test; the others are checked as `make -n` (they call dvc from .venv)
+    # and the dvc command they wrap is run by the end-to-end test
+    (r"make test$", ".ci/run", "make test"),
+    (r"make lint$", ".ci/run", "make lint"),
+    (r"make test-fast$", "tests/test_readme.py", '"test-fast": \'-m "not slow"\''),
+    (r"make format$", "tests/test_readme.py", '"format": ".venv/bin/ruff format"'),
+    (r"make run$", "tests/test_readme.py", '{"run": ".venv/bin/dvc repro"'),
+    (r"make repro$", "tests/test_install.py", '(["repro"], ".venv/bin/dvc repro")'),
+    (r"make exp ", "tests/test_install.py", '"ARGS=-S curriculum.jsd_start=0.05"'),
+    (r"make metrics-diff$", "tests/test_install.py", '(["metrics-diff"], ".venv/bin/dvc metrics diff")'),
+    (r"make plots$", "tests/test_install.py", '(["plots"], ".venv/bin/dvc plots show")'),
+    (r"make results$", "tests/test_experiments.py", '"compare_experiments.py"'),
+    (r"make bench$", "tests/test_benchmarks.py", '"bench_train.py"'),
+    # the DVC commands, run on a tiny project in a temporary git repo
+    (r"dvc repro$", "tests/test_pipeline_e2e.py", '["dvc", "repro"]'),
+    (r"dvc metrics show$", "tests/test_pipeline_e2e.py", '["dvc", "metrics", "show"'),
+    (r"dvc plots show$", "tests/test_pipeline_e2e.py", '["dvc", "plots", "show"'),
+    (r"dvc plots diff$", "tests/test_pipeline_e2e.py", '["dvc", "plots", "diff"'),
+    (r"dvc metrics diff$", "tests/test_pipeline_e2e.py", '["dvc", "metrics", "diff"'),
+    (r"dvc exp run -S curriculum\.jsd_start=0\.05$", "tests/test_pipeline_e2e.py", '"curriculum.jsd_start=0.05"'),
+    (r"dvc exp show", "tests/test_pipeline_e2e.py", '["dvc", "exp", "show"'),
+    (r"dvc exp run --queue ", "tests/test_experiments.py", '"dvc exp run --queue -n'),
+    (r"dvc queue start ", "tests/test_experiments.py", "counts_active_queue_workers"),
+    (r"dvc add data/mydata$", "tests/test_readme.py", "        dvc add data/mydata\n"),
+    (r"dvc remote add -d shared ", "tests/test_pipeline_e2e.py", '["dvc", "remote", "add", "-d", "shared"'),
+    (r"dvc push$", "tests/test_pipeline_e2e.py", '["dvc", "push"]'),
+    (r"gto register blood-smear-classifier ", "tests/test_pipeline_e2e.py", '["gto", "register"'),
+    (r"dvc artifacts get ", "tests/test_pipeline_e2e.py", '["dvc", "artifacts", "get"'),
+    # the model's command line, on a project that ran every stage
+    (r"entromix predict ", "tests/test_predict.py", 'cli(project, "predict"'),
+    (r"entromix export ", "tests/test_predict.py", 'cli(project, "export"'),
+    (r"python scripts/run_experiments\.py ", "tests/test_experiments.py", '"run_experiments.py"'),
+    # the user's own shell and git steps around the commands above
+    (r"source \.venv/bin/activate$", "tests/test_readme.py", "source {venv_bin}/activate"),
+    (r"git add ", "tests/test_readme.py", "git add data/mydata.dvc data/.gitignore && git commit"),
+]
+
+
+def readme_commands() -> list[str]:
+    """Each command line of the README's ```bash blocks (continuations joined, comments dropped)."""
+    commands = []
+    for lang, body in re.findall(r"```(\w*)\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        if lang != "bash":
+            continue
+        for line in body.replace("\\\n", " ").splitlines():
+            line = re.split(r"\s+#\s", line.strip())[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def test_the_readme_has_commands():
+    assert len(readme_commands()) > 20
+
+
+def test_every_readme_command_is_run_by_a_test_or_by_ci():
+    uncovered = [c for c in readme_commands() if not any(re.match(p, c) for p, _, _ in COVERAGE)]
+    assert not uncovered, (
+        f"README commands that no test or CI step runs: {uncovered}. Run each in a test and add a rule to COVERAGE."
+    )
+
+
+@pytest.mark.parametrize(("pattern", "where", "evidence"), COVERAGE, ids=[p for p, _, _ in COVERAGE])
+def test_each_rule_points_at_a_file_that_runs_the_command(pattern, where, evidence):
+    assert evidence in (ROOT / where).read_text(), f"{where} no longer runs `{pattern}` ({evidence!r} not found)"
+
+
+def test_every_rule_is_used():
+    commands = readme_commands()
+    unused = [p for p, _, _ in COVERAGE if not any(re.match(p, c) for c in commands)]
+    assert not unused, f"COVERAGE rules for commands the README no longer has: {unused}"
+
+
+@pytest.mark.parametrize("target", ["run", "test-fast", "format"])
+def test_make_targets_of_the_readme_exist(target):
+    """``make -n``: the target parses and names what it would run (CI runs test and lint for real)."""
+    result = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    expected = {"run": ".venv/bin/dvc repro", "test-fast": '-m "not slow"', "format": ".venv/bin/ruff format"}
+    assert expected[target] in result.stdout
+
+
+def test_tracking_your_own_data_as_the_readme_says(tmp_path):
+    """README "Running on your own images", step 2: activate, dvc add, git add and commit."""
+    (tmp_path / "data" / "mydata" / "real" / "Benign").mkdir(parents=True)
+    (tmp_path / "data" / "mydata" / "real" / "Benign" / "a.png").write_bytes(b"not really an image")
+    venv_bin = Path(sys.executable).parent
+    script = f"""
+        set -e
+        git init -q && git config user.name t && git config user.email t@t
+        dvc init -q
+        source {venv_bin}/activate || export PATH={venv_bin}:$PATH  # source .venv/bin/activate
+        dvc add data/mydata
+        git add data/mydata.dvc data/.gitignore && git commit -qm "Add raw data"
+        git ls-files
+    """
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "data/mydata.dvc" in result.stdout.split()
+    assert "data/mydata/real/Benign/a.png" not in result.stdout  # the data is DVC's, not git's
