@@ -23,6 +23,12 @@ malignant weight instead of multiplying it; :meth:`EntroMixLoss.set_class_weight
 ``sum w_{y_i}`` as ``nn.CrossEntropyLoss(weight=...)`` does with ``reduction='mean'``: that is the
 reference's form. With ``label_smoothing`` ``e`` the target of image ``i`` is
 ``(1 - e) onehot(y_i) + e / C`` (``F.cross_entropy``'s definition); the gate is unchanged.
+
+Across processes (torchrun, ``entromix.common.distributed``) each rank holds a shard of the global
+batch. The mean stays the global one: each rank's numerator ``sum_i g_i CE_i`` over its shard is
+divided by ``sum g_i`` over the *whole* batch (an all-reduce of the count), times the number of
+ranks, because DistributedDataParallel averages the ranks' gradients. The gradient is then the one
+of the single-process loss on the whole batch, however the admitted images fall across ranks.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from entromix.common.distributed import SINGLE, World, all_reduce_sum
 from entromix.training.gate import Gate, gate_weights
 
 
@@ -41,12 +48,20 @@ class EntroMixLoss(nn.Module):
         class_weights: (C,) float weights ``w_c``.
         gate: ``hard`` (reference) or ``soft``.
         temperature: soft gate width in bits.
+        world: the processes sharing each batch (one by default): the count of admitted images is
+            summed over all of them.
     """
 
     def __init__(
-        self, class_weights: torch.Tensor, gate: Gate = "hard", temperature: float = 0.02, label_smoothing: float = 0.0
+        self,
+        class_weights: torch.Tensor,
+        gate: Gate = "hard",
+        temperature: float = 0.02,
+        label_smoothing: float = 0.0,
+        world: World = SINGLE,
     ) -> None:
         super().__init__()
+        self.world = world
         self.register_buffer("class_weights", class_weights.float())
         self.gate = gate
         self.temperature = temperature
@@ -64,6 +79,6 @@ class EntroMixLoss(nn.Module):
             logits.float(), targets, weight=self.class_weights, reduction="none", label_smoothing=self.label_smoothing
         )  # (B,)
         g = gate_weights(is_syn, jsd, tau, self.gate, self.temperature)  # (B,)
-        admitted = g.sum()
+        admitted = all_reduce_sum(g.sum(), self.world)  # the whole batch's count, on every rank
         # clamp: with nothing admitted the numerator is an exact 0 with a graph, so 0 / eps = 0
-        return (per_image * g).sum() / admitted.clamp_min(1e-12)
+        return (per_image * g).sum() * self.world.size / admitted.clamp_min(1e-12)

@@ -1,0 +1,148 @@
+"""Several processes with torchrun and DistributedDataParallel: the process group, who writes, and
+the few collectives the stages need.
+
+A stage runs distributed when ``nproc_per_node * nnodes > 1``: the stage's script relaunches
+itself through ``torch.distributed.run`` (torchrun) with those settings (:func:`torchrun_command`),
+and each process then reads its rank from torchrun's environment (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``). With one process nothing here starts a process group: every function is a no-op
+or the identity, so single-process runs are unchanged.
+
+* Backend: NCCL when the device is CUDA (each process takes GPU ``LOCAL_RANK``), gloo on CPU.
+* BatchNorm: synchronised on CUDA (``SyncBatchNorm``: the statistics of the whole global batch).
+  PyTorch's SyncBatchNorm runs on GPUs only, so on CPU every process normalises with its own
+  shard's statistics, as plain DDP does; the loss and the gradients are still the global ones.
+* Only rank 0 writes outputs, metrics, checkpoints and logs (:attr:`World.is_main`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the stage's processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+SINGLE = World()
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a process that torchrun started (its environment names the rank)."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def torchrun_command(script: str, nproc_per_node: int, nnodes: int, rdzv_endpoint: str, rdzv_id: str) -> list[str]:
+    """The command that runs ``script`` as ``nproc_per_node`` processes on each of ``nnodes`` nodes.
+
+    One node: torchrun's standalone mode (a local rendezvous on a free port). Several nodes: the
+    c10d rendezvous at ``rdzv_endpoint`` (host:port of one node, reachable from all), the same
+    ``rdzv_id`` on every node; run the same ``dvc repro`` on each node."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc_per_node}"]
+    if nnodes == 1:
+        command.append("--standalone")
+    else:
+        command += [
+            f"--nnodes={nnodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={rdzv_endpoint}",
+            f"--rdzv-id={rdzv_id}",
+        ]
+    return [*command, script]
+
+
+def init_world(device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group when launched by torchrun with more than one process; returns the
+    world and the device this process uses (``cuda:LOCAL_RANK`` on CUDA)."""
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return SINGLE, device
+    world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    # the node's cores are shared: each process gets its part (torch would take all of them)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world.size))))
+    return world, device
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """DistributedDataParallel (with SyncBatchNorm on CUDA) when distributed, else ``model``."""
+    if not world.distributed:
+        return model
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel (what checkpoints and validation use)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def shard(rows: Any, world: World) -> Any:
+    """This rank's contiguous part of a global batch (sizes differ by at most one)."""
+    if not world.distributed:
+        return rows
+    n = len(rows)
+    start, stop = (world.rank * n) // world.size, ((world.rank + 1) * n) // world.size
+    return rows[start:stop]
+
+
+def all_reduce_sum(value: torch.Tensor, world: World) -> torch.Tensor:
+    """The sum of ``value`` over every rank (a new tensor; no gradient flows through it)."""
+    if not world.distributed:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
+def broadcast_from_main(obj: Any, world: World) -> Any:
+    """Rank 0's ``obj`` on every rank (picklable objects)."""
+    if not world.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_to_main(obj: Any, world: World) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0; None elsewhere."""
+    if not world.distributed:
+        return [obj]
+    boxes = [None] * world.size if world.is_main else None
+    dist.gather_object(obj, boxes, dst=0)
+    return boxes
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
