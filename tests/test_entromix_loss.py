@@ -107,3 +107,44 @@ def test_set_class_weights_replaces_the_weights_in_place():
     criterion.set_class_weights(torch.tensor([1.0, 3.0]))
     after = criterion(logits, torch.tensor([1]), torch.tensor([False]), torch.tensor([0.0]), None)
     assert after.item() == pytest.approx(3 * before.item())
+
+
+# Focal loss inside the gate (train.loss: focal)
+
+
+def test_focal_loss_known_answer():
+    """Two real images, logits (2, 0) label 0 and (0, 1) label 0, weights (1, 1), gamma 2:
+    p = sigmoid(2) = 0.880797 and sigmoid(-1) = 0.268941;
+    FL = (1 - p)^2 * -ln p = 0.0142094 * 0.126928 = 0.00180358 and 0.534447 * 1.313262 = 0.701868;
+    mean over the two admitted images = 0.351836."""
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    targets = torch.tensor([0, 0])
+    real, no_jsd = torch.zeros(2, dtype=torch.bool), torch.zeros(2)
+    focal = EntroMixLoss(torch.ones(2), loss="focal", focal_gamma=2.0)
+    assert float(focal(logits, targets, real, no_jsd, tau=None)) == pytest.approx(0.351836, abs=2e-6)
+
+
+def test_focal_gamma_zero_is_cross_entropy_and_class_weights_act_as_alpha():
+    gen = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(16, 2, generator=gen), torch.randint(0, 2, (16,), generator=gen)
+    is_syn, jsd = torch.arange(16) >= 10, torch.rand(16, generator=gen) * 0.2
+    weights = torch.tensor([0.7, 2.5])
+    ce = EntroMixLoss(weights)(logits, targets, is_syn, jsd, tau=0.1)
+    assert float(
+        EntroMixLoss(weights, loss="focal", focal_gamma=0.0)(logits, targets, is_syn, jsd, 0.1)
+    ) == pytest.approx(float(ce), rel=1e-6)
+    # by hand: the gated mean of w_y (1 - p_y)^gamma (-log p_y)
+    p = torch.softmax(logits, 1)[torch.arange(16), targets]
+    g = (~is_syn | (jsd <= 0.1)).float()
+    expected = (g * weights[targets] * (1 - p) ** 1.5 * -torch.log(p)).sum() / g.sum()
+    got = EntroMixLoss(weights, loss="focal", focal_gamma=1.5)(logits, targets, is_syn, jsd, 0.1)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_focal_loss_down_weights_easy_images_relative_to_hard_ones():
+    easy, hard = torch.tensor([[4.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    target, real, jsd = torch.tensor([0]), torch.zeros(1, dtype=torch.bool), torch.zeros(1)
+    ce, focal = EntroMixLoss(torch.ones(2)), EntroMixLoss(torch.ones(2), loss="focal")
+    ratio_ce = float(ce(hard, target, real, jsd, None)) / float(ce(easy, target, real, jsd, None))
+    ratio_focal = float(focal(hard, target, real, jsd, None)) / float(focal(easy, target, real, jsd, None))
+    assert ratio_focal > 100 * ratio_ce

@@ -71,6 +71,39 @@ def torchrun_command(script: str, nproc_per_node: int, nnodes: int, rdzv_endpoin
     return [*command, script]
 
 
+def needs_launch(nproc_per_node: int, nnodes: int) -> bool:
+    """More than one process asked for, and this is not yet one of them."""
+    return nproc_per_node * nnodes > 1 and not launched_by_torchrun()
+
+
+def launch(script: str, script_args: list[str], nproc_per_node: int, nnodes: int, rdzv_endpoint: str, key: str) -> None:
+    """Run ``script`` as torchrun's processes and wait for them (this process is torchrun's agent).
+
+    A failed rank ends the others (torchrun's rule); the stage then exits with that rank's code:
+    2 for bad input (its message is already printed), 130/143 when interrupted, 1 otherwise, with
+    one line naming the rank, instead of torchrun's error report."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    command = torchrun_command(script, nproc_per_node, nnodes, rdzv_endpoint, "entromix")[3:]
+    print(f"entromix: launching {nproc_per_node * nnodes} processes ({key}): torchrun {' '.join(command)}")
+    try:
+        run(parse_args([*command, *script_args]))
+    except ChildFailedError as exc:
+        rank, failure = min(exc.failures.items())
+        code = failure.exitcode
+        if code < 0:  # killed by a signal
+            print(
+                f"entromix: rank {rank} was killed by signal {-code}; the others were stopped. The next "
+                "`dvc repro` resumes from the last finished epoch.",
+                file=sys.stderr,
+            )
+            sys.exit(128 - code)
+        if code != 2:
+            print(f"entromix: rank {rank} failed with exit code {code} (its output is above).", file=sys.stderr)
+        sys.exit(code if code in (2, 130, 143) else 1)
+
+
 def init_world(device: torch.device) -> tuple[World, torch.device]:
     """Join the process group when launched by torchrun with more than one process; returns the
     world and the device this process uses (``cuda:LOCAL_RANK`` on CUDA)."""

@@ -24,6 +24,12 @@ malignant weight instead of multiplying it; :meth:`EntroMixLoss.set_class_weight
 reference's form. With ``label_smoothing`` ``e`` the target of image ``i`` is
 ``(1 - e) onehot(y_i) + e / C`` (``F.cross_entropy``'s definition); the gate is unchanged.
 
+Focal loss (``train.loss: focal``, Lin et al. 2017) replaces ``CE_i`` by
+``FL_i = (1 - p_i)^gamma CE_i`` with ``p_i = softmax(z_i)[y_i]`` (``train.focal_gamma``; gamma 0 is
+CE): confidently right images count less, so the rare, hard ones count more. The class weights
+``w_c`` play the role of the focal loss's alpha. The gate is unchanged: it decides which images
+count, the focal term how much.
+
 Across processes (torchrun, ``entromix.common.distributed``) each rank holds a shard of the global
 batch. The mean stays the global one: each rank's numerator ``sum_i g_i CE_i`` over its shard is
 divided by ``sum g_i`` over the *whole* batch (an all-reduce of the count), times the number of
@@ -32,6 +38,8 @@ of the single-process loss on the whole batch, however the admitted images fall 
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +56,7 @@ class EntroMixLoss(nn.Module):
         class_weights: (C,) float weights ``w_c``.
         gate: ``hard`` (reference) or ``soft``.
         temperature: soft gate width in bits.
+        loss: ``ce`` (cross-entropy) or ``focal`` (``(1 - p_true)^focal_gamma`` times it).
         world: the processes sharing each batch (one by default): the count of admitted images is
             summed over all of them.
     """
@@ -59,9 +68,13 @@ class EntroMixLoss(nn.Module):
         temperature: float = 0.02,
         label_smoothing: float = 0.0,
         world: World = SINGLE,
+        loss: Literal["ce", "focal"] = "ce",
+        focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
         self.world = world
+        self.loss = loss
+        self.focal_gamma = focal_gamma
         self.register_buffer("class_weights", class_weights.float())
         self.gate = gate
         self.temperature = temperature
@@ -78,6 +91,9 @@ class EntroMixLoss(nn.Module):
         per_image = F.cross_entropy(
             logits.float(), targets, weight=self.class_weights, reduction="none", label_smoothing=self.label_smoothing
         )  # (B,)
+        if self.loss == "focal":
+            p_true = torch.softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+            per_image = (1.0 - p_true).clamp_min(0.0) ** self.focal_gamma * per_image
         g = gate_weights(is_syn, jsd, tau, self.gate, self.temperature)  # (B,)
         admitted = all_reduce_sum(g.sum(), self.world)  # the whole batch's count, on every rank
         # clamp: with nothing admitted the numerator is an exact 0 with a graph, so 0 / eps = 0
