@@ -116,6 +116,9 @@ def main() -> None:
         seed=0,
         device=args.device,
         resume=False,
+        nproc_per_node=1,
+        nnodes=1,
+        rdzv_endpoint="",
     )
     curriculum = CurriculumConfig(
         warmup_epochs=1,

@@ -13,15 +13,21 @@ resume state after every epoch):
   metrics/train.json          best and final validation metrics, the curriculum's end state and,
                               where ingest.tiers_csv gives the synthetic tiers, the synthetic images
                               eligible at the end and ever used, per tier (measurement only)
+
+With train.nproc_per_node * train.nnodes > 1 the script checks its inputs, then runs itself as
+that many processes through torchrun (entromix.common.distributed); rank 0 writes everything.
 """
 
+import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
 
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.device import describe, resolve_device
+from entromix.common.distributed import init_world, launch, needs_launch, shutdown
 from entromix.common.params import load_params, section, to_dict
 from entromix.common.provenance import git_revision, versions
 from entromix.common.stage import run_stage, stage_args
@@ -50,11 +56,18 @@ def main() -> None:
     tiers = synthetic_tiers(table, prepared.tiers)
     table = with_tiers(table, tiers)  # read only by the oracle_gate diagnostic and the per-tier metrics
     val = manifest[(manifest["split"] == "val") & (manifest["is_syn"] == 0)]
+    if needs_launch(config.nproc_per_node, config.nnodes):
+        launch(__file__, ["--params", args.params], config.nproc_per_node, config.nnodes, config.rdzv_endpoint, "train")
+        return
+    world, device = init_world(device)
+    if not world.is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 reports; errors still reach stderr
     print(
         f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
         f"warmup), {config.optimizer} lr {config.lr}; strategy {curriculum.strategy}; {table.n_real} real + "
         f"{len(table.labels) - table.n_real} synthetic training images, {len(val)} real val; {curriculum.gate} gate, "
         f"tau {curriculum.jsd_start} -> {curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}"
+        + (f" x {world.size} processes" if world.distributed else "")
     )
     inputs = [DATASET, PREPARED / "manifest.csv"] + [p for p in [PREPARED / "synthetic_tiers.csv"] if p.exists()]
 
@@ -73,12 +86,17 @@ def main() -> None:
         on_epoch=write_history,
         resume_path=MODELS / "checkpoints" / "resume.pt",  # read only with train.resume
         fingerprint=run_fingerprint(curriculum, config, inputs, images.shape),
+        world=world,
     )
+    if not world.is_main:
+        shutdown(world)
+        return
     history = history_frame(result.history)
     run = {
         "curriculum": to_dict(curriculum),
         "train": to_dict(config),
         "device": describe(device),
+        "processes": world.size,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "best_epoch": result.best_epoch,
@@ -101,6 +119,7 @@ def main() -> None:
         metrics_json.write_text(json_text(train_metrics(result, config, curriculum, tiers)))
         run_json.write_text(json_text(run))
     print(best_epoch_line(result, config, history))
+    shutdown(world)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     # and the dvc command they wrap is run by the end-to-end test
     (r"make test$", ".ci/run", "make test"),
     (r"make lint$", ".ci/run", "make lint"),
+    (r"scripts/check_python_versions\.sh$", ".ci/run", 'scripts/check_python_versions.sh "${others[@]}"'),
     (r"make test-fast$", "tests/test_readme.py", '"test-fast": \'-m "not slow"\''),
     (r"make format$", "tests/test_readme.py", '"format": ".venv/bin/ruff format"'),
     (r"make run$", "tests/test_readme.py", '{"run": ".venv/bin/dvc repro"'),
@@ -110,8 +111,8 @@ def test_tracking_your_own_data_as_the_readme_says(tmp_path):
     script = f"""
         set -e
         git init -q && git config user.name t && git config user.email t@t
-        dvc init -q
         source {venv_bin}/activate || export PATH={venv_bin}:$PATH  # source .venv/bin/activate
+        dvc init -q
         dvc add data/mydata
         git add data/mydata.dvc data/.gitignore && git commit -qm "Add raw data"
         git ls-files

@@ -35,6 +35,9 @@ def make_config(**overrides) -> TrainConfig:
         seed=0,
         device="cpu",
         resume=True,
+        nproc_per_node=1,
+        nnodes=1,
+        rdzv_endpoint="",
     )
     values.update(overrides)
     return TrainConfig(**values)

@@ -17,6 +17,7 @@ decoded and no Dataset or DataLoader exists. CPU runs are deterministic for a fi
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,16 @@ import torch
 import torch.nn.functional as F
 
 from entromix.common.device import DeviceName, generator, seed_everything
+from entromix.common.distributed import (
+    SINGLE,
+    World,
+    all_reduce_sum,
+    broadcast_from_main,
+    gather_to_main,
+    shard,
+    unwrap,
+    wrap_model,
+)
 from entromix.common.errors import DataError, ParamsError
 from entromix.modeling.fit import (
     BatchPrep,
@@ -84,6 +95,9 @@ class TrainConfig:
     seed: int
     device: DeviceName
     resume: bool  # continue an interrupted run from models/train/checkpoints/resume.pt (same settings and data)
+    nproc_per_node: int  # processes per node (torchrun + DistributedDataParallel when > 1)
+    nnodes: int  # nodes; > 1 needs rdzv_endpoint reachable from every node
+    rdzv_endpoint: str  # host:port of the c10d rendezvous for several nodes (unused on one node)
 
     def __post_init__(self) -> None:
         if not is_model_name(self.model):
@@ -106,6 +120,19 @@ class TrainConfig:
             )
         if self.class_weights not in ("real", "mix", "none"):
             raise ParamsError(f"train.class_weights is {self.class_weights!r}; choose real, mix or none.")
+        if self.nproc_per_node < 1 or self.nnodes < 1:
+            raise ParamsError("train.nproc_per_node and train.nnodes must be >= 1 (1 and 1: one process).")
+        if self.nnodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rdzv_endpoint):
+            raise ParamsError(
+                f"train.nnodes is {self.nnodes}, so train.rdzv_endpoint must be host:port of a node every node "
+                f"can reach (for example node0.cluster:29400), got {self.rdzv_endpoint!r}."
+            )
+        processes = self.nproc_per_node * self.nnodes
+        if self.batch_size < 2 * processes:
+            raise ParamsError(
+                f"train.batch_size {self.batch_size} is the global batch, shared by {processes} processes: each "
+                "needs at least 2 images (BatchNorm). Raise train.batch_size or lower train.nproc_per_node."
+            )
 
 
 @dataclass
@@ -154,30 +181,39 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_row: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    world: World = SINGLE  # the processes training together (rank 0 writes)
+
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        gen = self.prep.augment_gen
+        augment = gen.get_state().cpu() if gen is not None else torch.zeros(0, dtype=torch.uint8)
+        return {"augment": augment, "torch": torch.get_rng_state()}
 
     def resume_state(self, fingerprint: str) -> ResumeState:
-        gen = self.prep.augment_gen
+        """The state to save; every rank calls it (it gathers each rank's generators to rank 0)."""
+        rngs = self.rng_states()
         return ResumeState(
             fingerprint=fingerprint,
-            model=state_to_cpu(self.model.state_dict()),
+            model=state_to_cpu(unwrap(self.model).state_dict()),
             optimizer=self.optim.state_dict(),
             scheduler=self.sched.state_dict(),
-            augment_rng=gen.get_state().cpu() if gen is not None else torch.zeros(0, dtype=torch.uint8),
-            torch_rng=torch.get_rng_state(),
+            augment_rng=rngs["augment"],
+            torch_rng=rngs["torch"],
             history=self.history,
             best_row=self.best_row,
             best_state=self.best_state,
             gate_jsd=torch.from_numpy(self.pool.scores.copy()),
             used=torch.from_numpy(self.pool.used.copy()),
+            rank_rngs=(gather_to_main(rngs, self.world) or []) if self.world.distributed else [],
         )
 
     def restore(self, state: ResumeState) -> None:
-        self.model.load_state_dict(state.model)
+        unwrap(self.model).load_state_dict(state.model)
         self.optim.load_state_dict(state.optimizer)
         self.sched.load_state_dict(state.scheduler)
-        if self.prep.augment_gen is not None:
-            self.prep.augment_gen.set_state(state.augment_rng)  # a CPU ByteTensor for CPU and CUDA generators
-        torch.set_rng_state(state.torch_rng)
+        rngs = state.rank_rngs[self.world.rank] if self.world.distributed else {}
+        if self.prep.augment_gen is not None:  # a CPU ByteTensor for CPU and CUDA generators
+            self.prep.augment_gen.set_state(rngs.get("augment", state.augment_rng))
+        torch.set_rng_state(rngs.get("torch", state.torch_rng))
         self.history, self.best_row, self.best_state = list(state.history), dict(state.best_row), dict(state.best_state)
         self.pool.set_synthetic_scores(state.scores()[self.pool.n_real :])
         self.pool.used[:] = state.used_mask()
@@ -194,6 +230,7 @@ def train_curriculum(
     on_epoch: EpochObserver | None = None,
     resume_path: Path | None = None,
     fingerprint: str = "",
+    world: World = SINGLE,
 ) -> TrainResult:
     """Train with the curriculum; return the per-epoch history and the best and last weights.
 
@@ -208,29 +245,39 @@ def train_curriculum(
             continues after its last finished epoch. With ``config.resume`` false an existing
             state is not read (and is overwritten by this run's first epoch).
         fingerprint: identifies the run (settings and input data); a state with another one is ignored.
+        world: the processes training together (``entromix.common.distributed``): each takes its
+            shard of every global batch; only rank 0 logs, saves the resume state and calls ``on_epoch``.
     """
     _check_inputs(config, curriculum, table, val_labels)
-    run = _start(config, curriculum, table, val_images, val_labels, device, log)
+    if not world.is_main:
+        log = _quiet
+    run = _start(config, curriculum, table, val_images, val_labels, device, log, world)
     if resume_path is not None and config.resume:
         _resume(run, resume_path, fingerprint, log)
     for epoch in range(len(run.history), config.epochs):
         row, is_best = _epoch(run, epoch, log)
         log(epoch_line(row, config.epochs))
         if resume_path is not None:
-            run.resume_state(fingerprint).save(resume_path)
-        if on_epoch is not None:
-            on_epoch(run.history, run.model, is_best)
+            state = run.resume_state(fingerprint)  # a collective: every rank builds it
+            if world.is_main:
+                state.save(resume_path)
+        if on_epoch is not None and world.is_main:
+            on_epoch(run.history, unwrap(run.model), is_best)
     assert run.best_row is not None
     return TrainResult(
         history=run.history,
         best_epoch=run.best_row["epoch"],
         best_state=run.best_state,
-        last_state=state_to_cpu(run.model.state_dict()),
+        last_state=state_to_cpu(unwrap(run.model).state_dict()),
         best_val=run.best_row,
         gate_jsd=run.pool.synthetic_scores.copy(),
         used=run.pool.used,
         final_eligible=run.pool.eligible_mask(threshold(config.epochs - 1, config.epochs, curriculum)),
     )
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _check_inputs(
@@ -258,13 +305,16 @@ def _start(
     val_labels: np.ndarray,
     device: torch.device,
     log: Callable[[str], None],
+    world: World = SINGLE,
 ) -> _Run:
-    """The model, loss, optimiser, schedule, synthetic pool and device tensors of a fresh run."""
+    """The model, loss, optimiser, schedule, synthetic pool and device tensors of a fresh run (the
+    model wrapped in DistributedDataParallel across ``world``)."""
     seed_everything(config.seed)
     channels_last = uses_channels_last(config.model, device)
     model = build_model(config.model, NUM_CLASSES, config.image_size, config.pretrained_weights, "train").to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = wrap_model(model, world, device)
     pool = SyntheticPool(
         table, curriculum, config.seed, config.batch_size, min_batches(config.min_steps, config.epochs), device
     )
@@ -273,7 +323,9 @@ def _start(
         if config.class_weights != "none"
         else torch.ones(NUM_CLASSES)
     )  # "mix" starts here and is recomputed every epoch
-    criterion = EntroMixLoss(weights, curriculum.loss_gate, curriculum.gate_temperature, config.label_smoothing)
+    criterion = EntroMixLoss(
+        weights, curriculum.loss_gate, curriculum.gate_temperature, config.label_smoothing, world=world
+    )
     optim = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     nb = pool.sampler.num_batches
     sched = warmup_cosine(optim, config.epochs * nb, round(config.lr_warmup_epochs * nb))
@@ -282,7 +334,8 @@ def _start(
         config.color_jitter,
         config.rotate90,
         channels_last,
-        generator(device, config.seed + 1) if config.augment else None,
+        # each rank draws its own augmentations (rank 0 as a single process does)
+        generator(device, config.seed + 1 + 7919 * world.rank) if config.augment else None,
     )
     source = {"real": "real training counts", "mix": "the images each epoch's loss sees", "none": "none"}
     natural = table.n_real // config.batch_size
@@ -306,6 +359,7 @@ def _start(
         is_syn=torch.from_numpy(table.is_syn).to(device),
         val_x=place_on_device(val_images, device),
         val_y=torch.from_numpy(np.array(val_labels, dtype=np.int64)),
+        world=world,
     )
 
 
@@ -327,7 +381,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
     config, curriculum, pool = run.config, run.curriculum, run.pool
     tau = threshold(epoch, config.epochs, curriculum)
     if curriculum.rescores_at(epoch) and len(pool.used):
-        pool.rescore(run.model, run.images, run.val_x, run.val_y, config.image_size, run.prep.channels_last)
+        pool.rescore(unwrap(run.model), run.images, run.val_x, run.val_y, config.image_size, run.prep.channels_last)
         log(
             f"entromix train: re-scored {len(pool.used)} synthetic images with the current model before epoch "
             f"{epoch + 1}; {int(within(pool.synthetic_scores, tau or 0.0).sum())} now have jsd <= tau"
@@ -343,7 +397,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
     start = time.perf_counter()
     stats = train_epoch(
         run.model,
-        [torch.from_numpy(rows) for rows in plan.batches],
+        [torch.from_numpy(shard(rows, run.world)) for rows in plan.batches],  # this rank's part of each batch
         run.images,
         loss_fn,
         run.optim,
@@ -351,10 +405,8 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         run.prep,
         run.device,
     )
-    val_logits = torch.from_numpy(
-        predict_logits(run.model, run.val_x, run.device, config.image_size, channels_last=run.prep.channels_last)
-    )
-    val = binary_metrics(run.val_y.numpy(), torch.softmax(val_logits, 1)[:, 1].numpy())
+    loss, images = _global_stats(stats.loss, stats.images, run.world)
+    val = broadcast_from_main(_validate(run) if run.world.is_main else None, run.world)
     row = {
         "epoch": epoch,
         "phase": "warmup" if tau is None else "ramp",
@@ -362,16 +414,34 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         "p_true_at_tau": p_true_equivalent(tau),
         "eligible_synthetic": plan.eligible,
         "admitted_synthetic": pool.admitted(plan, tau),
-        "train_loss": stats.loss,
-        "val_loss": float(F.cross_entropy(val_logits, run.val_y)),
-        **{f"val_{k}": v for k, v in val.items()},
+        "train_loss": loss,
+        **val,
         "lr": lr,
         "epoch_seconds": time.perf_counter() - start,
-        "train_images": stats.images,
-        "images_per_s": stats.images / stats.seconds,
+        "train_images": images,
+        "images_per_s": images / stats.seconds,
     }
     run.history.append(row)
     is_best = _is_better(config.select_metric, row, run.best_row)
     if is_best:
-        run.best_row, run.best_state = row, state_to_cpu(run.model.state_dict())
+        run.best_row, run.best_state = row, state_to_cpu(unwrap(run.model).state_dict())
     return row, is_best
+
+
+def _validate(run: _Run) -> dict[str, Any]:
+    """``val_loss`` and the ``val_*`` metrics of the current model on the real validation images."""
+    model = unwrap(run.model)
+    val_logits = torch.from_numpy(
+        predict_logits(model, run.val_x, run.device, run.config.image_size, channels_last=run.prep.channels_last)
+    )
+    metrics = binary_metrics(run.val_y.numpy(), torch.softmax(val_logits, 1)[:, 1].numpy())
+    return {"val_loss": float(F.cross_entropy(val_logits, run.val_y)), **{f"val_{k}": v for k, v in metrics.items()}}
+
+
+def _global_stats(loss: float, images: int, world: World) -> tuple[float, int]:
+    """The epoch's mean loss and image count over every rank (each rank's loss is already scaled
+    to the global batch's mean, ``entromix.training.loss``: their mean is the global one)."""
+    if not world.distributed:
+        return loss, images
+    total = all_reduce_sum(torch.tensor([loss, float(images)], dtype=torch.float64), world)
+    return float(total[0]) / world.size, int(total[1])

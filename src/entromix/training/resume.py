@@ -40,6 +40,7 @@ class ResumeState:
     best_state: dict[str, torch.Tensor]  # its CPU state_dict
     gate_jsd: torch.Tensor  # (N,) float32 scores the gate read (re-scoring changes them)
     used: torch.Tensor  # (n_syn,) bool: synthetic images placed in a batch so far
+    rank_rngs: list[dict[str, torch.Tensor]]  # several processes: each rank's "augment" and "torch" generator states
 
     def save(self, path: str | Path) -> None:
         save_checkpoint(path, {f.name: getattr(self, f.name) for f in fields(self)})
@@ -64,9 +65,10 @@ class ResumeState:
 
 
 def run_fingerprint(curriculum: CurriculumConfig, config: Any, inputs: list[Path], array_shape: tuple) -> str:
-    """Which run a resume state belongs to: sha256 of the settings (``resume`` and ``device`` aside),
+    """Which run a resume state belongs to: sha256 of the settings (``resume``, ``device`` and the
+    rendezvous address aside; the number of processes counts),
     the input files, the torch version and entromix's own source (a code change starts afresh)."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "device")}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("resume", "device", "rdzv_endpoint")}
     digest = hashlib.sha256(
         json.dumps([asdict(curriculum), settings, list(array_shape), torch.__version__], sort_keys=True).encode()
     )
