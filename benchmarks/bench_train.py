@@ -116,6 +116,7 @@ def main() -> None:
         seed=0,
         device=args.device,
         resume=False,
+        early_stopping_patience=None,
         nproc_per_node=1,
         nnodes=1,
         rdzv_endpoint="",

@@ -35,6 +35,7 @@ def make_config(**overrides) -> TrainConfig:
         seed=0,
         device="cpu",
         resume=True,
+        early_stopping_patience=None,
         nproc_per_node=1,
         nnodes=1,
         rdzv_endpoint="",

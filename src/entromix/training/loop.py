@@ -95,6 +95,7 @@ class TrainConfig:
     seed: int
     device: DeviceName
     resume: bool  # continue an interrupted run from models/train/checkpoints/resume.pt (same settings and data)
+    early_stopping_patience: int | None  # stop after this many epochs without a better select_metric; None = off
     nproc_per_node: int  # processes per node (torchrun + DistributedDataParallel when > 1)
     nnodes: int  # nodes; > 1 needs rdzv_endpoint reachable from every node
     rdzv_endpoint: str  # host:port of the c10d rendezvous for several nodes (unused on one node)
@@ -120,6 +121,10 @@ class TrainConfig:
             )
         if self.class_weights not in ("real", "mix", "none"):
             raise ParamsError(f"train.class_weights is {self.class_weights!r}; choose real, mix or none.")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ParamsError(
+                f"train.early_stopping_patience must be null (off) or >= 1 epochs, got {self.early_stopping_patience}."
+            )
         if self.nproc_per_node < 1 or self.nnodes < 1:
             raise ParamsError("train.nproc_per_node and train.nnodes must be >= 1 (1 and 1: one process).")
         if self.nnodes > 1 and not re.fullmatch(r"[^\s:]+:\d+", self.rdzv_endpoint):
@@ -263,6 +268,13 @@ def train_curriculum(
                 state.save(resume_path)
         if on_epoch is not None and world.is_main:
             on_epoch(run.history, unwrap(run.model), is_best)
+        if epoch + 1 < config.epochs and stops_early(run.history, run.best_row, config.early_stopping_patience):
+            log(
+                f"entromix train: early stopping after epoch {epoch + 1}/{config.epochs}: no better "
+                f"{config.select_metric} for {config.early_stopping_patience} epochs "
+                f"(best: epoch {run.best_row['epoch'] + 1})"
+            )
+            break
     assert run.best_row is not None
     return TrainResult(
         history=run.history,
@@ -272,8 +284,14 @@ def train_curriculum(
         best_val=run.best_row,
         gate_jsd=run.pool.synthetic_scores.copy(),
         used=run.pool.used,
-        final_eligible=run.pool.eligible_mask(threshold(config.epochs - 1, config.epochs, curriculum)),
+        final_eligible=run.pool.eligible_mask(threshold(len(run.history) - 1, config.epochs, curriculum)),
     )
+
+
+def stops_early(history: list[dict], best_row: dict | None, patience: int | None) -> bool:
+    """``train.early_stopping_patience`` epochs have passed since the best epoch. tau and the LR
+    schedule keep referring to the planned ``train.epochs``: stopping early only cuts the run."""
+    return patience is not None and best_row is not None and history[-1]["epoch"] - best_row["epoch"] >= patience
 
 
 def _quiet(message: str) -> None:
@@ -366,7 +384,10 @@ def _start(
 def _resume(run: _Run, path: Path, fingerprint: str, log: Callable[[str], None]) -> None:
     """Continue from the resume state at ``path`` when it belongs to this run and is unfinished."""
     state = ResumeState.load(path, fingerprint)
-    if state is not None and len(state.history) >= run.config.epochs:
+    patience = run.config.early_stopping_patience
+    if state is not None and (
+        len(state.history) >= run.config.epochs or stops_early(state.history, state.best_row, patience)
+    ):
         # a finished run's state: `dvc repro -f train` means train again, not reload the end
         log(f"entromix train: {path} holds a finished run; training afresh")
         return
