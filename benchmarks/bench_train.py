@@ -109,6 +109,8 @@ def main() -> None:
         weight_decay=1e-4,
         label_smoothing=0.0,
         class_weights="real",
+        loss="ce",
+        focal_gamma=2.0,
         augment=True,
         rotate90=True,
         color_jitter=0.0,

@@ -28,6 +28,8 @@ def make_config(**overrides) -> TrainConfig:
         weight_decay=0.0,
         label_smoothing=0.0,
         class_weights="real",
+        loss="ce",
+        focal_gamma=2.0,
         augment=True,
         rotate90=False,
         color_jitter=0.1,
@@ -391,3 +393,40 @@ def test_training_stopped_by_a_signal_mid_run_resumes_to_the_same_result(data, b
     assert train_metrics(resumed, cfg) == train_metrics(baseline, cfg)
     for key in baseline.last_state:
         assert torch.equal(resumed.last_state[key], baseline.last_state[key]), key
+
+
+# train.early_stopping_patience
+
+
+def test_stops_early_counts_epochs_since_the_best():
+    from entromix.training.loop import stops_early
+
+    history = [{"epoch": e} for e in range(5)]
+    assert not stops_early(history, {"epoch": 2}, None)  # off
+    assert stops_early(history, {"epoch": 2}, 2) and not stops_early(history, {"epoch": 2}, 3)
+    assert not stops_early(history, {"epoch": 4}, 1)
+
+
+@pytest.mark.slow  # trains a network for more than one epoch
+def test_early_stopping_cuts_the_planned_run_and_resumes_as_finished(data, tmp_path):
+    table, val_x, val_y = data
+    curriculum = make_curriculum()
+    planned = make_config(epochs=10, select_metric="val_loss")
+    full = train_curriculum(planned, curriculum, table, val_x, val_y, CPU, log=lambda s: None)
+    lines = []
+    config = make_config(epochs=10, select_metric="val_loss", early_stopping_patience=1)
+    path = tmp_path / "resume.pt"
+    early = train_curriculum(config, curriculum, table, val_x, val_y, CPU, log=lines.append, resume_path=path)
+    n = len(early.history)
+    assert n < 10, "this data stops early with patience 1 on val_loss"
+    assert early.history[-1]["epoch"] - early.best_epoch == 1
+    assert any(line.startswith(f"entromix train: early stopping after epoch {n}/10") for line in lines)
+    # stopping only cuts: tau, the LR and every value of the trained epochs are the full run's
+    for column in ("tau", "lr", "train_loss", "val_loss", "admitted_synthetic"):
+        assert [r[column] for r in early.history] == [r[column] for r in full.history[:n]], column
+    assert train_metrics(early, config)["train"]["epochs"] == n
+    # a resume state that already stopped early is a finished run: trained afresh, to the same stop
+    lines.clear()
+    again = train_curriculum(config, curriculum, table, val_x, val_y, CPU, log=lines.append, resume_path=path)
+    assert any("holds a finished run; training afresh" in line for line in lines)
+    assert train_metrics(again, config) == train_metrics(early, config)

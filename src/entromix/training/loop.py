@@ -88,6 +88,8 @@ class TrainConfig:
     weight_decay: float
     label_smoothing: float  # cross-entropy label smoothing in [0, 1)
     class_weights: ClassWeights  # counts behind w_c: real training images | the epoch's mix | none
+    loss: Literal["ce", "focal"]  # per-image loss inside EntroMixLoss's gate: cross-entropy | focal
+    focal_gamma: float  # focal loss: (1 - p_true)^gamma times the cross-entropy; 0 = cross-entropy
     augment: bool  # the reference's flips, rotation, affine and colour jitter, on the device
     rotate90: bool  # augment also with random quarter turns
     color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
@@ -121,6 +123,8 @@ class TrainConfig:
             )
         if self.class_weights not in ("real", "mix", "none"):
             raise ParamsError(f"train.class_weights is {self.class_weights!r}; choose real, mix or none.")
+        if self.focal_gamma < 0:
+            raise ParamsError(f"train.focal_gamma must be >= 0 (0 = cross-entropy), got {self.focal_gamma}.")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ParamsError(
                 f"train.early_stopping_patience must be null (off) or >= 1 epochs, got {self.early_stopping_patience}."
@@ -342,7 +346,13 @@ def _start(
         else torch.ones(NUM_CLASSES)
     )  # "mix" starts here and is recomputed every epoch
     criterion = EntroMixLoss(
-        weights, curriculum.loss_gate, curriculum.gate_temperature, config.label_smoothing, world=world
+        weights,
+        curriculum.loss_gate,
+        curriculum.gate_temperature,
+        config.label_smoothing,
+        world=world,
+        loss=config.loss,
+        focal_gamma=config.focal_gamma,
     )
     optim = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     nb = pool.sampler.num_batches
