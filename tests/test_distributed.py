@@ -213,3 +213,11 @@ def test_a_killed_two_process_run_resumes(scored, tmp_path):
     assert "resuming from models/train/checkpoints/resume.pt after epoch" in again.stdout
     resumed = json.loads((project / "metrics/train.json").read_text())
     assert resumed == json.loads((whole / "metrics/train.json").read_text())  # CPU: the same result exactly
+
+
+def test_the_root_failure_is_the_killed_rank_not_the_ones_torchrun_stopped():
+    from entromix.common.distributed import root_failure
+
+    assert root_failure({0: 143, 1: -9}) == (1, -9)
+    assert root_failure({0: 143, 1: 2, 2: 143}) == (1, 2)
+    assert root_failure({0: 1, 1: 1}) == (0, 1)

@@ -90,8 +90,7 @@ def launch(script: str, script_args: list[str], nproc_per_node: int, nnodes: int
     try:
         run(parse_args([*command, *script_args]))
     except ChildFailedError as exc:
-        rank, failure = min(exc.failures.items())
-        code = failure.exitcode
+        rank, code = root_failure({r: f.exitcode for r, f in exc.failures.items()})
         if code < 0:  # killed by a signal
             print(
                 f"entromix: rank {rank} was killed by signal {-code}; the others were stopped. The next "
@@ -102,6 +101,18 @@ def launch(script: str, script_args: list[str], nproc_per_node: int, nnodes: int
         if code != 2:
             print(f"entromix: rank {rank} failed with exit code {code} (its output is above).", file=sys.stderr)
         sys.exit(code if code in (2, 130, 143) else 1)
+
+
+def root_failure(exit_codes: dict[int, int]) -> tuple[int, int]:
+    """The rank whose failure stopped the run, and its exit code: a rank killed by a signal (a
+    negative code), else one that failed by itself, before those torchrun stopped afterwards
+    (130/143: entromix's exit on SIGINT/SIGTERM)."""
+
+    def cause(item: tuple[int, int]) -> tuple[int, int]:
+        rank, code = item
+        return (0 if code < 0 else 1 if code not in (130, 143) else 2, rank)
+
+    return min(exit_codes.items(), key=cause)
 
 
 def init_world(device: torch.device) -> tuple[World, torch.device]:
