@@ -27,7 +27,7 @@ import torch
 
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.device import describe, resolve_device
-from entromix.common.distributed import init_world, launch, needs_launch, shutdown
+from entromix.common.distributed import init_world, launch, needs_launch, shutdown, stop_quietly_when_a_peer_dies
 from entromix.common.params import load_params, section, to_dict
 from entromix.common.provenance import git_revision, versions
 from entromix.common.stage import run_stage, stage_args
@@ -76,18 +76,19 @@ def main() -> None:
         with atomic_paths(HISTORY) as (path,):
             history_frame(history).to_csv(path, index=False)
 
-    result = train_curriculum(
-        config,
-        curriculum,
-        table,
-        images[val["id"].to_numpy()],
-        val["label"].to_numpy(),
-        device,
-        on_epoch=write_history,
-        resume_path=MODELS / "checkpoints" / "resume.pt",  # read only with train.resume
-        fingerprint=run_fingerprint(curriculum, config, inputs, images.shape),
-        world=world,
-    )
+    with stop_quietly_when_a_peer_dies(world, "train"):
+        result = train_curriculum(
+            config,
+            curriculum,
+            table,
+            images[val["id"].to_numpy()],
+            val["label"].to_numpy(),
+            device,
+            on_epoch=write_history,
+            resume_path=MODELS / "checkpoints" / "resume.pt",  # read only with train.resume
+            fingerprint=run_fingerprint(curriculum, config, inputs, images.shape),
+            world=world,
+        )
     if not world.is_main:
         shutdown(world)
         return

@@ -16,8 +16,11 @@ or the identity, so single-process runs are unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -113,6 +116,31 @@ def root_failure(exit_codes: dict[int, int]) -> tuple[int, int]:
         return (0 if code < 0 else 1 if code not in (130, 143) else 2, rank)
 
     return min(exit_codes.items(), key=cause)
+
+
+#: what gloo and NCCL say when another process of the group has died
+_PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "NCCL communicator was aborted",
+    "remote process",
+)
+
+
+@contextlib.contextmanager
+def stop_quietly_when_a_peer_dies(world: World, stage: str) -> Iterator[None]:
+    """When another rank dies, the collectives of this one fail: that is a consequence, not this
+    rank's error. Print one line and exit 1 (torchrun then reports the rank that died, see
+    :func:`launch`) instead of a traceback; any other error propagates."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not world.distributed or not any(text in str(exc) for text in _PEER_GONE):
+            raise
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun's SIGTERM now ends the process quietly
+        first = str(exc).strip().splitlines()[0][:200]
+        print(f"entromix {stage}: rank {world.rank}: another process stopped ({first}); stopping too", file=sys.stderr)
+        sys.exit(1)
 
 
 def init_world(device: torch.device) -> tuple[World, torch.device]:
