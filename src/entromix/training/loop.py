@@ -58,6 +58,10 @@ ClassWeights = Literal["real", "mix", "none"]
 #: epoch is the best so far): the train stage writes its live history.csv with it
 EpochObserver = Callable[[list[dict], torch.nn.Module, bool], None]
 
+#: called once before the first epoch this process trains, with the history it continues from
+#: (empty for a fresh run; the restored epochs when it resumes): the train stage opens its live log
+StartObserver = Callable[[list[dict]], None]
+
 NUM_CLASSES = 2
 
 
@@ -194,6 +198,7 @@ def train_curriculum(
     on_epoch: EpochObserver | None = None,
     resume_path: Path | None = None,
     fingerprint: str = "",
+    on_start: StartObserver | None = None,
 ) -> TrainResult:
     """Train with the curriculum; return the per-epoch history and the best and last weights.
 
@@ -208,11 +213,15 @@ def train_curriculum(
             continues after its last finished epoch. With ``config.resume`` false an existing
             state is not read (and is overwritten by this run's first epoch).
         fingerprint: identifies the run (settings and input data); a state with another one is ignored.
+        on_start: called with the history the run continues from (empty unless it resumes),
+            before the first epoch it trains.
     """
     _check_inputs(config, curriculum, table, val_labels)
     run = _start(config, curriculum, table, val_images, val_labels, device, log)
     if resume_path is not None and config.resume:
         _resume(run, resume_path, fingerprint, log)
+    if on_start is not None:
+        on_start(list(run.history))
     for epoch in range(len(run.history), config.epochs):
         row, is_best = _epoch(run, epoch, log)
         log(epoch_line(row, config.epochs))
@@ -350,6 +359,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         run.sched,
         run.prep,
         run.device,
+        targets=run.labels,
     )
     val_logits = torch.from_numpy(
         predict_logits(run.model, run.val_x, run.device, config.image_size, channels_last=run.prep.channels_last)
@@ -369,6 +379,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         "epoch_seconds": time.perf_counter() - start,
         "train_images": stats.images,
         "images_per_s": stats.images / stats.seconds,
+        "train_recall_malignant": stats.recall_positive,  # over the epoch's batches, real and synthetic
     }
     run.history.append(row)
     is_best = _is_better(config.select_metric, row, run.best_row)
