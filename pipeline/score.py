@@ -5,20 +5,37 @@ Reads params section `score` and ingest's outputs (checked: entromix.common.stag
   metrics/score.json                  out-of-fold accuracy/AUC, mean JSD, tier AUROCs when known
   plots/score/jsd_histogram.csv       fraction of images per JSD bin (dvc plots)
   plots/score/jsd_distribution.png    the same as a figure
+and, while it trains, the DVCLive log dvclive/score/ (one step per epoch of each fold model, in
+order: fold, epoch, loss, lr, training recall of the malignant class, images/s).
 """
 
 from pathlib import Path
 
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.device import describe, resolve_device
+from entromix.common.live import LiveLog
 from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_prepared
+from entromix.modeling.fit import EpochStats
 from entromix.scoring.jsd_plots import jsd_groups, jsd_histogram_table, plot_jsd_distribution
 from entromix.scoring.out_of_fold import ScoreConfig, score_metrics, score_training_images
 
 METRICS = Path("metrics/score.json")
 PLOTS = Path("plots/score")
+LIVE = Path("dvclive/score")
+
+
+def scorer_values(k: int, epoch: int, stats: EpochStats) -> dict:
+    """One scorer epoch in the live log: ``fold`` counts from 1 (folds + 1: the area-under-the-margin model)."""
+    return {
+        "fold": k + 1,
+        "epoch": epoch + 1,
+        "scorer_loss": stats.loss,
+        "scorer_train_recall_malignant": stats.recall_positive,
+        "scorer_lr": stats.lr,
+        "scorer_images_per_s": stats.images_per_s,
+    }
 
 
 def main() -> None:
@@ -33,7 +50,15 @@ def main() -> None:
         f"entromix score: {config.folds}-fold {config.model} at {config.image_size}px, {config.epochs} epochs, "
         f"on {n_real} real training images; scoring them out-of-fold and {n_syn} synthetic; device {describe(device)}"
     )
-    result = score_training_images(config, images, manifest, device)
+    live = LiveLog(LIVE)  # one step per epoch of each model in turn: fold k's epoch e is step k * epochs + e
+    result = score_training_images(
+        config,
+        images,
+        manifest,
+        device,
+        on_epoch=lambda k, epoch, stats: live.log(k * config.epochs + epoch, scorer_values(k, epoch, stats)),
+    )
+    live.close()
     metrics = score_metrics(result, tiers)
     m = metrics["score"]
     print(

@@ -10,6 +10,9 @@ resume state after every epoch):
   models/train/run.json       the settings of this run, the device, the versions and the timings
   plots/train/history.csv     one row per epoch: tau, admitted synthetic, losses, val metrics, speed
                               (also rewritten after every epoch, so `dvc plots show` follows a run)
+  dvclive/train/              the DVCLive log, a step per epoch (metrics.json: the latest values, read
+                              by `dvc exp show` while the stage runs; plots/metrics/*.tsv: the series);
+                              a resumed run continues it (DVC persist)
   metrics/train.json          best and final validation metrics, the curriculum's end state and,
                               where ingest.tiers_csv gives the synthetic tiers, the synthetic images
                               eligible at the end and ever used, per tier (measurement only)
@@ -28,19 +31,49 @@ import torch
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.device import describe, resolve_device
 from entromix.common.distributed import init_world, launch, needs_launch, shutdown, stop_quietly_when_a_peer_dies
+from entromix.common.live import LiveLog
 from entromix.common.params import load_params, section, to_dict
 from entromix.common.provenance import git_revision, versions
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared
 from entromix.training.curriculum import CurriculumConfig
 from entromix.training.loop import TrainConfig, train_curriculum
-from entromix.training.report import best_epoch_line, checkpoint_payload, history_frame, train_metrics
+from entromix.training.report import (
+    best_epoch_line,
+    checkpoint_payload,
+    history_frame,
+    live_values,
+    train_metrics,
+)
 from entromix.training.resume import run_fingerprint
 from entromix.training.table import synthetic_tiers, training_table, with_tiers
 
 MODELS = Path("models/train")
 HISTORY = Path("plots/train/history.csv")
 METRICS = Path("metrics/train.json")
+LIVE = Path("dvclive/train")
+
+
+class EpochOutputs:
+    """What the stage writes after every epoch, so that a running stage can be followed:
+    history.csv (`dvc plots show`) and the DVCLive log (`dvc exp show`, `dvc plots show`)."""
+
+    def __init__(self) -> None:
+        self.live: LiveLog | None = None
+
+    def start(self, history: list[dict]) -> None:
+        """Before the first epoch: a fresh log, or the resumed run's log continued after ``history``."""
+        self.live = LiveLog(LIVE, [live_values(row) for row in history])
+
+    def __call__(self, history: list[dict], model: torch.nn.Module, is_best: bool) -> None:
+        with atomic_paths(HISTORY) as (path,):
+            history_frame(history).to_csv(path, index=False)
+        if self.live is not None:
+            self.live.log(history[-1]["epoch"], live_values(history[-1]))
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
 
 
 def main() -> None:
@@ -70,12 +103,7 @@ def main() -> None:
         + (f" x {world.size} processes" if world.distributed else "")
     )
     inputs = [DATASET, PREPARED / "manifest.csv"] + [p for p in [PREPARED / "synthetic_tiers.csv"] if p.exists()]
-
-    def write_history(history: list[dict], model: torch.nn.Module, is_best: bool) -> None:
-        """After every epoch: the history so far, so `dvc plots show` can follow a running stage."""
-        with atomic_paths(HISTORY) as (path,):
-            history_frame(history).to_csv(path, index=False)
-
+    outputs = EpochOutputs()  # rank 0 only: train_curriculum calls it there
     with stop_quietly_when_a_peer_dies(world, "train"):
         result = train_curriculum(
             config,
@@ -84,11 +112,13 @@ def main() -> None:
             images[val["id"].to_numpy()],
             val["label"].to_numpy(),
             device,
-            on_epoch=write_history,
+            on_epoch=outputs,
             resume_path=MODELS / "checkpoints" / "resume.pt",  # read only with train.resume
             fingerprint=run_fingerprint(curriculum, config, inputs, images.shape),
+            on_start=outputs.start,
             world=world,
         )
+    outputs.close()
     if not world.is_main:
         shutdown(world)
         return

@@ -4,7 +4,8 @@
     python scripts/compare_experiments.py --results /tmp/results --out /tmp/RESULTS.md
 
 Each export ``results/<dataset>/<sweep>.json`` is what ``scripts/run_experiments.py
-sweeps/<sweep>.yaml`` wrote (a filtered ``dvc exp show --json``); its sweep file gives the
+sweeps/<sweep>.yaml`` wrote (its experiments' ``dvc.api.exp_show`` rows, or, in exports made
+before, a filtered ``dvc exp show --json``); its sweep file gives the
 variants, their order and what the table reports. Experiments that differ only in the seed are
 repeats; each (dataset, sweep, setting, variant) row gives the mean and standard deviation over
 them. Markdown outside the ``<!-- generated:start -->`` / ``<!-- generated:end -->`` markers

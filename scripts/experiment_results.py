@@ -3,7 +3,8 @@
 A sweep (``sweeps/*.yaml``, :func:`load_sweep`) is a set of named variants, each a handful of
 ``-S`` overrides on a common base; ``scripts/run_experiments.py`` queues one ordinary DVC
 experiment per (setting, variant, seed), named ``<sweep>-<variant>-<full|nN>-s<seed>``
-(:func:`experiment_name`), and exports ``dvc exp show --json``. This module turns such exports
+(:func:`experiment_name`), and exports ``dvc.api.exp_show``'s rows (earlier exports: ``dvc exp show
+--json``; both are read). This module turns such exports
 into one row per (dataset, sweep, setting, variant) with the mean and the standard deviation
 over seeds (:func:`summarise`), and renders the tables of ``RESULTS.md``
 (``scripts/compare_experiments.py``). What a table shows depends on the sweep's ``report``:
@@ -165,7 +166,68 @@ def _merge_files(files: dict | None) -> dict[str, Any]:
     return merged
 
 
+#: the ``format`` of the exports scripts/run_experiments.py writes: ``dvc.api.exp_show``'s rows
+API_FORMAT = "dvc.api.exp_show"
+#: the columns of a ``dvc.api.exp_show`` row that describe the experiment rather than a value
+API_HEADERS = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")
+#: how ``dvc.api.exp_show`` writes a value that is missing (it formats every value as text and
+#: parses numbers back: an absent key or a null is the string "None", a file it could not read "!")
+API_MISSING = ("None", "!")
+#: where a ``path:key`` column comes from a params file (DVC prefixes a key with its file's path
+#: when another file has the same key: ``params.yaml:train.epochs`` beside ``metrics/train.json:train.epochs``)
+PARAMS_SUFFIXES = (".yaml", ".yml", ".toml", ".py")
+
+
 def experiments_from_exp_show(exported: Any, source: str = "dvc exp show --json") -> list[Experiment]:
+    """The finished experiments of an export: either what scripts/run_experiments.py writes
+    (``{"format": "dvc.api.exp_show", "rows": [...]}``, :func:`experiments_from_api_rows`) or a
+    ``dvc exp show --json`` list, the format of the exports made before it used ``dvc.api``.
+    """
+    if isinstance(exported, dict) and exported.get("format") == API_FORMAT:
+        rows = exported.get("rows")
+        if not isinstance(rows, list):
+            raise DataError(f"{source}: a {API_FORMAT} export needs a list of rows under 'rows'.")
+        return experiments_from_api_rows(rows)
+    return experiments_from_cli_json(exported, source)
+
+
+def experiments_from_api_rows(rows: list[dict[str, Any]]) -> list[Experiment]:
+    """The finished experiments among ``dvc.api.exp_show()`` rows (DVC 3): one flat dict per row,
+    with ``Experiment`` (the name), ``rev``, ``typ`` (``workspace``, ``baseline``, or
+    ``branch_commit`` / ``branch_base`` for an experiment), ``State`` (None once finished;
+    ``Queued``, ``Running`` and ``Failed`` rows are skipped), then one column per param and metric
+    key (``train.seed``, ``evaluate.test.roc_auc``; ``path:key`` where two files share a key) and
+    one per dependency. An unprefixed key is offered as both a param and a metric: the reports read
+    metrics by their file's top-level key (``evaluate.``, ``train.``, ``score.``)."""
+    found: dict[str, Experiment] = {}
+    for row in rows:
+        if not isinstance(row, dict) or str(row.get("typ")) not in ("branch_commit", "branch_base"):
+            continue
+        if row.get("State") not in (None, "None", "Success"):
+            continue
+        params: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
+        for column, cell in row.items():
+            if column in API_HEADERS:
+                continue
+            value = None if cell in API_MISSING else cell
+            path, _, key = column.partition(":")
+            if not key:  # no file prefix
+                path, key = "", path
+            if not path:
+                params[key] = metrics[key] = value
+            elif path.endswith(PARAMS_SUFFIXES):
+                params[key] = value
+            else:
+                metrics[key] = value
+        if "evaluate.test.roc_auc" not in metrics and "score.oof_auc" not in metrics:
+            continue
+        name = str(row.get("Experiment") or row.get("rev") or "")
+        found[f"{name}@{row.get('rev')}"] = Experiment(name, params, metrics)
+    return list(found.values())
+
+
+def experiments_from_cli_json(exported: Any, source: str = "dvc exp show --json") -> list[Experiment]:
     """The finished experiments in a ``dvc exp show --json`` export (DVC 3).
 
     The export is a list of commits (``workspace`` first), each with ``experiments``: a list of

@@ -10,9 +10,10 @@ the same thing when params.yaml's defaults change). For every setting (``full``,
 
     dvc exp run --queue -n <sweep>-<variant>-<setting>-s<seed> -S key=value ... [target]
 
-then runs the queue with ``dvc queue start -j JOBS``, waits for it, and writes
-``dvc exp show --json`` (only these experiments) to ``--export``. The seed goes into every key of
-the sweep's ``seed_keys`` (default ``train.seed``) and, in a scarce setting, into
+then runs the queue with ``dvc queue start -j JOBS``, waits for it, and writes these
+experiments' rows of ``dvc.api.exp_show`` to ``--export`` (``{"format": "dvc.api.exp_show",
+"dvc": version, "rows": [...]}``; exports made before, ``dvc exp show --json`` lists, are read
+too). The seed goes into every key of the sweep's ``seed_keys`` (default ``train.seed``) and, in a scarce setting, into
 ``ingest.scarce_seed`` too (each seed draws its own N images). Stages whose inputs an experiment
 does not change are restored from DVC's run cache, not rerun. Run it from the repository root,
 with the baseline committed (``git status`` clean) and ``dvc repro`` done once.
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 from entromix.common.errors import DataError
-from experiment_results import Sweep, experiment_name, load_sweep
+from experiment_results import API_FORMAT, Sweep, experiment_name, load_sweep
 
 
 def dvc(*args: str, capture: bool = False) -> str:
@@ -93,25 +94,26 @@ def wait_for_queue(poll_s: float, jobs: int) -> None:
         time.sleep(poll_s)
 
 
-def slim(rev: dict) -> dict:
-    """An experiment without its deps and outs listings (hashes of every file): the compare
-    script reads params and metrics only, and the export stays small enough to commit."""
-    data = {k: v for k, v in (rev.get("data") or {}).items() if k not in ("deps", "outs")}
-    return {**rev, "data": data}
+def export_rows(names: set[str], repo: str | None = None) -> dict:
+    """The named experiments as ``dvc.api.exp_show`` gives them (one flat row each: name, rev,
+    state, then the params, metrics and dependency hashes), over every commit of the current
+    branch's first-parent history (``num=-1``), so an export made after a later commit still
+    finds a sweep queued on an earlier one. ``experiment_results.experiments_from_exp_show`` reads it."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    try:
+        rows = dvc.api.exp_show(repo=repo, num=-1)
+    except DvcException as exc:
+        sys.exit(f"run_experiments: dvc.api.exp_show failed: {exc}")
+    kept = [row for row in rows if row.get("Experiment") in names]
+    return {"format": API_FORMAT, "dvc": dvc_version(), "rows": kept}
 
 
-def filter_export(exported: list, names: set[str]) -> list:
-    """Keep only the named experiments (and their commits) of a `dvc exp show --json` export."""
-    out = []
-    for commit in exported:
-        runs = [
-            {**run, "revs": [slim(rev) for rev in run.get("revs") or []]}
-            for run in (commit.get("experiments") or [])
-            if any(rev.get("name") in names for rev in run.get("revs") or [])
-        ]
-        if runs:
-            out.append({**slim(commit), "experiments": runs})
-    return out
+def dvc_version() -> str:
+    from dvc import __version__
+
+    return __version__
 
 
 def main() -> int:
@@ -125,7 +127,7 @@ def main() -> int:
     )
     parser.add_argument("--variants", default=None, help="a comma-separated subset of the sweep's variants")
     parser.add_argument("--jobs", type=int, default=1, help="parallel queue workers")
-    parser.add_argument("--export", type=Path, required=True, help="where to write the filtered `dvc exp show --json`")
+    parser.add_argument("--export", type=Path, required=True, help="where to write their dvc.api.exp_show rows")
     parser.add_argument("--poll", type=float, default=20.0, help="seconds between queue status checks")
     parser.add_argument("--no-run", action="store_true", help="only export experiments that already ran")
     parser.add_argument("--dry-run", action="store_true", help="print the dvc commands and exit")
@@ -170,12 +172,10 @@ def main() -> int:
         print(f"run_experiments: {len(names)} experiments queued; `dvc queue start -j {args.jobs}`", flush=True)
         dvc("queue", "start", "-j", str(args.jobs))
         wait_for_queue(args.poll, args.jobs)
-    exported = filter_export(json.loads(dvc("exp", "show", "--json", "--all-commits", capture=True)), names)
+    exported = export_rows(names)
     args.export.parent.mkdir(parents=True, exist_ok=True)
     args.export.write_text(json.dumps(exported, indent=1) + "\n")
-    found = sum(
-        1 for c in exported for r in c["experiments"] for rev in r.get("revs") or [] if rev.get("name") in names
-    )
+    found = len({row["Experiment"] for row in exported["rows"]})
     print(f"run_experiments: {found}/{len(names)} experiments exported to {args.export}")
     return 0 if found == len(names) else 1
 

@@ -115,6 +115,47 @@ def export(states: list[dict]) -> list:
     return [workspace, baseline]
 
 
+def flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        out.update(flat(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def api_rows(states: list[dict]) -> dict:
+    """The same experiments as scripts/run_experiments.py exports them: dvc.api.exp_show's flat rows
+    (DVC 3.67), a key two files share prefixed with its file's path, then the dependency hashes."""
+    rows = [
+        {"Experiment": "workspace", "rev": "workspace", "typ": "workspace", "State": None},
+        {"Experiment": "main", "rev": "aaaaaaa", "typ": "baseline", "State": None, "evaluate.test.roc_auc": 0.5},
+    ]
+    for i, s in enumerate(states):
+        data = s["data"]
+        metrics = {k: v for path, f in data["metrics"].items() for k, v in flat(f["data"]).items()}
+        params = flat(data["params"]["params.yaml"]["data"])
+        metrics["train.epochs"], params["train.epochs"] = 6, 30  # the same key in metrics/train.json and params.yaml
+        state = (s.get("_executor") or {}).get("state", "failed" if data["status"] == "Failed" else "success")
+        metrics["score.temperature"] = "None" if s["name"] == "not-a-sweep-name" else metrics["score.temperature"]
+        rows.append(
+            {
+                "Experiment": s["name"],
+                "rev": s["rev"][-7:],
+                "typ": "branch_base" if i == len(states) - 1 else "branch_commit",
+                "Created": "06:00 PM",
+                "parent": None,
+                "State": {"queued": "Queued", "running": "Running", "failed": "Failed"}.get(state),  # None: done
+                "Executor": "workspace" if state == "running" else None,
+                **{k: v for k, v in metrics.items() if k != "train.epochs"},
+                "metrics/train.json:train.epochs": metrics["train.epochs"],
+                **{k: v for k, v in params.items() if k != "train.epochs"},
+                "params.yaml:train.epochs": params["train.epochs"],
+                "pipeline/train.py": "0123456789abcdef0123456789abcdef",
+            }
+        )
+    return {"format": "dvc.api.exp_show", "dvc": "3.67.1", "rows": rows}
+
+
 FABRICATED = [
     exp_state("strat-real-only-full-s0", 0.80, 0.6, 0.9),
     exp_state("strat-real-only-full-s1", 0.90, 0.8, 0.7),
@@ -174,6 +215,28 @@ def test_rows_keep_finished_sweep_experiments_and_average_over_seeds():
     assert real["test_auc_mean"] == pytest.approx(0.8) and real["test_auc_std"] == pytest.approx(0.1)
     assert real["best_epoch_mean"] == 4  # 1-based
     assert real["admitted_good_mean"] == 3 and real["pool_good"] == 3
+
+
+def test_the_dvc_api_export_gives_the_same_rows_as_the_cli_export():
+    running = queued(exp_state("strat-capped-full-s2", 0.1, 0.1, 0.1)) | {"_executor": {"state": "running"}}
+    experiments = experiments_from_exp_show(api_rows(FABRICATED + [running]), "x.json")
+    assert sorted(e.name for e in experiments) == sorted(s["name"] for s in FABRICATED[:6] + FABRICATED[7:8])
+    pd.testing.assert_frame_equal(
+        sweep_rows(experiments, "demo").sort_values("experiment", ignore_index=True),
+        sweep_rows(experiments_from_exp_show(export(FABRICATED)), "demo").sort_values("experiment", ignore_index=True),
+    )
+    assert next(e for e in experiments if e.name == "not-a-sweep-name").metrics["score.temperature"] is None
+    capped = next(e for e in experiments if e.name == "strat-capped-full-s0")
+    assert capped.params["train.epochs"] == 30 and capped.metrics["train.epochs"] == 6  # path-prefixed columns
+    assert capped.params["train.seed"] == 0 and capped.metrics["evaluate.test.roc_auc"] == 0.95
+    with pytest.raises(DataError, match="a list of rows under 'rows'"):
+        experiments_from_exp_show({"format": "dvc.api.exp_show"}, "x.json")
+
+
+def test_the_committed_exports_in_the_old_format_are_still_read():
+    for path in sorted((PROJECT / "results").glob("*/*.json")):
+        rows = sweep_rows(experiments_from_exp_show(json.loads(path.read_text()), str(path)), path.parent.name)
+        assert len(rows) > 0 and (rows["test_auc"].notna().any() or rows["oof_auc"].notna().any()), path
 
 
 def test_a_repeated_seed_is_an_error():
@@ -258,7 +321,7 @@ def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path, s
     (results / "leukemia_dev").mkdir()
     sweeps.mkdir()
     (sweeps / "strategies.yaml").write_text(sweep_file.read_text())
-    (results / "demo" / "strategies.json").write_text(json.dumps(export(FABRICATED)))
+    (results / "demo" / "strategies.json").write_text(json.dumps(api_rows(FABRICATED)))  # run_experiments' format
     (results / "leukemia_dev" / "strategies.json").write_text(json.dumps(export(FABRICATED[:3])))
     out = tmp_path / "RESULTS.md"
     out.write_text(

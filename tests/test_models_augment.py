@@ -169,3 +169,45 @@ def test_timm_backbones_build_and_take_weights_only_from_a_file_or_the_local_cac
     assert loaded(torch.zeros(2, 3, 32, 32)).shape == (2, 2)
     with pytest.raises(ParamsError, match="timm has no architecture 'no_such_net'"):
         build_model("timm:no_such_net", 2, 32, None, "score")
+
+
+def test_train_epoch_counts_the_training_recall_of_class_1_and_the_lr():
+    """train_epoch's stats: the LR of the epoch's first step and, with targets, the class-1 images
+    and how many of them the training forward pass predicted as class 1 (no extra pass)."""
+    from torch import nn
+
+    from entromix.modeling.fit import BatchPrep, train_epoch
+
+    class Fixed(nn.Module):  # predicts class 1 exactly for the images whose first pixel is bright
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            bright = (x[:, 0, 0, 0] > 0).float() * 10 + self.w * 0
+            return torch.stack([-bright + 5, bright - 5], 1)
+
+    images = torch.zeros(8, 4, 4, 3, dtype=torch.uint8)
+    images[[0, 1, 2], 0, 0] = 255  # predicted 1
+    labels = torch.tensor([1, 1, 0, 0, 1, 0, 1, 0])  # class 1: rows 0, 1, 4, 6; predicted 1 among them: 0, 1
+    model = Fixed()
+    optim = torch.optim.SGD(model.parameters(), lr=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda step: 0.1)
+    batches = [torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7])]
+    stats = train_epoch(
+        model,
+        batches,
+        images,
+        lambda logits, idx: nn.functional.cross_entropy(logits, labels[idx]),
+        optim,
+        sched,
+        BatchPrep(4),
+        torch.device("cpu"),
+        targets=labels,
+    )
+    assert (stats.positives, stats.true_positives, stats.recall_positive) == (4, 2, 0.5)
+    assert stats.lr == pytest.approx(0.05) and stats.images == 8 and stats.images_per_s > 0
+    without = train_epoch(
+        model, batches, images, lambda lg, i: lg.sum() * 0, optim, sched, BatchPrep(4), torch.device("cpu")
+    )
+    assert without.recall_positive is None

@@ -162,6 +162,11 @@ RESULT_FILES = [
     "data/predictions/test.csv",
     "data/prepared/manifest.csv",
     "data/prepared/images.npy",
+    # the DVCLive series (no timings): a resumed run continues them as if it had never stopped
+    "dvclive/score/plots/metrics/scorer_loss.tsv",
+    "dvclive/train/plots/metrics/train_loss.tsv",
+    "dvclive/train/plots/metrics/val_auc.tsv",
+    "dvclive/train/plots/metrics/tau.tsv",
 ]
 
 
@@ -222,6 +227,14 @@ def test_train_writes_checkpoints_history_and_metrics(repo):
     assert history.loc[2, "eligible_synthetic"] == int((syn_jsd <= end + 1e-6).sum())
     metrics = json.loads((repo / "metrics/train.json").read_text())["train"]
     assert metrics["epochs"] == 3 and 0 <= metrics["best_epoch"] < 3
+    from entromix.training.report import LIVE_KEYS
+
+    live = json.loads((repo / "dvclive/train/metrics.json").read_text())
+    assert set(live) == set(LIVE_KEYS) | {"step"} and live["step"] == 2
+    assert live["val_auc"] == pytest.approx(history.loc[2, "val_auc"], abs=1e-5)
+    loss = pd.read_csv(repo / "dvclive/train/plots/metrics/train_loss.tsv", sep="\t")
+    assert loss["step"].tolist() == [0, 1, 2]
+    assert loss["train_loss"].tolist() == pytest.approx(history["train_loss"].tolist(), abs=1e-5)
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(repo / "models/train" / name, weights_only=True)
         assert ckpt["model_name"] == "resnet18" and ckpt["image_size"] == 32
@@ -246,29 +259,29 @@ def test_plots_show_renders_every_declared_plot(repo):
     sh(["dvc", "plots", "show", "-o", str(out_dir)], repo)
     html = (out_dir / "index.html").read_text()
     declared = yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
-    assert html.count("vegaEmbed(") == sum(1 for p in declared if isinstance(p, dict))
+    # a definition draws one plot; one naming a folder (DVCLive's series) one per file in it
+    folders = [next(iter(p)) for p in declared if isinstance(p, dict) and (repo / next(iter(p))).is_dir()]
+    drawn = sum(1 for p in declared if isinstance(p, dict)) - len(folders)
+    drawn += sum(len(list((repo / folder).glob("*.tsv"))) for folder in folders)
+    assert html.count("vegaEmbed(") == drawn and "train_recall_malignant" in html
     assert "jsd_admission.png" in html or "jsd_admission" in " ".join(p.name for p in out_dir.rglob("*"))
 
 
 def test_exp_run_with_a_curriculum_change_reruns_train_and_evaluate(repo):
     sh(GIT + ["add", "-A"], repo)
     sh(GIT + ["commit", "-qm", "pipeline outputs"], repo)
-    out = sh(["dvc", "exp", "run", "-S", "curriculum.jsd_start=0.05"], repo)
+    out = sh(["dvc", "exp", "run", "-n", "e2e-start", "-S", "curriculum.jsd_start=0.05"], repo)
     assert ran(out) == {"train", "evaluate", "predict"}, out
     history = pd.read_csv(repo / "plots/train/history.csv")
     assert history.loc[1, "tau"] == pytest.approx(0.05)
-    # the compare script reads this export (experiment_results): one finished experiment
+    # the compare script reads this export (scripts/run_experiments.py: dvc.api.exp_show): one finished experiment
+    from run_experiments import export_rows
+
     from experiment_results import experiments_from_exp_show
 
-    exported = subprocess.run(
-        ["dvc", "exp", "show", "--json"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"),
-    )
-    (experiment,) = experiments_from_exp_show(json.loads(exported.stdout))
+    exported = export_rows({"e2e-start"}, repo=str(repo))
+    (experiment,) = experiments_from_exp_show(json.loads(json.dumps(exported)))
+    assert experiment.metrics["tau"] == pytest.approx(history.loc[2, "tau"], abs=1e-5)  # the live log comes along
     assert (
         experiment.params["curriculum.jsd_start"] == 0.05 and experiment.params["curriculum.strategy"] == "curriculum"
     )
@@ -282,6 +295,12 @@ def test_exp_run_with_a_curriculum_change_reruns_train_and_evaluate(repo):
     plots = repo.parent / "plots_diff"
     sh(["dvc", "plots", "diff", "-o", str(plots)], repo)  # HEAD against the experiment in the workspace
     assert "workspace" in (plots / "index.html").read_text()
+    # the README's review commands: the experiment table, and one live series against the experiment
+    assert "e2e-start" in sh(["dvc", "exp", "show", "--only-changed", "--no-pager"], repo)
+    series = repo.parent / "plots_series"
+    target = ["--targets", "dvclive/train/plots/metrics/val_auc.tsv"]
+    sh(["dvc", "plots", "diff", "e2e-start", *target, "-o", str(series)], repo)
+    assert "val_auc" in (series / "index.html").read_text()
 
 
 def test_dataset_csv_has_every_training_image(repo):
@@ -292,6 +311,11 @@ def test_dataset_csv_has_every_training_image(repo):
     assert data["jsd_score"].between(0, 1).all()
     score = json.loads((repo / "metrics/score.json").read_text())["score"]
     assert "tier_auroc_hallucinated_vs_good" in score
+    # the score stage's live log: a step per epoch of each fold model (2 folds x 1 epoch)
+    fold = pd.read_csv(repo / "dvclive/score/plots/metrics/fold.tsv", sep="\t")
+    assert fold.to_dict("list") == {"step": [0, 1], "fold": [1, 2]}
+    live = json.loads((repo / "dvclive/score/metrics.json").read_text())
+    assert live["fold"] == 2 and live["epoch"] == 1 and live["step"] == 1 and live["scorer_loss"] > 0
 
 
 def test_score_param_change_reruns_score_and_train(repo):

@@ -39,6 +39,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     (r"dvc metrics show$", "tests/test_pipeline_e2e.py", '["dvc", "metrics", "show"'),
     (r"dvc plots show$", "tests/test_pipeline_e2e.py", '["dvc", "plots", "show"'),
     (r"dvc plots diff$", "tests/test_pipeline_e2e.py", '["dvc", "plots", "diff"'),
+    (r"dvc plots diff live-demo --targets ", "tests/test_pipeline_e2e.py", '"dvclive/train/plots/metrics/val_auc.tsv"'),
     (r"dvc metrics diff$", "tests/test_pipeline_e2e.py", '["dvc", "metrics", "diff"'),
     (r"dvc exp run -S curriculum\.jsd_start=0\.05$", "tests/test_pipeline_e2e.py", '"curriculum.jsd_start=0.05"'),
     (r"dvc exp show", "tests/test_pipeline_e2e.py", '["dvc", "exp", "show"'),

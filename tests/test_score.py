@@ -75,7 +75,21 @@ def toy_data(n_real=24, n_syn=6, seed=0, size=32):
 @pytest.mark.slow  # trains a network for more than one epoch
 def test_dataset_columns_ranges_and_rows():
     images, manifest = toy_data()
-    result = score_training_images(config(), images, manifest, CPU, log=lambda s: None)
+    lines, epochs = [], []
+    result = score_training_images(
+        config(epochs=2),
+        images,
+        manifest,
+        CPU,
+        log=lines.append,
+        on_epoch=lambda k, e, stats: epochs.append((k, e, stats)),
+    )
+    # progress per fold and epoch: one observer call and one line each
+    assert [(k, e) for k, e, _ in epochs] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(stats.images == 12 and stats.positives == 4 and stats.lr > 0 for _, _, stats in epochs)
+    progress = [line for line in lines if " epoch " in line]
+    assert progress[0].startswith("entromix score: fold 1/2 epoch   1/2 | lr ") and "train recall" in progress[0]
+    assert progress[-1].startswith("entromix score: fold 2/2 epoch   2/2 | lr ") and len(progress) == 4
     data = result.dataset
     assert list(data.columns[:4]) == ["filename", "is_syn", "jsd_score", "label"]
     assert list(data.columns) == DATASET_COLUMNS

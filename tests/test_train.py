@@ -1,5 +1,7 @@
 """The training loop on tiny generated data: it learns, it is deterministic, it logs the curriculum."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -214,15 +216,22 @@ import os, signal, sys
 import numpy as np
 sys.path.insert(0, {tests!r})
 import test_train as t
+from entromix.common.live import LiveLog
 from entromix.training.loop import train_curriculum
+from entromix.training.report import live_values
 table, val_x, val_y = t.make_data()
+live = []
 
 def die(history, model, is_best):
+    if history[-1]["epoch"] == {kill_epoch} and {kill_before_log}:  # the state is saved, the log is one step behind
+        os.kill(os.getpid(), signal.SIGKILL)
+    live[0].log(history[-1]["epoch"], live_values(history[-1]))  # as pipeline/train.py does
     if history[-1]["epoch"] == {kill_epoch}:
         os.kill(os.getpid(), signal.SIGKILL)
 
 train_curriculum(t.make_config(), t.make_curriculum(), table, val_x, val_y, t.CPU, log=lambda s: None,
-                 on_epoch=die, resume_path={path!r}, fingerprint="run-a")
+                 on_epoch=die, resume_path={path!r}, fingerprint="run-a",
+                 on_start=lambda history: live.append(LiveLog({live_dir!r}, [live_values(r) for r in history])))
 """
 
 
@@ -233,12 +242,24 @@ def test_sigkilled_training_resumes_to_the_same_result(data, baseline, tmp_path,
     import sys
     from pathlib import Path
 
+    from entromix.common.live import LiveLog
+    from entromix.training.report import LIVE_KEYS, live_values
+
     path = tmp_path / "checkpoints" / "resume.pt"
-    script = KILL_AFTER_EPOCH.format(tests=str(Path(__file__).parent), kill_epoch=kill_epoch, path=str(path))
+    live_dir = tmp_path / "dvclive" / "train"
+    script = KILL_AFTER_EPOCH.format(
+        tests=str(Path(__file__).parent),
+        kill_epoch=kill_epoch,
+        kill_before_log=kill_epoch == 3,
+        path=str(path),
+        live_dir=str(live_dir),
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr  # killed by SIGKILL, not finished
     assert path.is_file() and not list(path.parent.glob(".*.tmp"))  # atomic: no half-written state left
-    lines = []
+    logged = pd.read_csv(live_dir / "plots" / "metrics" / "train_loss.tsv", sep="\t")["step"].tolist()
+    assert logged == list(range(kill_epoch + (kill_epoch != 3)))  # the log of the killed run
+    lines, live = [], []
     table, val_x, val_y = data
     resumed = train_curriculum(
         make_config(),
@@ -248,9 +269,12 @@ def test_sigkilled_training_resumes_to_the_same_result(data, baseline, tmp_path,
         val_y,
         CPU,
         log=lines.append,
+        on_epoch=lambda history, model, is_best: live[0].log(history[-1]["epoch"], live_values(history[-1])),
         resume_path=path,
         fingerprint="run-a",
+        on_start=lambda history: live.append(LiveLog(live_dir, [live_values(r) for r in history])),
     )
+    live[0].close()
     assert any(f"resuming from {path} after epoch {kill_epoch + 1}/6" in line for line in lines)
     uninterrupted = baseline
     cfg = make_config()
@@ -258,6 +282,14 @@ def test_sigkilled_training_resumes_to_the_same_result(data, baseline, tmp_path,
     for key in uninterrupted.last_state:
         assert torch.equal(resumed.last_state[key], uninterrupted.last_state[key]), key
     assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in uninterrupted.history]
+    # the live log continues its step numbering: every epoch once, the values of an uninterrupted run
+    for key in ("train_loss", "val_auc", "lr", "train_recall_malignant"):
+        series = pd.read_csv(live_dir / "plots" / "metrics" / f"{key}.tsv", sep="\t")
+        assert series["step"].tolist() == list(range(6)), key
+        expected = [live_values(r)[key] for r in uninterrupted.history]
+        assert series[key].tolist() == pytest.approx(expected, rel=1e-5), key
+    summary = json.loads((live_dir / "metrics.json").read_text())
+    assert summary["step"] == 5 and set(LIVE_KEYS) <= set(summary)
 
 
 @pytest.mark.slow  # trains a network for more than one epoch

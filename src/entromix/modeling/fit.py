@@ -137,6 +137,19 @@ class EpochStats:
     loss: float  # mean over the epoch's batches of the batch loss
     images: int  # images in the epoch's batches
     seconds: float  # wall time of the pass (the device synchronised at the end)
+    lr: float = 0.0  # learning rate of the epoch's first step
+    positives: int = 0  # images of class 1 (malignant) in the batches (with ``targets``)
+    true_positives: int = 0  # of those, predicted class 1 (argmax) in the training forward pass
+
+    @property
+    def recall_positive(self) -> float | None:
+        """Training recall of class 1 over the epoch's (augmented, training-mode) forward passes;
+        None without class-1 images (or without ``targets``)."""
+        return self.true_positives / self.positives if self.positives else None
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, C), row indices (B,) on the device) -> loss
@@ -152,6 +165,7 @@ def train_epoch(
     prep: BatchPrep,
     device: torch.device,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    targets: torch.Tensor | None = None,
 ) -> EpochStats:
     """One pass of optimiser steps, one per batch: the loop the scorer's folds and the curriculum share.
 
@@ -161,16 +175,25 @@ def train_epoch(
         loss_fn: the batch loss from the logits and the batch's rows (moved to ``device``).
         on_batch: called with (CPU row indices (B,), detached logits (B, C)) after each forward
             pass: the training dynamics of each image (``entromix.scoring.aum``).
+        targets: (N,) int64 labels of ``images`` on ``device``: with them the stats count the
+            class-1 images and how many of them the forward pass predicted as class 1 (the
+            training recall of the malignant class, from the logits the step computes anyway).
     """
     model.train()
     start = time.perf_counter()
+    lr = float(optim.param_groups[0]["lr"])
     loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
+    counts = torch.zeros(2, dtype=torch.int64, device=device)  # class-1 images, of them predicted 1
     n_batches = n_images = 0
     for idx in batches:
+        idx_dev = idx.to(device)
         x = prep(images[idx.to(images.device)].to(device, non_blocking=True))  # (B, 3, S, S)
         with autocast(device):
             logits = model(x).float()
-            loss = loss_fn(logits, idx.to(device))
+            loss = loss_fn(logits, idx_dev)
+        if targets is not None:
+            positive = targets[idx_dev] == 1
+            counts += torch.stack([positive.sum(), (positive & (logits.detach().argmax(1) == 1)).sum()])
         if on_batch is not None:
             on_batch(idx, logits.detach())
         optim.zero_grad(set_to_none=True)
@@ -181,7 +204,8 @@ def train_epoch(
         n_batches += 1
         n_images += len(idx)
     mean = float(loss_sum) / max(1, n_batches)  # float() synchronises the device
-    return EpochStats(loss=mean, images=n_images, seconds=time.perf_counter() - start)
+    positives, true_positives = (int(c) for c in counts.cpu())
+    return EpochStats(mean, n_images, time.perf_counter() - start, lr, positives, true_positives)
 
 
 def fit_classifier(
@@ -193,6 +217,7 @@ def fit_classifier(
     seed: int,
     channels_last: bool = False,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    on_epoch: Callable[[int, EpochStats], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` with class-weighted cross-entropy, warmup + cosine LR, seeded batches and augmentation.
 
@@ -200,6 +225,8 @@ def fit_classifier(
         images: uint8 (N, H, W, 3) on ``device`` (or on CPU; batches are moved per step).
         labels: int64 (N,) on the same device as ``images``.
         on_batch: see :func:`train_epoch` (``entromix.scoring.aum`` records margins with it).
+        on_epoch: called after each epoch with (epoch from 0, its :class:`EpochStats`): the score
+            stage's progress lines and live log.
     """
     num_classes = model_num_classes(model)
     criterion = nn.CrossEntropyLoss(
@@ -221,13 +248,13 @@ def fit_classifier(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     targets = labels.to(device)
-    for _ in range(settings.epochs):
+    for epoch in range(settings.epochs):
         if num_batches == natural:
             order = torch.randperm(n, generator=order_gen)
         else:  # a lengthened epoch: num_batches full batches, images drawn again in fresh orders
             order = epoch_order(n, num_batches * settings.batch_size, order_gen)
         batches = [b for b in order.split(settings.batch_size) if len(b) >= 2]  # BatchNorm needs 2 images
-        train_epoch(
+        stats = train_epoch(
             model,
             batches,
             images,
@@ -237,7 +264,10 @@ def fit_classifier(
             prep,
             device,
             on_batch,
+            targets,
         )
+        if on_epoch is not None:
+            on_epoch(epoch, stats)
     return model
 
 

@@ -19,11 +19,13 @@ real and synthetic images that look like it). Real images keep their out-of-fold
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
 
-from entromix.modeling.fit import FitSettings, fit_classifier
+from entromix.modeling.fit import EpochStats, FitSettings, fit_classifier
 
 
 class MarginRecorder:
@@ -58,10 +60,21 @@ def area_under_margin(
     device: torch.device,
     seed: int,
     channels_last: bool,
+    on_epoch: Callable[[int, EpochStats], None] | None = None,
 ) -> np.ndarray:
     """Train ``model`` on every image and return each image's AUM (N,), in logits."""
     recorder = MarginRecorder(labels)
-    fit_classifier(model, images, labels, settings, device, seed=seed, channels_last=channels_last, on_batch=recorder)
+    fit_classifier(
+        model,
+        images,
+        labels,
+        settings,
+        device,
+        seed=seed,
+        channels_last=channels_last,
+        on_batch=recorder,
+        on_epoch=on_epoch,
+    )
     return recorder.aum()
 
 

@@ -35,13 +35,24 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from entromix.common.device import DeviceName, seed_everything
 from entromix.common.errors import DataError, ParamsError
-from entromix.modeling.fit import FitSettings, Optimizer, fit_classifier, predict_logits, uses_channels_last
+from entromix.modeling.fit import (
+    EpochStats,
+    FitSettings,
+    Optimizer,
+    fit_classifier,
+    predict_logits,
+    uses_channels_last,
+)
 from entromix.modeling.models import MODEL_NAMES, build_model, is_model_name
 from entromix.scoring.aum import area_under_margin, aum_p_true
 from entromix.scoring.calibration import TEMPERATURE_BOUNDS, calibrated_probs, fit_temperature
 from entromix.scoring.jsd import TAU_AT_P_HALF, jsd_to_onehot
 
 DATASET_COLUMNS = ["filename", "is_syn", "jsd_score", "label", "split", "p_true", "predicted", "fold", "id"]
+
+#: called after every epoch of every scorer model with (model: fold 0..K-1, or K for the area-under-
+#: the-margin model; epoch from 0; its stats): the score stage's live log
+FoldEpochObserver = Callable[[int, int, EpochStats], None]
 
 
 @dataclass(frozen=True)
@@ -144,12 +155,15 @@ def score_training_images(
     manifest: pd.DataFrame,
     device: torch.device,
     log: Callable[[str], None] = print,
+    on_epoch: FoldEpochObserver | None = None,
 ) -> ScoreResult:
     """Out-of-fold JSD for real training images and fold-ensemble JSD for synthetic images.
 
     Args:
         images: the prepared array (N, H, W, 3) uint8 (a memory map is fine).
         manifest: ingest's manifest (id, label, split, is_syn, group, ...).
+        on_epoch: called after every epoch of every model (:data:`FoldEpochObserver`); each
+            epoch also logs one progress line (:func:`fold_epoch_line`).
     """
     real = manifest[(manifest["is_syn"] == 0) & (manifest["split"] == "train")].reset_index(drop=True)
     syn = manifest[manifest["is_syn"] == 1].reset_index(drop=True)
@@ -161,13 +175,20 @@ def score_training_images(
     syn_images = np.asarray(images[syn["id"].to_numpy()]) if len(syn) else np.zeros((0,) + images.shape[1:], np.uint8)
     channels_last = uses_channels_last(config.model, device)
 
+    def epoch_done(k: int, epoch: int, stats: EpochStats) -> None:
+        log(fold_epoch_line(k, config.folds, epoch, config.epochs, stats))
+        if on_epoch is not None:
+            on_epoch(k, epoch, stats)
+
     oof_logits = np.zeros((len(real), num_classes), dtype=np.float32)
     syn_logits = np.zeros((config.folds, len(syn), num_classes), dtype=np.float32)
     fold_seconds = []
     for k in range(config.folds):
         start = time.perf_counter()
         held_idx = np.flatnonzero(fold == k)
-        model = _fit_fold_model(config, k, real_images, real_labels, fold, num_classes, device, channels_last)
+        model = _fit_fold_model(
+            config, k, real_images, real_labels, fold, num_classes, device, channels_last, partial(epoch_done, k)
+        )
         predict = partial(
             predict_logits, device=device, image_size=config.image_size, channels_last=channels_last, tta=config.tta
         )
@@ -195,6 +216,7 @@ def score_training_images(
             device,
             channels_last,
             log,
+            partial(epoch_done, config.folds),
         )
     dataset = pd.concat(
         [_dataset_rows(real, real_probs, fold), _dataset_rows(syn, syn_probs, np.full(len(syn), -1))],
@@ -214,6 +236,7 @@ def _fit_fold_model(
     num_classes: int,
     device: torch.device,
     channels_last: bool,
+    on_epoch: Callable[[int, EpochStats], None] | None = None,
 ) -> torch.nn.Module:
     """The scorer of fold ``k``: trained from its own seed on the real training images of the other folds."""
     seed_everything(config.seed * 1000 + k)
@@ -228,6 +251,17 @@ def _fit_fold_model(
         device,
         seed=config.seed * 1000 + k,
         channels_last=channels_last,
+        on_epoch=on_epoch,
+    )
+
+
+def fold_epoch_line(k: int, folds: int, epoch: int, epochs: int, stats: EpochStats) -> str:
+    """The progress line of one scorer epoch (``k == folds``: the area-under-the-margin model)."""
+    model = f"fold {k + 1}/{folds}" if k < folds else "aum model"
+    recall = "-" if stats.recall_positive is None else f"{stats.recall_positive:.3f}"
+    return (
+        f"entromix score: {model} epoch {epoch + 1:>3}/{epochs} | lr {stats.lr:.2e} | loss {stats.loss:.4f} | "
+        f"train recall {recall} | {stats.seconds:.1f} s, {stats.images_per_s:.0f} img/s"
     )
 
 
@@ -276,6 +310,7 @@ def _aum_probs(
     device: torch.device,
     channels_last: bool,
     log: Callable[[str], None],
+    on_epoch: Callable[[int, EpochStats], None] | None = None,
 ) -> np.ndarray:
     """(n_syn, C) rows with ``p_true = sigmoid(AUM)`` at each synthetic image's label and the rest
     spread evenly over the other classes (``entromix.scoring.aum``)."""
@@ -285,7 +320,7 @@ def _aum_probs(
     images = torch.cat([real_images, torch.from_numpy(syn_images).to(real_images.device)])
     labels = torch.cat([real_labels, torch.from_numpy(syn_labels.astype(np.int64)).to(real_labels.device)])
     model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "score").to(device)
-    aum = area_under_margin(model, images, labels, config.fit_settings(), device, seed, channels_last)
+    aum = area_under_margin(model, images, labels, config.fit_settings(), device, seed, channels_last, on_epoch)
     p_true = aum_p_true(aum[len(real_labels) :])
     probs = np.repeat(((1.0 - p_true) / max(1, num_classes - 1))[:, None], num_classes, axis=1)
     probs[np.arange(len(p_true)), syn_labels] = p_true

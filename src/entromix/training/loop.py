@@ -42,6 +42,7 @@ from entromix.common.distributed import (
 from entromix.common.errors import DataError, ParamsError
 from entromix.modeling.fit import (
     BatchPrep,
+    EpochStats,
     Optimizer,
     class_weights,
     make_optimizer,
@@ -68,6 +69,10 @@ ClassWeights = Literal["real", "mix", "none"]
 #: called after each epoch with (the history so far, resumed epochs included; the model; whether this
 #: epoch is the best so far): the train stage writes its live history.csv with it
 EpochObserver = Callable[[list[dict], torch.nn.Module, bool], None]
+
+#: called once before the first epoch this process trains, with the history it continues from
+#: (empty for a fresh run; the restored epochs when it resumes): the train stage opens its live log
+StartObserver = Callable[[list[dict]], None]
 
 NUM_CLASSES = 2
 
@@ -239,6 +244,7 @@ def train_curriculum(
     on_epoch: EpochObserver | None = None,
     resume_path: Path | None = None,
     fingerprint: str = "",
+    on_start: StartObserver | None = None,
     world: World = SINGLE,
 ) -> TrainResult:
     """Train with the curriculum; return the per-epoch history and the best and last weights.
@@ -254,8 +260,11 @@ def train_curriculum(
             continues after its last finished epoch. With ``config.resume`` false an existing
             state is not read (and is overwritten by this run's first epoch).
         fingerprint: identifies the run (settings and input data); a state with another one is ignored.
+        on_start: called with the history the run continues from (empty unless it resumes),
+            before the first epoch it trains.
         world: the processes training together (``entromix.common.distributed``): each takes its
-            shard of every global batch; only rank 0 logs, saves the resume state and calls ``on_epoch``.
+            shard of every global batch; only rank 0 logs, saves the resume state and calls
+            ``on_start`` and ``on_epoch``.
     """
     _check_inputs(config, curriculum, table, val_labels)
     if not world.is_main:
@@ -263,6 +272,8 @@ def train_curriculum(
     run = _start(config, curriculum, table, val_images, val_labels, device, log, world)
     if resume_path is not None and config.resume:
         _resume(run, resume_path, fingerprint, log)
+    if on_start is not None and world.is_main:
+        on_start(list(run.history))
     for epoch in range(len(run.history), config.epochs):
         row, is_best = _epoch(run, epoch, log)
         log(epoch_line(row, config.epochs))
@@ -435,8 +446,9 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         run.sched,
         run.prep,
         run.device,
+        targets=run.labels,
     )
-    loss, images = _global_stats(stats.loss, stats.images, run.world)
+    loss, images, recall = _global_stats(stats, run.world)
     val = broadcast_from_main(_validate(run) if run.world.is_main else None, run.world)
     row = {
         "epoch": epoch,
@@ -451,6 +463,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         "epoch_seconds": time.perf_counter() - start,
         "train_images": images,
         "images_per_s": images / stats.seconds,
+        "train_recall_malignant": recall,  # over the epoch's batches (every rank's), real and synthetic
     }
     run.history.append(row)
     is_best = _is_better(config.select_metric, row, run.best_row)
@@ -469,10 +482,12 @@ def _validate(run: _Run) -> dict[str, Any]:
     return {"val_loss": float(F.cross_entropy(val_logits, run.val_y)), **{f"val_{k}": v for k, v in metrics.items()}}
 
 
-def _global_stats(loss: float, images: int, world: World) -> tuple[float, int]:
-    """The epoch's mean loss and image count over every rank (each rank's loss is already scaled
-    to the global batch's mean, ``entromix.training.loss``: their mean is the global one)."""
+def _global_stats(stats: EpochStats, world: World) -> tuple[float, int, float | None]:
+    """The epoch's mean loss, image count and training malignant recall over every rank (each
+    rank's loss is already scaled to the global batch's mean, ``entromix.training.loss``: their
+    mean is the global one)."""
     if not world.distributed:
-        return loss, images
-    total = all_reduce_sum(torch.tensor([loss, float(images)], dtype=torch.float64), world)
-    return float(total[0]) / world.size, int(total[1])
+        return stats.loss, stats.images, stats.recall_positive
+    local = [stats.loss, stats.images, stats.positives, stats.true_positives]
+    loss, images, positives, true_positives = all_reduce_sum(torch.tensor(local, dtype=torch.float64), world).tolist()
+    return loss / world.size, int(images), (true_positives / positives if positives else None)

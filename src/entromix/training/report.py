@@ -34,7 +34,33 @@ HISTORY_COLUMNS = [
     "epoch_seconds",
     "train_images",
     "images_per_s",
+    "train_recall_malignant",
 ]
+
+
+#: the per-epoch values of the train stage's DVCLive log (``dvclive/train``), from a history row
+LIVE_KEYS = [
+    "train_loss",
+    "train_recall_malignant",
+    "val_loss",
+    "val_accuracy",
+    "val_sensitivity",
+    "val_specificity",
+    "val_balanced_accuracy",
+    "val_auc",
+    "tau",
+    "eligible_synthetic",
+    "admitted_synthetic",
+    "lr",
+    "images_per_s",
+]
+
+
+def live_values(row: dict[str, Any]) -> dict[str, Any]:
+    """One epoch's values for the live log; ``tau`` is 0 during warmup, as in history.csv."""
+    values = {key: row.get(key) for key in LIVE_KEYS}
+    values["tau"] = 0.0 if row["tau"] is None else row["tau"]
+    return values
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -42,11 +68,14 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def epoch_line(row: dict, epochs: int) -> str:
+    """One console line per epoch: the gate, the synthetic images, the LR, the losses, the training
+    recall of the malignant class, the val sensitivity / specificity / AUC and the speed."""
     gate = "warmup, real only" if row["tau"] is None else f"tau {row['tau']:.4f} (p_true >= {row['p_true_at_tau']:.3f})"
     return (
         f"epoch {row['epoch'] + 1:>3}/{epochs} | {gate} | synthetic {row['admitted_synthetic']:.0f} admitted "
-        f"of {row['eligible_synthetic']} eligible | "
-        f"loss {row['train_loss']:.4f} val {row['val_loss']:.4f} | sens {_fmt(row['val_sensitivity'])} "
+        f"of {row['eligible_synthetic']} eligible | lr {row['lr']:.2e} | "
+        f"loss {row['train_loss']:.4f} val {row['val_loss']:.4f} | train recall "
+        f"{_fmt(row.get('train_recall_malignant'))} | sens {_fmt(row['val_sensitivity'])} "
         f"spec {_fmt(row['val_specificity'])} AUC {_fmt(row['val_auc'])} | {row['epoch_seconds']:.1f} s, "
         f"{row['images_per_s']:.0f} img/s"
     )

@@ -1,0 +1,131 @@
+"""Live logs of the score and train stages through DVCLive: the values of every epoch, which
+`dvc exp show` and `dvc plots` read while the stage runs.
+
+A :class:`LiveLog` wraps ``dvclive.Live`` in a folder that the stage declares in dvc.yaml
+(``dvclive/<stage>/``): ``metrics.json`` holds the latest value of each series and its ``step``
+(a ``metrics:`` entry), ``plots/metrics/<name>.tsv`` one row per step (``step``, value; the
+top-level ``plots:`` section draws them). DVCLive writes no dvc.yaml of its own
+(``dvcyaml=None``) and saves no experiment (``save_dvc_exp=False``): dvc.yaml declares the files,
+and ``dvc exp run`` records them with the rest of the stage's outputs. ``metrics.json`` is
+replaced atomically, so a ``dvc exp show`` that reads it mid-write sees the previous step.
+
+A fresh log removes what an earlier run left there (DVCLive's own clean-up). A log that a
+resumed run continues keeps the folder (``Live(resume=True)``) and rewrites each series from the
+rows the run resumes from, then carries on at the next step: the resume state is the record, so
+a step the killed run logged after its last saved state, or a row it half-appended, cannot
+survive into the continued log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from dvclive import Live
+
+from entromix.common.atomic import atomic_path, write_json
+from entromix.common.errors import DataError
+
+Value = float | int | None
+
+
+def _value(value: Value) -> float | int | None:
+    """6 significant digits for floats (a learning rate of 2.3e-7 stays readable), ints as they are;
+    None, NaN and infinity are not logged."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else int(value)
+    if isinstance(value, int):
+        return value
+    value = float(value)
+    return float(f"{value:.6g}") if math.isfinite(value) else None
+
+
+def _unwritable(directory: Path, exc: OSError) -> DataError:
+    return DataError(
+        f"cannot write the live log in {directory}/: {exc}. Check the folder's permissions and free space."
+    )
+
+
+class _AtomicLive(Live):
+    def make_summary(self) -> None:
+        """``metrics.json`` through a temporary file and a rename (DVCLive writes it in place)."""
+        self.summary["step"] = self.step
+        write_json(self.metrics_file, self.summary)
+
+
+class LiveLog:
+    """One stage's DVCLive log in ``directory``: :meth:`log` one step's values, :meth:`close` at the end.
+
+    Args:
+        resume_rows: the values of the steps a resumed run continues from (step ``i`` is
+            ``resume_rows[i]``); empty for a fresh run, which clears the folder.
+    """
+
+    def __init__(self, directory: str | Path, resume_rows: Sequence[Mapping[str, Value]] = ()) -> None:
+        self.directory = Path(directory)
+        try:
+            if resume_rows:
+                self._drop_unreadable_summary()
+            self.live = _AtomicLive(
+                str(self.directory), resume=bool(resume_rows), save_dvc_exp=False, dvcyaml=None, report=None
+            )
+            if resume_rows:
+                self._rewrite(resume_rows)
+        except OSError as exc:
+            raise DataError(
+                f"cannot write the live log in {self.directory}/: {exc}. Check the folder's permissions."
+            ) from exc
+
+    @property
+    def step(self) -> int:
+        return self.live.step
+
+    def log(self, step: int, values: Mapping[str, Value]) -> None:
+        """The values of ``step`` (None: not logged, and dropped from ``metrics.json``)."""
+        try:
+            self.live.step = step
+            for name, raw in values.items():
+                value = _value(raw)
+                if value is None:
+                    self.live.summary.pop(name, None)
+                else:
+                    self.live.log_metric(name, value)
+            self.live.next_step()
+        except OSError as exc:
+            raise DataError(
+                f"cannot write the live log in {self.directory}/: {exc}. Check the folder's permissions."
+            ) from exc
+
+    def close(self) -> None:
+        self.live.end()
+
+    def _drop_unreadable_summary(self) -> None:
+        """A ``metrics.json`` that does not parse (a process killed while DVCLive wrote it) is
+        removed: the summary is rebuilt from the resume rows."""
+        path = self.directory / "metrics.json"
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            pass
+        except (ValueError, UnicodeDecodeError):
+            path.unlink()
+
+    def _rewrite(self, rows: Sequence[Mapping[str, Value]]) -> None:
+        """Each series from ``rows`` (in DVCLive's format: tab-separated ``step`` and value), then
+        the summary of the last row; the next :meth:`log` continues at step ``len(rows)``."""
+        folder = Path(self.live.plots_dir) / "metrics"
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        for name in names:
+            lines = [f"step\t{name}"] + [
+                f"{step}\t{_value(row.get(name))}" for step, row in enumerate(rows) if _value(row.get(name)) is not None
+            ]
+            with atomic_path(folder / f"{name}.tsv") as tmp:
+                tmp.write_text(os.linesep.join(lines) + os.linesep, encoding="utf-8")
+        last = {name: _value(value) for name, value in rows[-1].items()}
+        self.live.summary = {name: value for name, value in last.items() if value is not None}
+        self.live.step = len(rows) - 1
+        self.live.make_summary()
+        self.live.step = len(rows)
