@@ -7,12 +7,19 @@ Reads params section `score` and ingest's outputs (checked: entromix.common.stag
   plots/score/jsd_distribution.png    the same as a figure
 and, while it trains, the DVCLive log dvclive/score/ (one step per epoch of each fold model, in
 order: fold, epoch, loss, lr, training recall of the malignant class, images/s).
+
+With score.nproc_per_node > 1 the script checks its inputs, then runs itself as that many
+processes through torchrun (entromix.common.distributed): fold k trains in process k mod N, and
+process 0 collects the folds and writes everything (its own folds' epochs in the live log).
 """
 
+import os
+import sys
 from pathlib import Path
 
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.device import describe, resolve_device
+from entromix.common.distributed import init_world, launch, needs_launch, shutdown, stop_quietly_when_a_peer_dies
 from entromix.common.live import LiveLog
 from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
@@ -46,19 +53,30 @@ def main() -> None:
     manifest, tiers, images = prepared.manifest, prepared.tiers, prepared.images
     n_real = int(((manifest["is_syn"] == 0) & (manifest["split"] == "train")).sum())
     n_syn = int((manifest["is_syn"] == 1).sum())
+    if needs_launch(config.nproc_per_node, 1):
+        launch(__file__, ["--params", args.params], config.nproc_per_node, 1, "", "score")
+        return
+    world, device = init_world(device)
+    if not world.is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - process 0 reports; errors still reach stderr
     print(
         f"entromix score: {config.folds}-fold {config.model} at {config.image_size}px, {config.epochs} epochs, "
         f"on {n_real} real training images; scoring them out-of-fold and {n_syn} synthetic; device {describe(device)}"
     )
-    live = LiveLog(LIVE)  # one step per epoch of each model in turn: fold k's epoch e is step k * epochs + e
-    result = score_training_images(
-        config,
-        images,
-        manifest,
-        device,
-        on_epoch=lambda k, epoch, stats: live.log(k * config.epochs + epoch, scorer_values(k, epoch, stats)),
-    )
-    live.close()
+    # one step per epoch of each model: fold k's epoch e is step k * epochs + e
+    live = LiveLog(LIVE) if world.is_main else None
+
+    def log_epoch(k: int, epoch: int, stats: EpochStats) -> None:
+        if live is not None:
+            live.log(k * config.epochs + epoch, scorer_values(k, epoch, stats))
+
+    with stop_quietly_when_a_peer_dies(world, "score"):
+        result = score_training_images(config, images, manifest, device, on_epoch=log_epoch, world=world)
+    if live is not None:
+        live.close()
+    if result is None:  # a process other than 0: its folds went to process 0
+        shutdown(world)
+        return
     metrics = score_metrics(result, tiers)
     m = metrics["score"]
     print(
@@ -77,6 +95,7 @@ def main() -> None:
         metrics_json.write_text(json_text(metrics))
         jsd_histogram_table(groups).to_csv(histogram_csv, index=False)
         plot_jsd_distribution(groups, figure)
+    shutdown(world)
 
 
 if __name__ == "__main__":

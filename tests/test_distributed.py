@@ -118,7 +118,7 @@ def stage(project: Path, name: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def set_params(project: Path, **train: object) -> None:
+def set_params(project: Path, score: dict | None = None, **train: object) -> None:
     import yaml
 
     params = yaml.safe_load(
@@ -128,6 +128,7 @@ def set_params(project: Path, **train: object) -> None:
     for section, values in STAGES.items():
         params[section].update(values)
     params["train"].update(train)
+    params["score"].update(score or {})
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -221,3 +222,24 @@ def test_the_root_failure_is_the_killed_rank_not_the_ones_torchrun_stopped():
     assert root_failure({0: 143, 1: -9}) == (1, -9)
     assert root_failure({0: 143, 1: 2, 2: 143}) == (1, 2)
     assert root_failure({0: 1, 1: 1}) == (0, 1)
+
+
+@pytest.mark.slow
+def test_two_process_scoring_gives_the_single_process_scores(scored, tmp_path):
+    """score.nproc_per_node 2: fold k trains in process k mod 2; process 0 writes the same
+    dataset.csv as the single-process run of the fixture (up to float rounding)."""
+    import shutil
+
+    import pandas as pd
+
+    project = tmp_path / "two"
+    shutil.copytree(scored, project)
+    set_params(project, score={"nproc_per_node": 2})
+    proc = stage(project, "score")
+    assert proc.returncode == 0, proc.stderr
+    assert "launching 2 processes (score)" in proc.stdout and "(rank 1)" not in proc.stdout
+    one, two = (pd.read_csv(p / "data/dataset.csv") for p in (scored, project))
+    assert one[["filename", "id", "fold", "label", "is_syn"]].equals(two[["filename", "id", "fold", "label", "is_syn"]])
+    np.testing.assert_allclose(two["jsd_score"], one["jsd_score"], atol=1e-3)
+    m1, m2 = (json.loads((p / "metrics/score.json").read_text())["score"] for p in (scored, project))
+    assert m2["oof_auc"] == pytest.approx(m1["oof_auc"], abs=1e-3)

@@ -47,6 +47,7 @@ def config(**changes) -> ScoreConfig:
         temperature_scaling=True,
         seed=0,
         device="cpu",
+        nproc_per_node=1,
     )
     return replace(base, **changes)
 

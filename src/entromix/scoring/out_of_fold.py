@@ -34,6 +34,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from entromix.common.device import DeviceName, seed_everything
+from entromix.common.distributed import SINGLE, World, gather_to_main
 from entromix.common.errors import DataError, ParamsError
 from entromix.modeling.fit import (
     EpochStats,
@@ -80,8 +81,11 @@ class ScoreConfig:
     temperature_scaling: bool  # fit T on the out-of-fold logits and apply it before the JSD
     seed: int
     device: DeviceName
+    nproc_per_node: int  # fold models trained at once, one process each (torchrun); 1 = in turn
 
     def __post_init__(self) -> None:
+        if self.nproc_per_node < 1:
+            raise ParamsError(f"score.nproc_per_node must be >= 1 (1: the folds in turn), got {self.nproc_per_node}.")
         if not is_model_name(self.model):
             raise ParamsError(
                 f"score.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}, or timm:<architecture>."
@@ -156,7 +160,8 @@ def score_training_images(
     device: torch.device,
     log: Callable[[str], None] = print,
     on_epoch: FoldEpochObserver | None = None,
-) -> ScoreResult:
+    world: World = SINGLE,
+) -> ScoreResult | None:
     """Out-of-fold JSD for real training images and fold-ensemble JSD for synthetic images.
 
     Args:
@@ -164,6 +169,8 @@ def score_training_images(
         manifest: ingest's manifest (id, label, split, is_syn, group, ...).
         on_epoch: called after every epoch of every model (:data:`FoldEpochObserver`); each
             epoch also logs one progress line (:func:`fold_epoch_line`).
+        world: the processes sharing the folds (``score.nproc_per_node``): each trains every
+            world-size-th fold, rank 0 collects them and returns the result; the others return None.
     """
     real = manifest[(manifest["is_syn"] == 0) & (manifest["split"] == "train")].reset_index(drop=True)
     syn = manifest[manifest["is_syn"] == 1].reset_index(drop=True)
@@ -180,27 +187,19 @@ def score_training_images(
         if on_epoch is not None:
             on_epoch(k, epoch, stats)
 
+    trained = FoldData(real, fold, real_images, real_labels, syn_images, num_classes, channels_last)
+    per_rank = gather_to_main(_train_folds(config, trained, device, world, log, epoch_done), world)
+    if per_rank is None:  # ranks other than 0: their folds are with rank 0 now
+        return None
     oof_logits = np.zeros((len(real), num_classes), dtype=np.float32)
     syn_logits = np.zeros((config.folds, len(syn), num_classes), dtype=np.float32)
-    fold_seconds = []
-    for k in range(config.folds):
-        start = time.perf_counter()
-        held_idx = np.flatnonzero(fold == k)
-        model = _fit_fold_model(
-            config, k, real_images, real_labels, fold, num_classes, device, channels_last, partial(epoch_done, k)
-        )
-        predict = partial(
-            predict_logits, device=device, image_size=config.image_size, channels_last=channels_last, tta=config.tta
-        )
-        oof_logits[held_idx] = predict(model, real_images[torch.from_numpy(held_idx).to(device)])
-        syn_logits[k] = predict(model, syn_images)
-        fold_seconds.append(time.perf_counter() - start)
-        acc = (oof_logits[held_idx].argmax(1) == real["label"].to_numpy()[held_idx]).mean()
-        log(
-            f"entromix score: fold {k + 1}/{config.folds}: trained on {len(real) - len(held_idx)}, scored "
-            f"{len(held_idx)} held-out (accuracy {acc:.3f}) + {len(syn)} synthetic in {fold_seconds[-1]:.1f} s"
-        )
-        del model
+    seconds = {}
+    for results in per_rank:
+        for k, (held_logits, fold_syn_logits, fold_seconds) in results.items():
+            oof_logits[fold == k] = held_logits
+            syn_logits[k] = fold_syn_logits
+            seconds[k] = fold_seconds
+    fold_seconds = [seconds[k] for k in range(config.folds)]
 
     temperature = _fit_temperature(config, oof_logits, real["label"].to_numpy(), log)
     real_probs = calibrated_probs(oof_logits, temperature)
@@ -225,6 +224,52 @@ def score_training_images(
     return ScoreResult(
         dataset=dataset[DATASET_COLUMNS], temperature=temperature, oof_logits=oof_logits, fold_seconds=fold_seconds
     )
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """The real training images with their folds, and the synthetic pool, as the fold models see them."""
+
+    real: pd.DataFrame  # manifest rows of the real training images
+    fold: np.ndarray  # (n_real,) fold of each
+    images: torch.Tensor  # (n_real, H, W, 3) uint8 on the device
+    labels: torch.Tensor  # (n_real,) int64 on the device
+    syn_images: np.ndarray  # (n_syn, H, W, 3) uint8
+    num_classes: int
+    channels_last: bool
+
+
+def _train_folds(
+    config: ScoreConfig,
+    data: FoldData,
+    device: torch.device,
+    world: World,
+    log: Callable[[str], None],
+    epoch_done: Callable[[int, int, EpochStats], None],
+) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+    """This rank's fold models (fold k on rank k mod world size; every fold with one process):
+    for each, the held-out logits, the synthetic logits and the seconds it took."""
+    results = {}
+    predict = partial(
+        predict_logits, device=device, image_size=config.image_size, channels_last=data.channels_last, tta=config.tta
+    )
+    for k in range(world.rank, config.folds, world.size):
+        start = time.perf_counter()
+        held_idx = np.flatnonzero(data.fold == k)
+        on_epoch = partial(epoch_done, k)
+        model = _fit_fold_model(
+            config, k, data.images, data.labels, data.fold, data.num_classes, device, data.channels_last, on_epoch
+        )
+        held_logits = predict(model, data.images[torch.from_numpy(held_idx).to(device)])
+        results[k] = (held_logits, predict(model, data.syn_images), time.perf_counter() - start)
+        acc = (held_logits.argmax(1) == data.real["label"].to_numpy()[held_idx]).mean()
+        log(
+            f"entromix score: fold {k + 1}/{config.folds}: trained on {len(data.real) - len(held_idx)}, scored "
+            f"{len(held_idx)} held-out (accuracy {acc:.3f}) + {len(data.syn_images)} synthetic in "
+            f"{results[k][2]:.1f} s" + (f" (rank {world.rank})" if world.distributed else "")
+        )
+        del model
+    return results
 
 
 def _fit_fold_model(
