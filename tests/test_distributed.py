@@ -220,7 +220,9 @@ def test_the_root_failure_is_the_killed_rank_not_the_ones_torchrun_stopped():
     from entromix.common.distributed import root_failure
 
     assert root_failure({0: 143, 1: -9}) == (1, -9)
-    assert root_failure({0: 143, 1: 2, 2: 143}) == (1, 2)
+    assert root_failure({0: -15, 1: -9}) == (1, -9)  # rank 0 stopped by torchrun after rank 1 was killed
+    assert root_failure({0: 1, 1: -9}) == (1, -9)  # rank 0's collectives broke
+    assert root_failure({0: 1, 1: 2, 2: 143}) == (1, 2)
     assert root_failure({0: 1, 1: 1}) == (0, 1)
 
 

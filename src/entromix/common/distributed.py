@@ -107,13 +107,19 @@ def launch(script: str, script_args: list[str], nproc_per_node: int, nnodes: int
 
 
 def root_failure(exit_codes: dict[int, int]) -> tuple[int, int]:
-    """The rank whose failure stopped the run, and its exit code: a rank killed by a signal (a
-    negative code), else one that failed by itself, before those torchrun stopped afterwards
-    (130/143: entromix's exit on SIGINT/SIGTERM)."""
+    """The rank whose failure stopped the run, and its exit code. When one rank fails, the others
+    fail after it: their collectives break (exit 1, :func:`stop_quietly_when_a_peer_dies`) and
+    torchrun stops them (SIGTERM, or 130/143 when entromix handled the signal). So a rank killed by
+    another signal (SIGKILL, the OOM killer, a crash) comes first, then another exit code (2: bad
+    input), then exit 1, then the ranks that were stopped."""
 
     def cause(item: tuple[int, int]) -> tuple[int, int]:
         rank, code = item
-        return (0 if code < 0 else 1 if code not in (130, 143) else 2, rank)
+        if code < 0:
+            order = 3 if -code in (signal.SIGTERM, signal.SIGINT) else 0
+        else:
+            order = 3 if code in (130, 143) else 2 if code == 1 else 1
+        return (order, rank)
 
     return min(exit_codes.items(), key=cause)
 
