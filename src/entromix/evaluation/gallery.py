@@ -159,6 +159,7 @@ def plot_tier_histograms(pool: pd.DataFrame, admitted: np.ndarray, tau: float, p
             va="top",
             fontsize=8,
             transform=ax.transAxes,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
         )
         ax.set_ylabel("images", fontsize=8)
     axes[0, 0].set_title(f"Synthetic JSD per tier; solid line tau = {tau:.3f} bits, dotted p_true = 0.5", fontsize=9)

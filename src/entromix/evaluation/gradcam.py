@@ -177,8 +177,9 @@ def gradcam_figure(
     )
     n_err = sum(kind in ("FN", "FP") for _, kind in cases)
     title = (
-        f"Grad-CAM of the class called at the threshold: {name} {target.name}, {target.side}x{target.side} map "
-        f"at {size} px\n{n_err} test errors (FN first), {len(cases) - n_err} correct; threshold {threshold:.3f}"
+        f"Grad-CAM of the class called at threshold {threshold:.3f}: {name} {target.name}, "
+        f"{target.side}x{target.side} map at {size} px\n{n_err} test errors, false negatives first (their map: "
+        f"what looked benign), then {len(cases) - n_err} correct"
     )
     print(f"entromix evaluate: Grad-CAM of {len(cases)} test images on {name} {target.name}")
     return lambda path: plot_gradcam(cases, shown, maps, labels, y, p, threshold, title, path)
