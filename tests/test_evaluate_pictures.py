@@ -164,7 +164,7 @@ def test_gradcam_maps_have_the_input_shape_and_are_not_constant(size, layer, sid
     assert maps.shape == (3, size, size) and shown.shape == (3, size, size, 3)
     assert 0.0 <= maps.min() and maps.max() <= 1.0 + 1e-6
     assert all(m.std() > 0.01 for m in maps)
-    assert all(p.grad is None for p in model.parameters())  # the model is left as it was
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())  # the model is left as it was
 
 
 def test_transformers_get_no_gradcam_but_a_figure_that_says_so(tmp_path, capsys):
@@ -202,3 +202,15 @@ def test_gradcam_figure_renders_a_grid(tmp_path, capsys):
     draw(tmp_path / "gradcam.png")
     w, h = png_size(tmp_path / "gradcam.png")
     assert (w, h) == (int(round(1.45 * 6 * 110)), int(round((0.5 + 1.75 * 3) * 110)))
+
+
+def test_no_cases_is_a_figure_that_says_so(tmp_path, capsys):
+    trained = TrainedModel(
+        build_model("resnet18", 2, 16).eval(), {"model_name": "resnet18", "image_size": 16}, CPU, False
+    )
+    draw = gradcam_figure(
+        trained, np.arange(1), np.zeros((1, 16, 16, 3), np.uint8), np.array([1]), np.array([0.9]), 0.5, [], ["b", "m"]
+    )
+    assert "no test case to show" in capsys.readouterr().out
+    draw(tmp_path / "g.png")
+    assert png_size(tmp_path / "g.png") == (704, 242)

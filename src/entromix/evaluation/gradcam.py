@@ -122,9 +122,21 @@ def gradcam_maps(
     batch = torch.from_numpy(np.ascontiguousarray(images_u8)).to(device)
     shown = to_float(batch, image_size).permute(0, 2, 3, 1).cpu().numpy()  # (N, S, S, 3)
     x = prepare_batch(batch, image_size, None, 0.0, channels_last)  # as predict_logits
-    with GradCAM(model=model, target_layers=[layer]) as cam:
-        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
-    model.zero_grad(set_to_none=True)
+    # gradients only from the output back to ``layer``: the layers before it need none (about
+    # half the backward pass); each parameter's requires_grad is restored afterwards
+    before = {p: p.requires_grad for p in model.parameters()}
+    own = list(layer.parameters())
+    try:
+        for p in model.parameters() if own else []:
+            p.requires_grad_(False)
+        for p in own:
+            p.requires_grad_(True)
+        with GradCAM(model=model, target_layers=[layer]) as cam:
+            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    finally:
+        for p, flag in before.items():
+            p.requires_grad_(flag)
+        model.zero_grad(set_to_none=True)
     return maps.astype(np.float32), np.clip(shown, 0.0, 1.0)
 
 
@@ -167,7 +179,11 @@ def gradcam_figure(
     name, size = str(trained.checkpoint["model_name"]), trained.image_size
     target = cam_layer(trained.model, name, size, trained.device)
     if target.layer is None or not cases:
-        why = target.name if target.layer is None else "the test set has no image"
+        why = (
+            target.name
+            if target.layer is None
+            else "no test case to show (evaluate.gradcam_errors and gradcam_correct)"
+        )
         print(f"entromix evaluate: no Grad-CAM figure: {why}")
         return lambda path: plot_message("Grad-CAM of test cases", [f"Not drawn: {why}."], path)
     rows = [r for r, _ in cases]
