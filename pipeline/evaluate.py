@@ -9,7 +9,8 @@ array and manifest, and the score stage's data/dataset.csv (for the JSD figure),
                                       `entromix predict` and `entromix export` read
   models/deploy/MODEL_CARD.md         its model card, generated from the metrics files
   plots/evaluate/{roc,pr,confusion,calibration}.csv   series for `dvc plots show`
-  plots/evaluate/figures/*.png        the same as figures, plus training curves, curriculum, JSD
+  plots/evaluate/figures/*.png        the same as figures, plus training curves, curriculum, JSD, the
+                                      synthetic pool gallery and its JSD per tier, Grad-CAM of test cases
 """
 
 from pathlib import Path
@@ -28,6 +29,7 @@ from entromix.evaluation.outputs import (
     test_predictions,
     write_outputs,
 )
+from entromix.evaluation.pictures import picture_figures
 from entromix.evaluation.report import EvaluateConfig, evaluation_report
 from entromix.training.checkpoints import load_trained_model
 
@@ -71,6 +73,8 @@ def main() -> None:
     predictions["prediction"] = (predictions["probability"] >= tuned.threshold).astype(int)
     print(f"entromix evaluate: {tuned.note}")
     deploy = deploy_checkpoint(ckpt, tuned.threshold, config.target_sensitivity, metrics)
+    history = pd.read_csv(HISTORY)
+    pictures = picture_figures(config, trained, prepared, dataset, history, run, test, predictions, tuned.threshold)
     write_outputs(
         OUTPUTS,
         deploy,
@@ -78,11 +82,12 @@ def main() -> None:
         metrics,
         prepared.labels,
         config.calibration_bins,
-        pd.read_csv(HISTORY),
+        history,
         run,
         dataset,
         prepared.tiers,
         ingest_metrics,
+        pictures,
     )
     for line in summary_lines(metrics):
         print(line)

@@ -112,7 +112,7 @@ def test_per_class_rates_and_report():
     )
     rates = per_class_rates(test, 0.5)
     assert rates == {"Benign": 0.75, "Early": 0.5, "Pro": 1.0}
-    config = EvaluateConfig("best", 0.9, 100, 5, 0, "cpu")
+    config = EvaluateConfig("best", 0.9, 100, 5, 0, "cpu", 8, 8, 8, 4)
     report, tuned = evaluation_report(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.9]), test, config)
     r = report["evaluate"]
     assert r["threshold"]["reached_on_val"] is True and r["threshold"]["tuned"] == pytest.approx(0.4)
@@ -138,4 +138,4 @@ def test_calibration_table_bins():
 @pytest.mark.parametrize("value", [0.0, 1.0, 1.2])
 def test_target_sensitivity_outside_open_interval_is_an_error(value):
     with pytest.raises(ParamsError, match="evaluate.target_sensitivity"):
-        EvaluateConfig("best", value, 100, 10, 0, "cpu")
+        EvaluateConfig("best", value, 100, 10, 0, "cpu", 8, 8, 8, 4)

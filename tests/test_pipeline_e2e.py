@@ -250,7 +250,9 @@ def test_evaluate_writes_metrics_predictions_and_plots(repo):
     assert metrics["test"]["n"] == len(predictions)
     for name in ("roc", "pr", "confusion", "calibration"):
         assert len(pd.read_csv(repo / f"plots/evaluate/{name}.csv")) > 0
-    for name in ("roc", "pr", "confusion", "calibration", "training_curves", "curriculum", "jsd_admission"):
+    figures = ("roc", "pr", "confusion", "calibration", "training_curves", "curriculum", "jsd_admission")
+    figures += ("synthetic_gallery", "synthetic_tiers", "gradcam")
+    for name in figures:
         assert (repo / f"plots/evaluate/figures/{name}.png").stat().st_size > 1000
 
 

@@ -181,3 +181,39 @@ def test_git_revision_marks_modified_code_only(tmp_path):
     assert git_revision(tmp_path) == head
     (tmp_path / "src" / "code.py").write_text("x = 2\n")
     assert git_revision(tmp_path) == head + "-modified"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_evaluate_draws_the_gallery_and_gradcam_of_the_run(project):
+    figures = project / "plots/evaluate/figures"
+    placeholder = (704, 242)  # figures.plot_message: a picture that says why it is empty
+    gallery = _png_size(figures / "synthetic_gallery.png")
+    assert gallery != placeholder and gallery[1] == 572  # four rows of synthetic tiles
+    assert _png_size(figures / "synthetic_tiers.png") == placeholder  # no tiers file in this project
+    width, height = _png_size(figures / "gradcam.png")
+    assert width == 957 and height > placeholder[1]
+
+
+def test_gradcam_explains_the_model_evaluate_scored(project):
+    from entromix.common.stage_io import load_prepared
+    from entromix.evaluation.gradcam import cam_layer, gradcam_maps
+
+    prepared = load_prepared(project / "data/prepared")
+    trained = load_trained_model(project / "models/train/best.pt", prepared.labels, CPU)
+    test = prepared.manifest[(prepared.manifest["is_syn"] == 0) & (prepared.manifest["split"] == "test")]
+    images = prepared.images[test["id"].to_numpy()]
+    evaluated = pd.read_csv(project / "data/predictions/test.csv")["probability"].to_numpy()
+    assert np.abs(trained.malignant_probability(images) - evaluated).max() < 1e-5  # the same model and input
+    target = cam_layer(trained.model, "resnet18", trained.image_size, CPU)
+    assert (target.name, target.side) == ("layer1[-1]", 4)  # 16 px: the deepest stage with a 4x4 map
+    maps, shown = gradcam_maps(trained.model, target.layer, images, [1] * len(images), 16, trained.channels_last, CPU)
+    assert maps.shape == (len(images), 16, 16) and shown.shape == (len(images), 16, 16, 3)
+    assert sum(m.std() > 0.01 for m in maps) >= len(images) - 1
+    assert np.abs(trained.malignant_probability(images) - evaluated).max() < 1e-5  # Grad-CAM changed nothing

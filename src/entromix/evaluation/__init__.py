@@ -1,2 +1,3 @@
-"""The evaluate stage: test-set metrics, bootstrap intervals, the tuned threshold and the figures.
+"""The evaluate stage: test-set metrics, bootstrap intervals, the tuned threshold and the figures
+(among them the synthetic pool gallery and Grad-CAM of test errors).
 May import: ``entromix.common``, ``entromix.modeling``, ``entromix.scoring``, ``entromix.training``."""

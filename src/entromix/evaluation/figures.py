@@ -142,3 +142,21 @@ def plot_curriculum(history: pd.DataFrame, pool: int, path: str | Path) -> None:
     names = ax.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
     ax.legend(lines, names, fontsize=7, loc="upper left")
     _save(fig, path)
+
+
+def save_figure(fig, path: str | Path, tight: bool = True) -> None:
+    """Write ``fig`` to ``path`` as a PNG (atomically) and close it; ``tight``: tight_layout first."""
+    if tight:
+        fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def plot_message(title: str, lines: list[str], path: str | Path) -> None:
+    """A figure that says why a picture could not be drawn (a DVC output must exist either way)."""
+    fig, ax = plt.subplots(figsize=(6.4, 2.2), dpi=110)
+    ax.axis("off")
+    ax.text(0.0, 0.95, title, fontsize=10, fontweight="bold", va="top", transform=ax.transAxes)
+    ax.text(0.0, 0.7, "\n".join(lines), fontsize=8, va="top", transform=ax.transAxes, wrap=True)
+    _save(fig, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,14 @@ def write_outputs(
     dataset: pd.DataFrame,
     tiers: pd.DataFrame | None,
     ingest: dict,
+    pictures: dict[str, Callable[[Path], None]] | None = None,
 ) -> None:
     """Write every output at once (all or none). ``paths``: ``predictions``, ``metrics``, ``model`` (the
     deployable checkpoint, :func:`deploy_checkpoint`), ``card`` (its model card, from ``ingest``:
     metrics/ingest.json's section), ``plots`` (the folder of the plot series) and
-    ``figures`` (the folder of the PNG figures)."""
+    ``figures`` (the folder of the PNG figures). ``pictures``: more figures, name -> ``draw(path)``
+    (``entromix.evaluation.pictures``), written as ``figures/<name>.png`` in the same set."""
+    pictures = pictures or {}
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     m = metrics["evaluate"]["test"]
     roc, pr = curves(y, p)
@@ -112,9 +116,11 @@ def write_outputs(
     card = model_card(deploy, ingest, run, history, metrics["evaluate"], predictions)
     targets = [paths["predictions"], paths["metrics"], paths["model"], paths["card"]]
     targets += [paths["plots"] / f"{n}.csv" for n in TABLES]
-    targets += [paths["figures"] / f"{n}.png" for n in FIGURES]
+    targets += [paths["figures"] / f"{n}.png" for n in (*FIGURES, *pictures)]
     with atomic_paths(*targets) as tmp:
         predictions_csv, metrics_json, model_pt, card_md, *rest = tmp
+        for draw, picture_png in zip(pictures.values(), rest[len(TABLES) + len(FIGURES) :]):
+            draw(picture_png)
         torch.save(deploy, model_pt)
         card_md.write_text(card, encoding="utf-8")
         table_paths, fig = dict(zip(TABLES, rest[: len(TABLES)])), dict(zip(FIGURES, rest[len(TABLES) :]))

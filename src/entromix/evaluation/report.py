@@ -38,8 +38,12 @@ class EvaluateConfig:
     target_sensitivity: float  # the tuned threshold reaches this sensitivity on val
     bootstrap_resamples: int  # for the 95% intervals; 0 = none
     calibration_bins: int  # equal-width probability bins of the calibration curve
-    seed: int  # bootstrap resampling
+    seed: int  # bootstrap resampling and the figures' random samples
     device: DeviceName
+    gallery_per_side: int  # synthetic gallery: images nearest tau on each side (admitted, kept out)
+    gallery_sample: int  # synthetic gallery: a seeded random sample of the rest of each side
+    gradcam_errors: int  # Grad-CAM: test errors shown, false negatives first; 0 = none
+    gradcam_correct: int  # Grad-CAM: correctly called test images shown beside them
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_sensitivity < 1.0:
@@ -48,6 +52,9 @@ class EvaluateConfig:
             raise ParamsError(f"evaluate.bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
         if self.calibration_bins < 2:
             raise ParamsError(f"evaluate.calibration_bins must be >= 2, got {self.calibration_bins}.")
+        for key in ("gallery_per_side", "gallery_sample", "gradcam_errors", "gradcam_correct"):
+            if not 0 <= getattr(self, key) <= 64:
+                raise ParamsError(f"evaluate.{key} must be in 0..64 (images in a figure), got {getattr(self, key)}.")
 
 
 def per_class_rates(test: pd.DataFrame, threshold: float) -> dict[str, float]:
