@@ -57,6 +57,7 @@ def child(root: str, image_size: int, workers: int) -> None:
         class_map={"Benign": "benign", "Malignant": "malignant"},
         image_size=image_size,
         resize_mode="stretch",
+        intensity="fixed16",
         split=SplitFractions(),
         seed=0,
         duplicates_across="error",
