@@ -245,3 +245,37 @@ def test_two_process_scoring_gives_the_single_process_scores(scored, tmp_path):
     np.testing.assert_allclose(two["jsd_score"], one["jsd_score"], atol=1e-3)
     m1, m2 = (json.loads((p / "metrics/score.json").read_text())["score"] for p in (scored, project))
     assert m2["oof_auc"] == pytest.approx(m1["oof_auc"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_stage_stops_every_process_with_one_line(scored, tmp_path):
+    """A scheduler's SIGTERM to the stage (torchrun's agent): the ranks are stopped, exit 143, no traceback."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    import psutil
+
+    project = tmp_path / "stopped"
+    shutil.copytree(scored, project)
+    set_params(project, nproc_per_node=2)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "pipeline" / "train.py")],
+        cwd=project,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while len(psutil.Process(proc.pid).children(recursive=True)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    ranks = psutil.Process(proc.pid).children(recursive=True)
+    time.sleep(3)  # inside training
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "SIGTERM received; the processes were stopped" in err and "Traceback" not in err
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)

@@ -85,6 +85,7 @@ def launch(script: str, script_args: list[str], nproc_per_node: int, nnodes: int
     A failed rank ends the others (torchrun's rule); the stage then exits with that rank's code:
     2 for bad input (its message is already printed), 130/143 when interrupted, 1 otherwise, with
     one line naming the rank, instead of torchrun's error report."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -104,6 +105,13 @@ def launch(script: str, script_args: list[str], nproc_per_node: int, nnodes: int
         if code != 2:
             print(f"entromix: rank {rank} failed with exit code {code} (its output is above).", file=sys.stderr)
         sys.exit(code if code in (2, 130, 143) else 1)
+    except SignalException as exc:  # Ctrl-C or a scheduler's SIGTERM to the stage: torchrun stopped the ranks
+        print(
+            f"entromix: {exc.sigval.name} received; the processes were stopped and the outputs were not "
+            "replaced. The next `dvc repro` resumes from the last finished epoch.",
+            file=sys.stderr,
+        )
+        sys.exit(128 + int(exc.sigval))
 
 
 def root_failure(exit_codes: dict[int, int]) -> tuple[int, int]:
