@@ -75,9 +75,7 @@ class LiveLog:
             if resume_rows:
                 self._rewrite(resume_rows)
         except OSError as exc:
-            raise DataError(
-                f"cannot write the live log in {self.directory}/: {exc}. Check the folder's permissions."
-            ) from exc
+            raise _unwritable(self.directory, exc) from exc
 
     @property
     def step(self) -> int:
@@ -95,9 +93,7 @@ class LiveLog:
                     self.live.log_metric(name, value)
             self.live.next_step()
         except OSError as exc:
-            raise DataError(
-                f"cannot write the live log in {self.directory}/: {exc}. Check the folder's permissions."
-            ) from exc
+            raise _unwritable(self.directory, exc) from exc
 
     def close(self) -> None:
         self.live.end()
