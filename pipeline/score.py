@@ -63,17 +63,21 @@ def main() -> None:
         f"entromix score: {config.folds}-fold {config.model} at {config.image_size}px, {config.epochs} epochs, "
         f"on {n_real} real training images; scoring them out-of-fold and {n_syn} synthetic; device {describe(device)}"
     )
-    # one step per epoch of each model: fold k's epoch e is step k * epochs + e
-    live = LiveLog(LIVE) if world.is_main else None
+    # one step per epoch of each model: fold k's epoch e is step k * epochs + e. Opened (which clears
+    # the previous run's log) at the first finished epoch, so a stage that stops on bad input or bad
+    # weights before training leaves the previous log as it was.
+    live: list[LiveLog] = []
 
     def log_epoch(k: int, epoch: int, stats: EpochStats) -> None:
-        if live is not None:
-            live.log(k * config.epochs + epoch, scorer_values(k, epoch, stats))
+        if world.is_main:
+            if not live:
+                live.append(LiveLog(LIVE))
+            live[0].log(k * config.epochs + epoch, scorer_values(k, epoch, stats))
 
     with stop_quietly_when_a_peer_dies(world, "score"):
         result = score_training_images(config, images, manifest, device, on_epoch=log_epoch, world=world)
-    if live is not None:
-        live.close()
+    for log in live:
+        log.close()
     if result is None:  # a process other than 0: its folds went to process 0
         shutdown(world)
         return
