@@ -24,7 +24,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     # and the dvc command they wrap is run by the end-to-end test
     (r"make test$", ".ci/run", "make test"),
     (r"make lint$", ".ci/run", "make lint"),
-    (r"scripts/check_python_versions\.sh$", ".ci/run", 'scripts/check_python_versions.sh "${others[@]}"'),
+    (r"scripts/check_python_versions\.sh$", ".ci/run", 'scripts/check_python_versions.sh --fast "${others[@]}"'),
     (r"make test-fast$", "tests/test_readme.py", '"test-fast": \'-m "not slow"\''),
     (r"make format$", "tests/test_readme.py", '"format": ".venv/bin/ruff format"'),
     (r"make run$", "tests/test_readme.py", '{"run": ".venv/bin/dvc repro"'),
