@@ -175,22 +175,13 @@ def test_two_process_training_matches_one_process(scored, tmp_path):
     assert m1.keys() == m2.keys()
 
 
-@pytest.mark.slow
-def test_a_killed_two_process_run_resumes(scored, tmp_path):
-    """SIGKILL to rank 1 after the first epoch: torchrun stops rank 0, the stage exits non-zero
-    with one line, and the next run continues from the saved epoch to the uninterrupted result."""
+def start_two_process_train(scored: Path, project: Path) -> tuple[Path, subprocess.Popen]:
+    """A copy of the scored project whose train stage runs as 2 processes, started in the background."""
     import os
     import shutil
-    import signal
-    import time
 
-    import psutil
-
-    whole = trained(scored, tmp_path, "whole", nproc_per_node=2)
-    project = tmp_path / "killed"
     shutil.copytree(scored, project)
     set_params(project, nproc_per_node=2)
-    resume = project / "models/train/checkpoints/resume.pt"
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "pipeline" / "train.py")],
         cwd=project,
@@ -199,6 +190,21 @@ def test_a_killed_two_process_run_resumes(scored, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    return project, proc
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes(scored, tmp_path):
+    """SIGKILL to rank 1 after the first epoch: torchrun stops rank 0, the stage exits non-zero
+    with one line, and the next run continues from the saved epoch to the uninterrupted result."""
+    import signal
+    import time
+
+    import psutil
+
+    whole = trained(scored, tmp_path, "whole", nproc_per_node=2)
+    project, proc = start_two_process_train(scored, tmp_path / "killed")
+    resume = project / "models/train/checkpoints/resume.pt"
     deadline = time.monotonic() + 600
     while not resume.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -250,24 +256,12 @@ def test_two_process_scoring_gives_the_single_process_scores(scored, tmp_path):
 @pytest.mark.slow
 def test_sigterm_to_the_stage_stops_every_process_with_one_line(scored, tmp_path):
     """A scheduler's SIGTERM to the stage (torchrun's agent): the ranks are stopped, exit 143, no traceback."""
-    import os
-    import shutil
     import signal
     import time
 
     import psutil
 
-    project = tmp_path / "stopped"
-    shutil.copytree(scored, project)
-    set_params(project, nproc_per_node=2)
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "pipeline" / "train.py")],
-        cwd=project,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    _, proc = start_two_process_train(scored, tmp_path / "stopped")
     deadline = time.monotonic() + 300
     while len(psutil.Process(proc.pid).children(recursive=True)) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
