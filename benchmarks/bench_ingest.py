@@ -54,6 +54,8 @@ def child(root: str, image_size: int, workers: int) -> None:
         tiers_csv=None,
         layout="flat",
         labels=["benign", "malignant"],
+        positive_labels=["malignant"],
+        unlabelled_dir=None,
         class_map={"Benign": "benign", "Malignant": "malignant"},
         image_size=image_size,
         resize_mode="stretch",
@@ -68,6 +70,7 @@ def child(root: str, image_size: int, workers: int) -> None:
         scarce_label="malignant",
         scarce_train_images=None,
         scarce_seed=0,
+        scarce_unlabelled=False,
     )
     out = Path(root) / "out"
     t0 = time.perf_counter()

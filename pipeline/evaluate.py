@@ -19,6 +19,7 @@ import pandas as pd
 
 from entromix.common.device import describe, resolve_device
 from entromix.common.params import load_params, section
+from entromix.common.rounding import round_floats
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared, missing_input
 from entromix.evaluation.outputs import (
@@ -30,7 +31,8 @@ from entromix.evaluation.outputs import (
     write_outputs,
 )
 from entromix.evaluation.pictures import picture_figures
-from entromix.evaluation.report import EvaluateConfig, evaluation_report
+from entromix.evaluation.report import EvaluateConfig, evaluation_report, side_classes
+from entromix.modeling.metrics import multiclass_metrics
 from entromix.training.checkpoints import load_trained_model
 
 MODELS = Path("models/train")
@@ -67,20 +69,39 @@ def main() -> None:
         f"{len(val)} real val and {len(test)} real test images; threshold tuned on val for sensitivity "
         f"{config.target_sensitivity}; device {describe(device)}"
     )
-    p_val = trained.malignant_probability(images[val["id"].to_numpy()])
-    predictions = test_predictions(test, trained.malignant_probability(images[test["id"].to_numpy()]))
-    metrics, tuned = evaluation_report(val["label"].to_numpy(), p_val, predictions, config)
+    space = trained.label_space
+    val_probs = trained.probabilities(images[val["id"].to_numpy()])
+    test_probs = trained.probabilities(images[test["id"].to_numpy()])
+    p_val = trained.malignant_probability(None, val_probs)  # the binary view: summed positive probability
+    predictions = test_predictions(test, trained.malignant_probability(None, test_probs), space, test_probs)
+    metrics, tuned = evaluation_report(space.binary_targets(val["label"].to_numpy()), p_val, predictions, config)
+    multiclass = None
+    if space.num_classes > 2:
+        multiclass = round_floats(multiclass_metrics(test["label"].to_numpy(), test_probs, list(space.names)), 4)
+        metrics["evaluate"]["test"]["multiclass"] = multiclass
     predictions["prediction"] = (predictions["probability"] >= tuned.threshold).astype(int)
     print(f"entromix evaluate: {tuned.note}")
     deploy = deploy_checkpoint(ckpt, tuned.threshold, config.target_sensitivity, metrics)
     history = pd.read_csv(HISTORY)
-    pictures = picture_figures(config, trained, prepared, dataset, history, run, test, predictions, tuned.threshold)
+    pictures = picture_figures(
+        config,
+        trained,
+        prepared,
+        dataset,
+        history,
+        run,
+        test,
+        predictions,
+        tuned.threshold,
+        side_classes(space, test_probs),
+        multiclass,
+    )
     write_outputs(
         OUTPUTS,
         deploy,
         predictions,
         metrics,
-        prepared.labels,
+        space.binary_names,
         config.calibration_bins,
         history,
         run,
@@ -89,7 +110,7 @@ def main() -> None:
         ingest_metrics,
         pictures,
     )
-    for line in summary_lines(metrics):
+    for line in summary_lines(metrics, space):
         print(line)
 
 

@@ -52,9 +52,8 @@ def main() -> None:
     device = resolve_device(config.device, "predict.device")
     trained = load_trained_model(MODEL, None, device)
     files = images_in(folder)
-    labels = [str(x) for x in trained.checkpoint["labels"]]
     if not files:
-        frame = pd.DataFrame(columns=["path", f"p_{labels[1]}", "prediction", "label"])
+        frame = pd.DataFrame(columns=["path", f"p_{trained.label_space.positive_title}", "prediction", "label"])
         print(f"entromix predict: no images in {folder} ({', '.join(IMAGE_EXTENSIONS)}); wrote the header only")
     else:
         print(f"entromix predict: {len(files)} file(s) in {folder} with {MODEL}; device {describe(device)}")

@@ -6,7 +6,7 @@ Reads params section `score` and ingest's outputs (checked: entromix.common.stag
   plots/score/jsd_histogram.csv       fraction of images per JSD bin (dvc plots)
   plots/score/jsd_distribution.png    the same as a figure
 and, while it trains, the DVCLive log dvclive/score/ (one step per epoch of each fold model, in
-order: fold, epoch, loss, lr, training recall of the malignant class, images/s).
+order: fold, epoch, loss, lr, training recall of the malignant (positive) labels, images/s).
 
 With score.nproc_per_node > 1 the script checks its inputs, then runs itself as that many
 processes through torchrun (entromix.common.distributed): fold k trains in process k mod N, and
@@ -75,13 +75,15 @@ def main() -> None:
             live[0].log(k * config.epochs + epoch, scorer_values(k, epoch, stats))
 
     with stop_quietly_when_a_peer_dies(world, "score"):
-        result = score_training_images(config, images, manifest, device, on_epoch=log_epoch, world=world)
+        result = score_training_images(
+            config, images, manifest, device, on_epoch=log_epoch, world=world, label_space=prepared.label_space
+        )
     for log in live:
         log.close()
     if result is None:  # a process other than 0: its folds went to process 0
         shutdown(world)
         return
-    metrics = score_metrics(result, tiers)
+    metrics = score_metrics(result, tiers, label_space=prepared.label_space)
     m = metrics["score"]
     print(
         f"entromix score: out-of-fold accuracy {m['oof_accuracy']}, AUC {m['oof_auc']}, temperature "

@@ -117,6 +117,7 @@ def main() -> None:
             fingerprint=run_fingerprint(curriculum, config, inputs, images.shape),
             on_start=outputs.start,
             world=world,
+            label_space=prepared.label_space,
         )
     outputs.close()
     if not world.is_main:

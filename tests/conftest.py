@@ -39,6 +39,8 @@ def ingest_config(data_root: Path, **overrides) -> IngestConfig:
         tiers_csv=None,
         layout="auto",
         labels=["benign", "malignant"],
+        positive_labels=["malignant"],
+        unlabelled_dir=None,
         class_map={"Benign": "benign", "Early": "malignant", "Pre": "malignant"},
         image_size=16,
         resize_mode="stretch",
@@ -53,6 +55,7 @@ def ingest_config(data_root: Path, **overrides) -> IngestConfig:
         scarce_label="malignant",
         scarce_train_images=None,
         scarce_seed=0,
+        scarce_unlabelled=False,
     )
     values.update(overrides)
     return IngestConfig(**values)

@@ -15,6 +15,8 @@ GOOD = {
     "tiers_csv": None,
     "layout": "auto",
     "labels": ["benign", "malignant"],
+    "positive_labels": ["malignant"],
+    "unlabelled_dir": None,
     "class_map": {"a": "benign", "b": "malignant"},
     "image_size": 64,
     "resize_mode": "stretch",
@@ -29,6 +31,7 @@ GOOD = {
     "scarce_label": "malignant",
     "scarce_train_images": None,
     "scarce_seed": 0,
+    "scarce_unlabelled": False,
 }
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from entromix.common.errors import DataError, listing
+from entromix.common.errors import DataError, ParamsError, listing
+from entromix.common.labels import LabelSpace
 
 PREPARED = Path("data/prepared")
 DATASET = Path("data/dataset.csv")
@@ -71,6 +72,14 @@ class Prepared:
     labels: list[str]
     tiers: pd.DataFrame  # id, filename, tier, detail (empty without a tiers file)
     config: dict = field(default_factory=dict)  # ingest_config.json: image_size, resize_mode, labels, ...
+
+    @property
+    def label_space(self) -> LabelSpace:
+        """The labels and the binary view (``ingest.positive_labels``; labels[1:] when not recorded)."""
+        try:
+            return LabelSpace.from_names(self.labels, self.config.get("positive_labels"))
+        except ParamsError as exc:
+            raise DataError(f"{PREPARED / 'ingest_config.json'}: {exc} {RERUN_INGEST}") from None
 
 
 def load_prepared(root: str | Path = PREPARED, verify: bool = True) -> Prepared:

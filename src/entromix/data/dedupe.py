@@ -5,7 +5,8 @@ path. The first copy of each hash is kept. A later copy is:
 
 * collapsed (dropped, counted, listed in ``duplicates.csv``) when it sits in the same split and
   the same pool (real or synthetic) as the kept copy: it adds nothing but weight;
-* an error when it has a different label: one image cannot be both benign and malignant;
+* an error when it has a different label: one image cannot be both benign and malignant (an
+  unlabelled image, label -1, has none: its labelled copy is kept and it is a leak, below);
 * leakage when it sits in another split, or in the other pool (a "synthetic" image that is a real
   one): an error, unless ``duplicates_across: drop``, which drops the later copy.
 
@@ -23,7 +24,7 @@ from entromix.common.errors import DataError, listing
 
 AcrossPolicy = Literal["error", "drop"]
 
-_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2, "unlabelled": 3}  # a labelled copy is the one kept
 
 
 def visit_order(files: pd.DataFrame) -> pd.DataFrame:
@@ -62,7 +63,7 @@ def find_duplicates(files: pd.DataFrame, across: AcrossPolicy) -> tuple[pd.DataF
             continue
         where = f"{row['source']}/{row['path']}"
         kept_where = f"{kept['source']}/{kept['path']}"
-        if row["label"] != kept["label"]:
+        if row["label"] != kept["label"] and min(row["label"], kept["label"]) >= 0:  # -1: unlabelled
             conflicts.append(f"{where} ({row['class']}) = {kept_where} ({kept['class']})")
             continue
         same_bucket = row["is_syn"] == kept["is_syn"] and row["split"] == kept["split"]

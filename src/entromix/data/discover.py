@@ -180,6 +180,22 @@ def discover_images(
                for class_name, split, class_dir in class_dirs]
     return Discovery(root=root, layout=chosen, images=images, folders=folders, ignored_top_level=top_files)
 
+def discover_unlabelled(root: str | Path, boundary: str | Path | None = None) -> Discovery:
+    """Every image under ``root`` (any sub-folders; folder names mean nothing), as unlabelled
+    images: class "" and split ``unlabelled``. The same checks as :func:`discover_images`."""
+    root = Path(root)
+    what = "the unlabelled-images folder (ingest.unlabelled_dir)"
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: {what} does not exist or is not a folder. Check ingest.data_root and "
+            "ingest.unlabelled_dir in params.yaml, or set ingest.unlabelled_dir: null."
+        )
+    resolved_root = Path(boundary if boundary is not None else root).resolve()
+    images: list[FoundImage] = []
+    folder = _walk_class_folder(root, "", "unlabelled", root, resolved_root, images)
+    return Discovery(root=root, layout="flat", images=images, folders=[folder])
+
+
 def _class_folders(root: Path, layout: str, top_dirs: list[str], top_files: list[str]) -> list[tuple[str, str | None, Path]]:
     """(class name, split or None, folder) of every class folder; files beside the split folders are
     added to ``top_files`` (reported, not read)."""

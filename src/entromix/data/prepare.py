@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from entromix.data.dedupe import AcrossPolicy, find_duplicates
-from entromix.data.discover import SPLITS, Discovery, Layout, discover_images
+from entromix.data.discover import SPLITS, Discovery, Layout, discover_images, discover_unlabelled
 from entromix.common.errors import DataError, ParamsError, listing
+from entromix.common.labels import LabelSpace
 from entromix.data.groups import read_groups
 from entromix.common.image_store import ImageArrayWriter
 from entromix.data.images import (
@@ -32,7 +33,7 @@ from entromix.data.images import (
     sha256_file,
 )
 from entromix.data.parallel import ordered_map, resolve_workers
-from entromix.data.scarce import limit_real_training
+from entromix.data.scarce import UNLABELLED, limit_real_training
 from entromix.data.splits import grouped_split, stratified_split
 from entromix.data.tiers import TIER_COLUMNS, read_tiers
 
@@ -72,10 +73,12 @@ class IngestConfig:
     data_root: str  # one folder holding the sub-folders below; the stage's DVC dependency
     real_dir: str  # relative to data_root
     synthetic_dir: str | None  # relative to data_root; None: no synthetic pool
+    unlabelled_dir: str | None  # relative to data_root: real images without a label (self-training); None: none
     groups_csv: str | None  # relative to data_root; columns path,group; None: split by image
     tiers_csv: str | None  # relative to data_root; filename,tier of synthetic images; measurement only
     layout: Layout  # auto | split | flat (see entromix.data.discover)
-    labels: list[str]  # label names by index; index 1 is the positive (malignant) class
+    labels: list[str]  # label names by index (two or more)
+    positive_labels: list[str] | None  # the labels that count as malignant in the binary view; None = labels[1:]
     class_map: dict[str, str]  # class folder name -> label name
     image_size: int  # px; every image is stored as image_size x image_size x 3
     resize_mode: ResizeMode  # stretch | center_crop | pad (see entromix.data.images)
@@ -87,13 +90,13 @@ class IngestConfig:
     bad_images: Literal["error", "skip"]  # unreadable / empty / too large / too small files: stop, or skip and report
     max_pixels: int  # width x height above this is refused before decoding (decompression bombs)
     min_image_size: int  # px; an image whose shorter side is below this is refused
-    scarce_label: str  # the label whose real training images scarce_train_images limits
+    scarce_label: str | list[str]  # the label(s) whose real training images scarce_train_images limits (in total)
     scarce_train_images: int | None  # None = all; N = keep only N real training images of scarce_label
     scarce_seed: int  # which N (entromix.data.scarce)
+    scarce_unlabelled: bool  # the real training images scarce_train_images leaves out become unlabelled images
 
     def __post_init__(self) -> None:
-        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
-            raise ParamsError(f"ingest.labels must list at least two distinct names, got {self.labels}.")
+        LabelSpace.from_names(self.labels, self.positive_labels)  # two or more distinct labels, a valid binary view
         bad = sorted({v for v in self.class_map.values() if v not in self.labels})
         if bad:
             raise ParamsError(
@@ -106,19 +109,31 @@ class IngestConfig:
             raise ParamsError(f"ingest.image_size must be between 16 and 1024 px, got {self.image_size}.")
         if self.workers < 0:
             raise ParamsError(f"ingest.workers must be >= 0 (0 = all cores), got {self.workers}.")
-        if self.scarce_label not in self.labels:
-            raise ParamsError(f"ingest.scarce_label is {self.scarce_label!r}; use one of ingest.labels ({', '.join(self.labels)}).")
+        unknown = [name for name in self.scarce_labels if name not in self.labels]
+        if unknown or not self.scarce_labels:
+            raise ParamsError(
+                f"ingest.scarce_label is {self.scarce_label!r}; use one of ingest.labels ({', '.join(self.labels)}), "
+                "or a list of them (the limit is then their total, for example [early, pre, pro])."
+            )
         if self.scarce_train_images is not None and self.scarce_train_images < 1:
             raise ParamsError(f"ingest.scarce_train_images must be null (keep all) or >= 1, got {self.scarce_train_images}.")
         if self.max_pixels < 1 or self.min_image_size < 1:
             raise ParamsError("ingest.max_pixels and ingest.min_image_size must be >= 1.")
-        for key in ("real_dir", "synthetic_dir", "groups_csv", "tiers_csv"):
+        for key in ("real_dir", "synthetic_dir", "unlabelled_dir", "groups_csv", "tiers_csv"):
             value = getattr(self, key)
             if value is not None and (PurePosixPath(value).is_absolute() or ".." in PurePosixPath(value).parts):
                 raise ParamsError(
                     f"ingest.{key} is {value!r}; it must be a path inside ingest.data_root, with no "
                     "'..' and not absolute. Point ingest.data_root at the folder that holds it."
                 )
+
+    @property
+    def label_space(self) -> LabelSpace:
+        return LabelSpace.from_names(self.labels, self.positive_labels)
+
+    @property
+    def scarce_labels(self) -> list[str]:
+        return [self.scarce_label] if isinstance(self.scarce_label, str) else list(self.scarce_label)
 
     def path(self, key: str) -> Path | None:
         value = getattr(self, key)
@@ -171,7 +186,7 @@ def _file_table(found: Discovery, source: str, config: IngestConfig, is_syn: boo
             "path": img.rel_path,
             "source": source,
             "class": img.class_name,
-            "label": config.label_index(img.class_name),
+            "label": -1 if img.split == UNLABELLED else config.label_index(img.class_name),
             "split": img.split,
             "is_syn": is_syn,
         }
@@ -201,14 +216,19 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
         syn_table = _file_table(syn, "synthetic", config, is_syn=True)
         syn_table["split"] = "train"
         tables.append(syn_table)
+    if config.unlabelled_dir is not None:
+        unlabelled = discover_unlabelled(config.path("unlabelled_dir"), boundary=config.data_root)
+        discoveries["unlabelled"] = unlabelled
+        tables.append(_file_table(unlabelled, "unlabelled", config, is_syn=False))
     files = pd.concat(tables, ignore_index=True)
     files["split"] = files["split"].astype(object).where(files["split"].notna(), None)
-    roots = {"real": str(real_root), "synthetic": str(config.path("synthetic_dir"))}
+    roots = {"real": str(real_root), "synthetic": str(config.path("synthetic_dir")),
+             "unlabelled": str(config.path("unlabelled_dir"))}
     files, skipped = _refuse_bad_images(files, roots, config)
 
     files["group"] = ""
     if config.groups_csv is not None:
-        is_real = ~files["is_syn"].astype(bool)
+        is_real = ~files["is_syn"].astype(bool) & (files["source"] != "unlabelled")
         files.loc[is_real, "group"] = read_groups(config.path("groups_csv"), files.loc[is_real, "path"].tolist())
 
     paths = [str(Path(roots[s]) / p) for s, p in zip(files["source"], files["path"])]
@@ -216,7 +236,7 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
 
     kept, duplicates = find_duplicates(files, config.duplicates_across)
     kept = kept.copy()
-    real_mask = ~kept["is_syn"].astype(bool)
+    real_mask = ~kept["is_syn"].astype(bool) & (kept["source"] != "unlabelled")
     if real.layout == "flat":
         fractions = config.split.as_dict()
         strata = kept.loc[real_mask, "class"].tolist()
@@ -228,10 +248,11 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
     elif config.groups_csv is not None:
         _check_groups_within_splits(kept.loc[real_mask], config)
 
-    kept, scarce_dropped = limit_real_training(kept, config.labels.index(config.scarce_label),
-                                               config.scarce_train_images, config.scarce_seed, config.scarce_label)
+    kept, scarce_dropped = limit_real_training(kept, [config.labels.index(n) for n in config.scarce_labels],
+                                               config.scarce_train_images, config.scarce_seed,
+                                               "+".join(config.scarce_labels), hide=config.scarce_unlabelled)
     _check_every_label_in_every_split(kept[~kept["is_syn"].astype(bool)], config, real_root)
-    order = {name: i for i, name in enumerate(SPLITS)}
+    order = {name: i for i, name in enumerate((*SPLITS, UNLABELLED))}
     kept["_split_order"] = kept["split"].map(order)
     kept = kept.sort_values(["is_syn", "_split_order", "class", "path"], kind="stable").drop(columns="_split_order")
     kept.insert(0, "id", np.arange(len(kept)))
@@ -357,7 +378,7 @@ def ingest_metrics(plan: IngestPlan) -> dict:
         root = str(found.root)
         in_manifest = manifest[manifest["source"] == root]
         for report in found.folders:
-            prefix = report.folder + "/"
+            prefix = "" if report.folder == "." else report.folder + "/"  # "." : the unlabelled folder itself
             ingested = int(in_manifest["path"].str.startswith(prefix).sum())
             dup = int(((dropped["source"] == root) & dropped["path"].str.startswith(prefix)).sum())
             bad = int(((plan.skipped["source"] == root) & plan.skipped["path"].str.startswith(prefix)).sum())
@@ -390,4 +411,9 @@ def ingest_metrics(plan: IngestPlan) -> dict:
             + sum(len(d.ignored_top_level) for d in plan.discoveries.values()),
             "folders": folders,
         }
+        | ({"unlabelled": int((manifest["split"] == UNLABELLED).sum())} if _has_unlabelled(config) else {})
     }
+
+
+def _has_unlabelled(config: IngestConfig) -> bool:
+    return config.unlabelled_dir is not None or (config.scarce_unlabelled and config.scarce_train_images is not None)

@@ -69,6 +69,25 @@ def plot_confusion(m: dict, labels: list[str], path: str | Path) -> None:
     _save(fig, path)
 
 
+def plot_confusion_matrix(counts: list[list[int]], labels: list[str], path: str | Path) -> None:
+    """K x K confusion matrix of a multi-class model (rows actual, columns predicted by argmax), with
+    each row's share of its class in brackets."""
+    counts = np.asarray(counts)
+    k = len(labels)
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.1 * k + 1.8, 1.0 * k + 1.4), dpi=110)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(counts):
+        colour = "white" if shares[i, j] > 0.5 else "black"
+        ax.text(j, i, f"{v}\n({shares[i, j]:.0%})", ha="center", va="center", color=colour, fontsize=8)
+    ax.set_xticks(range(k), labels, rotation=30, ha="right")
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted (argmax)")
+    ax.set_ylabel("actual")
+    ax.set_title("test, per label", fontsize=9)
+    _save(fig, path)
+
+
 def plot_calibration(table: pd.DataFrame, brier: float | None, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=110)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")

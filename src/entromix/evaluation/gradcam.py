@@ -171,11 +171,21 @@ def plot_gradcam(
 
 
 def gradcam_figure(
-    trained, test_ids: np.ndarray, images: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: float, cases, labels
+    trained,
+    test_ids: np.ndarray,
+    images: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    cases,
+    labels,
+    side_classes: np.ndarray | None = None,
 ):
     """``draw(path)`` for the Grad-CAM grid of ``cases`` (:func:`select_cases`) of the test images
     (``test_ids``: their rows of ``images``; ``y``, ``p``: labels and P(malignant)); a figure that
-    says why when the architecture has no usable convolutional stage or there are no cases."""
+    says why when the architecture has no usable convolutional stage or there are no cases.
+    ``labels``: the binary view's two names; ``side_classes``: (N, 2) the model label to explain
+    for each test image when called benign and when called malignant (None: labels 0 and 1)."""
     name, size = str(trained.checkpoint["model_name"]), trained.image_size
     target = cam_layer(trained.model, name, size, trained.device)
     if target.layer is None or not cases:
@@ -187,7 +197,9 @@ def gradcam_figure(
         print(f"entromix evaluate: no Grad-CAM figure: {why}")
         return lambda path: plot_message("Grad-CAM of test cases", [f"Not drawn: {why}."], path)
     rows = [r for r, _ in cases]
-    called = [int(p[r] >= threshold) for r in rows]  # the class the model called at the threshold
+    called = [int(p[r] >= threshold) for r in rows]  # the side the model called at the threshold
+    if side_classes is not None:  # a multi-class model: that side's most probable label
+        called = [int(side_classes[r, side]) for r, side in zip(rows, called)]
     maps, shown = gradcam_maps(
         trained.model, target.layer, images[test_ids[rows]], called, size, trained.channels_last, trained.device
     )

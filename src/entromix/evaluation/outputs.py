@@ -13,6 +13,7 @@ import torch
 
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.errors import DataError
+from entromix.common.labels import LabelSpace
 from entromix.common.stage_io import missing_input
 from entromix.evaluation.figures import (
     plot_calibration,
@@ -54,17 +55,30 @@ def read_ingest_metrics(path: Path) -> dict:
         raise DataError(f"{path}: damaged ({type(exc).__name__}: {exc}). Rerun ingest (dvc repro -f ingest).") from None
 
 
-def test_predictions(test: pd.DataFrame, probability: np.ndarray) -> pd.DataFrame:
+def test_predictions(
+    test: pd.DataFrame, probability: np.ndarray, space: LabelSpace | None = None, probs: np.ndarray | None = None
+) -> pd.DataFrame:
     """One row per real test image: filename, class, label and P(malignant) (``prediction`` is added
-    once the threshold is tuned)."""
-    return pd.DataFrame(
+    once the threshold is tuned). ``label`` is the binary view's target (1: a positive label).
+
+    With more than two labels (``space``, and ``probs`` the (N, K) probabilities) each row also
+    has its ``true_label`` and ``predicted_label`` (argmax) names and ``p_<label>`` per label."""
+    space = space or LabelSpace(("benign", "malignant"), (1,))
+    frame = pd.DataFrame(
         {
             "filename": test["source"].astype(str) + "/" + test["path"].astype(str),
             "class": test["class"].astype(str),
-            "label": test["label"].astype(int),
+            "label": space.binary_targets(test["label"].to_numpy()),
             "probability": probability,
         }
-    ).reset_index(drop=True)
+    )
+    if space.num_classes > 2 and probs is not None:
+        names = np.array(space.names)
+        frame["true_label"] = names[test["label"].to_numpy(dtype=np.int64)]
+        frame["predicted_label"] = names[probs.argmax(1)]
+        for i, name in enumerate(space.names):
+            frame[f"p_{name}"] = np.round(probs[:, i].astype(np.float64), 6)
+    return frame.reset_index(drop=True)
 
 
 def deploy_checkpoint(checkpoint: dict, threshold: float, target_sensitivity: float, metrics: dict) -> dict:
@@ -140,12 +154,23 @@ def write_outputs(
         )
 
 
-def summary_lines(metrics: dict) -> list[str]:
-    """The console summary: ROC-AUC with its interval, and the operating points at 0.5 and tuned."""
+def summary_lines(metrics: dict, space: LabelSpace | None = None) -> list[str]:
+    """The console summary: ROC-AUC with its interval, the operating points at 0.5 and tuned, and
+    with more than two labels the K-class model's macro-F1 and per-label recall."""
     m = metrics["evaluate"]["test"]
     t, h, ci = m["at_tuned"], m["at_050"], m["ci95"]
+    multi = []
+    if "multiclass" in m:
+        mc = m["multiclass"]
+        recalls = ", ".join(f"{name} {v['recall']}" for name, v in mc["per_class"].items())
+        multi = [
+            f"entromix evaluate: {len(mc['labels'])} labels (argmax): accuracy {mc['accuracy']}, macro-F1 "
+            f"{mc['macro_f1']}, one-vs-rest ROC-AUC {mc['roc_auc_ovr_macro']}; recall {recalls}"
+        ]
+    side = f" ({space.positive_title} vs the rest)" if space is not None and not space.is_plain_binary else ""
     return [
-        f"entromix evaluate: test ROC-AUC {m['roc_auc']} (95% CI {ci['roc_auc_low']}-{ci['roc_auc_high']}), "
+        *multi,
+        f"entromix evaluate: test ROC-AUC{side} {m['roc_auc']} (95% CI {ci['roc_auc_low']}-{ci['roc_auc_high']}), "
         f"PR-AUC {m['pr_auc']}, Brier {m['brier']}",
         f"entromix evaluate: at 0.5: sensitivity {h['sensitivity']}, specificity {h['specificity']}; at tuned "
         f"{t['threshold']}: sensitivity {t['sensitivity']} ({ci['sensitivity_low']}-{ci['sensitivity_high']}), "

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from entromix.common.stage_io import Prepared
+from entromix.evaluation.figures import plot_confusion_matrix
 from entromix.evaluation.gallery import gallery_figures
 from entromix.evaluation.gradcam import gradcam_figure, select_cases
 from entromix.evaluation.report import EvaluateConfig
@@ -32,10 +33,15 @@ def picture_figures(
     test: pd.DataFrame,
     predictions: pd.DataFrame,
     threshold: float,
+    side_classes: np.ndarray | None = None,
+    multiclass: dict | None = None,
 ) -> dict[str, Draw]:
     """``synthetic_gallery``, ``synthetic_tiers`` and ``gradcam`` figures.
 
-    ``test``: the real test rows of the manifest, in the order of ``predictions`` (label, probability)."""
+    ``test``: the real test rows of the manifest, in the order of ``predictions`` (label, probability).
+    ``side_classes``: (N, 2) per test image, the label Grad-CAM explains when it is called benign
+    and when malignant (the most probable label of that side; None: labels 0 and 1).
+    ``multiclass``: evaluate.json's K-class metrics; with them a ``confusion_multiclass`` figure."""
     figures = gallery_figures(
         dataset,
         prepared.tiers,
@@ -49,6 +55,17 @@ def picture_figures(
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy(dtype=np.float64)
     cases = select_cases(y, p, threshold, config.gradcam_errors, config.gradcam_correct, config.seed)
     figures["gradcam"] = gradcam_figure(
-        trained, test["id"].to_numpy(), prepared.images, y, p, threshold, cases, prepared.labels
+        trained,
+        test["id"].to_numpy(),
+        prepared.images,
+        y,
+        p,
+        threshold,
+        cases,
+        trained.label_space.binary_names,
+        side_classes,
     )
+    if multiclass is not None:
+        counts, names = multiclass["confusion"], multiclass["labels"]
+        figures["confusion_multiclass"] = lambda path: plot_confusion_matrix(counts, names, path)
     return figures

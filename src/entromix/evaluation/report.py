@@ -10,6 +10,10 @@
 4. When the real class folders are finer than the labels (Benign vs Early / Pre / Pro), the
    sensitivity of each malignant folder (and the specificity of each benign one) too.
 
+With more than two labels all of this is the binary view (``ingest.positive_labels``: the label
+``y`` is 1 for a positive label, the probability the summed softmax of the positive labels), and
+``test.multiclass`` adds the K-class model's own metrics (``entromix.modeling.metrics.multiclass_metrics``).
+
 Synthetic images never enter evaluation.
 """
 
@@ -24,6 +28,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from entromix.common.device import DeviceName
 from entromix.common.errors import ParamsError
+from entromix.common.labels import LabelSpace
 from entromix.common.rounding import round_floats
 from entromix.evaluation.bootstrap import bootstrap_intervals
 from entromix.evaluation.threshold import TunedThreshold, tune_threshold
@@ -55,6 +60,13 @@ class EvaluateConfig:
         for key in ("gallery_per_side", "gallery_sample", "gradcam_errors", "gradcam_correct"):
             if not 0 <= getattr(self, key) <= 64:
                 raise ParamsError(f"evaluate.{key} must be in 0..64 (images in a figure), got {getattr(self, key)}.")
+
+
+def side_classes(space: LabelSpace, probs: np.ndarray) -> np.ndarray:
+    """(N, 2) int: per image, its most probable benign-side label and its most probable
+    positive label (what Grad-CAM explains when the image is called benign or malignant)."""
+    negative, positive = np.array(space.negative), np.array(space.positive)
+    return np.stack([negative[probs[:, negative].argmax(1)], positive[probs[:, positive].argmax(1)]], 1)
 
 
 def per_class_rates(test: pd.DataFrame, threshold: float) -> dict[str, float]:

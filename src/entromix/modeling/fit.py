@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -138,13 +138,13 @@ class EpochStats:
     images: int  # images in the epoch's batches
     seconds: float  # wall time of the pass (the device synchronised at the end)
     lr: float = 0.0  # learning rate of the epoch's first step
-    positives: int = 0  # images of class 1 (malignant) in the batches (with ``targets``)
-    true_positives: int = 0  # of those, predicted class 1 (argmax) in the training forward pass
+    positives: int = 0  # images of a positive (malignant) class in the batches (with ``targets``)
+    true_positives: int = 0  # of those, predicted (argmax) as a positive class in the training forward pass
 
     @property
     def recall_positive(self) -> float | None:
-        """Training recall of class 1 over the epoch's (augmented, training-mode) forward passes;
-        None without class-1 images (or without ``targets``)."""
+        """Training recall of the positive (malignant) classes over the epoch's (augmented,
+        training-mode) forward passes; None without positive images (or without ``targets``)."""
         return self.true_positives / self.positives if self.positives else None
 
     @property
@@ -166,6 +166,7 @@ def train_epoch(
     device: torch.device,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     targets: torch.Tensor | None = None,
+    positive: Sequence[int] = (1,),
 ) -> EpochStats:
     """One pass of optimiser steps, one per batch: the loop the scorer's folds and the curriculum share.
 
@@ -176,14 +177,16 @@ def train_epoch(
         on_batch: called with (CPU row indices (B,), detached logits (B, C)) after each forward
             pass: the training dynamics of each image (``entromix.scoring.aum``).
         targets: (N,) int64 labels of ``images`` on ``device``: with them the stats count the
-            class-1 images and how many of them the forward pass predicted as class 1 (the
-            training recall of the malignant class, from the logits the step computes anyway).
+            images of the ``positive`` classes and how many of them the forward pass predicted as
+            one of those (the training recall of the malignant side, from the logits the step
+            computes anyway). ``positive``: the positive (malignant) label indices.
     """
     model.train()
     start = time.perf_counter()
     lr = float(optim.param_groups[0]["lr"])
     loss_sum = torch.zeros((), device=device)  # accumulated on the device: no sync per step
-    counts = torch.zeros(2, dtype=torch.int64, device=device)  # class-1 images, of them predicted 1
+    counts = torch.zeros(2, dtype=torch.int64, device=device)  # positive images, of them predicted positive
+    is_positive: torch.Tensor | None = None  # bool (K,) at the positive labels, once the logits give K
     n_batches = n_images = 0
     for idx in batches:
         idx_dev = idx.to(device)
@@ -192,8 +195,11 @@ def train_epoch(
             logits = model(x).float()
             loss = loss_fn(logits, idx_dev)
         if targets is not None:
-            positive = targets[idx_dev] == 1
-            counts += torch.stack([positive.sum(), (positive & (logits.detach().argmax(1) == 1)).sum()])
+            if is_positive is None:
+                is_positive = torch.zeros(logits.shape[1], dtype=torch.bool, device=device)
+                is_positive[list(positive)] = True
+            actual = is_positive[targets[idx_dev]]
+            counts += torch.stack([actual.sum(), (actual & is_positive[logits.detach().argmax(1)]).sum()])
         if on_batch is not None:
             on_batch(idx, logits.detach())
         optim.zero_grad(set_to_none=True)
@@ -218,6 +224,7 @@ def fit_classifier(
     channels_last: bool = False,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     on_epoch: Callable[[int, EpochStats], None] | None = None,
+    positive: Sequence[int] = (1,),
 ) -> nn.Module:
     """Train ``model`` with class-weighted cross-entropy, warmup + cosine LR, seeded batches and augmentation.
 
@@ -227,6 +234,7 @@ def fit_classifier(
         on_batch: see :func:`train_epoch` (``entromix.scoring.aum`` records margins with it).
         on_epoch: called after each epoch with (epoch from 0, its :class:`EpochStats`): the score
             stage's progress lines and live log.
+        positive: the positive (malignant) label indices, for the training recall in the stats.
     """
     num_classes = model_num_classes(model)
     criterion = nn.CrossEntropyLoss(
@@ -265,6 +273,7 @@ def fit_classifier(
             device,
             on_batch,
             targets,
+            positive,
         )
         if on_epoch is not None:
             on_epoch(epoch, stats)

@@ -12,12 +12,16 @@ Threshold-free: ROC-AUC, PR-AUC (average precision, the step-wise area that scik
 ``average_precision_score`` computes) and the Brier score ``mean((p - y)^2)``.
 
 A metric whose denominator is empty (no malignant images, say) is ``None``, never a silent 0.
+
+With more than two labels (``ingest.labels``), :func:`multiclass_metrics` reports the K-class
+model beside this binary view: per-class recall, precision, F1 and one-vs-rest ROC-AUC, macro-F1,
+the mean one-vs-rest ROC-AUC and the K x K confusion matrix of the argmax predictions.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -76,4 +80,43 @@ def threshold_free_metrics(y_true: np.ndarray, p_positive: np.ndarray) -> dict[s
         "roc_auc": roc_auc(y, p),
         "pr_auc": float(average_precision_score(y, p)) if y.any() else None,
         "brier": float(np.mean((p - y) ** 2)) if len(y) else None,
+    }
+
+
+def multiclass_metrics(y_true: np.ndarray, probs: np.ndarray, names: list[str]) -> dict:
+    """K-class metrics of (N, K) probabilities against labels 0..K-1, predictions by argmax.
+
+    ``per_class``: per label, its ``n`` images, ``recall``, ``precision``, ``f1`` and ``roc_auc``
+    (one-vs-rest); ``macro_f1`` and ``macro_recall`` (balanced accuracy) average the classes with
+    images (a class without test images has recall and AUC None and is left out of the means);
+    ``roc_auc_ovr_macro`` the mean of the defined one-vs-rest AUCs; ``confusion``: K rows
+    (actual) of K counts (predicted), in label order.
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    k = len(names)
+    pred = probs.argmax(1)
+    counts = confusion_matrix(y, pred, labels=list(range(k)))
+    per_class: dict[str, dict] = {}
+    for c, name in enumerate(names):
+        tp, actual, called = int(counts[c, c]), int(counts[c].sum()), int(counts[:, c].sum())
+        recall, precision = _ratio(tp, actual), _ratio(tp, called)
+        f1 = 2 * precision * recall / (precision + recall) if recall and precision else (0.0 if actual else None)
+        per_class[name] = {
+            "n": actual,
+            "recall": recall,
+            "precision": precision,
+            "f1": f1,
+            "roc_auc": roc_auc(y == c, probs[:, c]),
+        }
+    present = [v for v in per_class.values() if v["n"]]
+    aucs = [v["roc_auc"] for v in present if v["roc_auc"] is not None]
+    return {
+        "labels": list(names),
+        "accuracy": _ratio(int(np.trace(counts)), int(counts.sum())),
+        "macro_recall": float(np.mean([v["recall"] for v in present])) if present else None,
+        "macro_f1": float(np.mean([v["f1"] for v in present])) if present else None,
+        "roc_auc_ovr_macro": float(np.mean(aucs)) if aucs else None,
+        "per_class": per_class,
+        "confusion": counts.astype(int).tolist(),
     }

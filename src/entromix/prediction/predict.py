@@ -136,8 +136,9 @@ def class_probabilities(
 
 @torch.no_grad()
 def _spread(trained: TrainedModel, chunk: np.ndarray, uncertainty: Uncertainty, temperature: float) -> torch.Tensor:
-    """(B,) standard deviation of P(class 1) over the eight orientations (``tta``) or over
-    :data:`MC_DROPOUT_PASSES` passes with dropout active (``mc-dropout``)."""
+    """(B,) standard deviation of P(malignant) (the positive labels' summed probability) over the
+    eight orientations (``tta``) or over :data:`MC_DROPOUT_PASSES` passes with dropout active
+    (``mc-dropout``)."""
     model, device = trained.model, trained.device
     x = prepare_batch(
         torch.from_numpy(np.ascontiguousarray(chunk)).to(device), trained.image_size, None, 0.0, trained.channels_last
@@ -150,7 +151,10 @@ def _spread(trained: TrainedModel, chunk: np.ndarray, uncertainty: Uncertainty, 
             if isinstance(m, torch.nn.Dropout):
                 m.train()
     with autocast(device):
-        passes = torch.stack([torch.softmax(model(v.contiguous()).float() / temperature, 1)[:, 1] for v in inputs])
+        positive = list(trained.label_space.positive)
+        passes = torch.stack(
+            [torch.softmax(model(v.contiguous()).float() / temperature, 1)[:, positive].sum(1) for v in inputs]
+        )
     model.eval()
     return passes.double().std(0).cpu()  # (B,)
 
@@ -164,18 +168,20 @@ def predict_files(
     bad_images: BadImages = "skip",
     progress: bool = True,
 ) -> Predictions:
-    """One row per readable file: ``path``, ``p_<positive label>``, ``prediction`` (0/1) and
-    ``label`` at the threshold (the checkpoint's tuned one unless ``threshold`` is given, else 0.5),
-    plus ``p_<label>`` for every class with ``per_class`` and ``<uncertainty>_std`` with ``uncertainty``."""
+    """One row per readable file: ``path``, ``p_<positive label>`` (with several positive labels,
+    ``p_early+pre+pro``: their summed probability), ``prediction`` (0/1) and ``label`` at the
+    threshold (the checkpoint's tuned one unless ``threshold`` is given, else 0.5), plus
+    ``p_<label>`` for every class with ``per_class`` and ``<uncertainty>_std`` with ``uncertainty``."""
     ckpt = trained.checkpoint
     labels = [str(x) for x in ckpt["labels"]]
     cut, source = _threshold(ckpt, threshold)
     images, kept, skipped = read_images(files, ckpt["preprocess"], bad_images, progress)
     probs, spread = class_probabilities(trained, images, uncertainty, progress=progress)
-    positive = probs[:, 1]
-    frame = pd.DataFrame({"path": [str(p) for p in kept], f"p_{labels[1]}": positive})
+    space = trained.label_space
+    positive = space.positive_probability(probs)  # the summed probability of the positive labels
+    frame = pd.DataFrame({"path": [str(p) for p in kept], f"p_{space.positive_title}": positive})
     frame["prediction"] = (positive >= cut).astype(int)
-    frame["label"] = [labels[i] for i in frame["prediction"]]
+    frame["label"] = [space.binary_names[i] for i in frame["prediction"]]
     if per_class:
         for i, name in enumerate(labels):
             frame[f"p_{name}"] = probs[:, i]

@@ -36,6 +36,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from entromix.common.device import DeviceName, seed_everything
 from entromix.common.distributed import SINGLE, World, gather_to_main
 from entromix.common.errors import DataError, ParamsError
+from entromix.common.labels import LabelSpace
 from entromix.modeling.fit import (
     EpochStats,
     FitSettings,
@@ -161,6 +162,7 @@ def score_training_images(
     log: Callable[[str], None] = print,
     on_epoch: FoldEpochObserver | None = None,
     world: World = SINGLE,
+    label_space: LabelSpace | None = None,
 ) -> ScoreResult | None:
     """Out-of-fold JSD for real training images and fold-ensemble JSD for synthetic images.
 
@@ -171,10 +173,13 @@ def score_training_images(
             epoch also logs one progress line (:func:`fold_epoch_line`).
         world: the processes sharing the folds (``score.nproc_per_node``): each trains every
             world-size-th fold, rank 0 collects them and returns the result; the others return None.
+        label_space: the K labels and the positive ones (``Prepared.label_space``); None: the
+            manifest's labels 0..max with label 1 positive.
     """
     real = manifest[(manifest["is_syn"] == 0) & (manifest["split"] == "train")].reset_index(drop=True)
     syn = manifest[manifest["is_syn"] == 1].reset_index(drop=True)
-    num_classes = int(manifest["label"].max()) + 1
+    num_classes = label_space.num_classes if label_space is not None else int(real["label"].max()) + 1
+    positive = label_space.positive if label_space is not None else (1,)
     fold = make_folds(real, config.folds, config.seed)
     # uint8 images on the training device once: (N, H, W, 3), a few MB at 64 px
     real_images = torch.from_numpy(np.asarray(images[real["id"].to_numpy()])).to(device)
@@ -187,7 +192,7 @@ def score_training_images(
         if on_epoch is not None:
             on_epoch(k, epoch, stats)
 
-    trained = FoldData(real, fold, real_images, real_labels, syn_images, num_classes, channels_last)
+    trained = FoldData(real, fold, real_images, real_labels, syn_images, num_classes, channels_last, positive)
     per_rank = gather_to_main(_train_folds(config, trained, device, world, log, epoch_done), world)
     if per_rank is None:  # ranks other than 0: their folds are with rank 0 now
         return None
@@ -237,6 +242,7 @@ class FoldData:
     syn_images: np.ndarray  # (n_syn, H, W, 3) uint8
     num_classes: int
     channels_last: bool
+    positive: tuple[int, ...] = (1,)  # the positive (malignant) labels, for the training recall in the logs
 
 
 def _train_folds(
@@ -258,7 +264,16 @@ def _train_folds(
         held_idx = np.flatnonzero(data.fold == k)
         on_epoch = partial(epoch_done, k)
         model = _fit_fold_model(
-            config, k, data.images, data.labels, data.fold, data.num_classes, device, data.channels_last, on_epoch
+            config,
+            k,
+            data.images,
+            data.labels,
+            data.fold,
+            data.num_classes,
+            device,
+            data.channels_last,
+            on_epoch,
+            data.positive,
         )
         held_logits = predict(model, data.images[torch.from_numpy(held_idx).to(device)])
         results[k] = (held_logits, predict(model, data.syn_images), time.perf_counter() - start)
@@ -282,6 +297,7 @@ def _fit_fold_model(
     device: torch.device,
     channels_last: bool,
     on_epoch: Callable[[int, EpochStats], None] | None = None,
+    positive: tuple[int, ...] = (1,),
 ) -> torch.nn.Module:
     """The scorer of fold ``k``: trained from its own seed on the real training images of the other folds."""
     seed_everything(config.seed * 1000 + k)
@@ -297,6 +313,7 @@ def _fit_fold_model(
         seed=config.seed * 1000 + k,
         channels_last=channels_last,
         on_epoch=on_epoch,
+        positive=positive,
     )
 
 
@@ -385,25 +402,35 @@ def tier_auroc(jsd: np.ndarray, tiers: np.ndarray, bad: str, good: str = "good")
     return float(roc_auc_score(y, jsd[mask]))
 
 
-def score_metrics(result: ScoreResult, tiers: pd.DataFrame | None = None, digits: int = 4) -> dict:
+def score_metrics(
+    result: ScoreResult, tiers: pd.DataFrame | None = None, digits: int = 4, label_space: LabelSpace | None = None
+) -> dict:
     """``metrics/score.json``: reference-classifier quality and the JSD of real and synthetic images.
 
     Args:
         tiers: optional columns id, tier (good | degraded | hallucinated) for synthetic images;
             measurement only, never used to score.
+        label_space: the labels and the binary view: ``oof_auc`` is the ROC-AUC of the summed
+            positive probability (malignant vs benign, for any K); with more than two labels
+            ``oof_auc_ovr_macro`` adds the mean one-vs-rest ROC-AUC over the K classes.
     """
     data = result.dataset
     real, syn = data[data["is_syn"] == 0], data[data["is_syn"] == 1]
     y = real["label"].to_numpy()
     probs = calibrated_probs(result.oof_logits, result.temperature)
-    if probs.shape[1] == 2:
+    space = label_space or LabelSpace.from_names([str(c) for c in range(probs.shape[1])], None)
+    extra = {}
+    if space.is_plain_binary:
         auc = roc_auc_score(y, probs[:, 1])
     else:
-        auc = roc_auc_score(y, probs, multi_class="ovr")
+        auc = roc_auc_score(space.binary_targets(y), space.positive_probability(probs))
+        if probs.shape[1] > 2:
+            extra["oof_auc_ovr_macro"] = roc_auc_score(y, probs, multi_class="ovr", labels=list(range(probs.shape[1])))
     out = {
         "oof_accuracy": accuracy_score(y, probs.argmax(1)),
         "oof_balanced_accuracy": balanced_accuracy_score(y, probs.argmax(1)),
         "oof_auc": auc,
+        **extra,
         "temperature": result.temperature,
         "real_jsd_mean": real["jsd_score"].mean(),
         "synthetic_jsd_mean": syn["jsd_score"].mean() if len(syn) else None,

@@ -5,7 +5,8 @@ that describes itself, so that ``entromix predict`` and ``entromix export`` need
 
 * ``format`` (:data:`CHECKPOINT_FORMAT`) and ``version`` (:data:`CHECKPOINT_VERSION`);
 * ``model`` (state_dict), ``model_name`` (the architecture), ``num_classes``, ``labels`` (class
-  names in label order);
+  names in label order), ``positive_labels`` (the labels whose summed probability is P(malignant);
+  absent in checkpoints written before it: ``labels[1:]``, ``entromix.common.labels``);
 * ``preprocess``: how a file becomes the model's input. ``stored_size`` and ``resize_mode`` are
   ingest's (decode, orient, RGB, resize to a ``stored_size`` square), ``image_size`` the model's
   input (resized again, bilinear, when it differs), ``mean`` / ``std`` the normalisation of
@@ -33,6 +34,7 @@ import torch
 
 from entromix.common.atomic import atomic_path
 from entromix.common.errors import DataError
+from entromix.common.labels import LabelSpace, label_space_of_checkpoint
 from entromix.common.torch_files import load_torch_file
 from entromix.modeling.fit import predict_logits, uses_channels_last
 from entromix.modeling.models import build_model
@@ -129,10 +131,20 @@ class TrainedModel:
     def image_size(self) -> int:
         return int(self.checkpoint["image_size"])
 
-    def malignant_probability(self, images: np.ndarray) -> np.ndarray:
-        """float64 (N,) P(class 1) for uint8 images (N, H, W, 3): softmax of the logits."""
+    @property
+    def label_space(self) -> LabelSpace:
+        return label_space_of_checkpoint(self.checkpoint)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """float32 (N, K) softmax of the logits for uint8 images (N, H, W, 3)."""
         logits = predict_logits(self.model, images, self.device, self.image_size, channels_last=self.channels_last)
-        return torch.softmax(torch.from_numpy(logits), 1)[:, 1].numpy().astype(np.float64)
+        return torch.softmax(torch.from_numpy(logits), 1).numpy()
+
+    def malignant_probability(self, images: np.ndarray | None, probs: np.ndarray | None = None) -> np.ndarray:
+        """float64 (N,) P(malignant): the summed softmax of the positive labels (``probs``: the
+        :meth:`probabilities` of ``images`` when already computed)."""
+        probs = self.probabilities(images) if probs is None else probs
+        return self.label_space.positive_probability(probs).astype(np.float64)
 
 
 def load_trained_model(path: str | Path, labels: list[str] | None, device: torch.device) -> TrainedModel:

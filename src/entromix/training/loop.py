@@ -40,6 +40,7 @@ from entromix.common.distributed import (
     wrap_model,
 )
 from entromix.common.errors import DataError, ParamsError
+from entromix.common.labels import LabelSpace
 from entromix.modeling.fit import (
     BatchPrep,
     EpochStats,
@@ -74,14 +75,15 @@ EpochObserver = Callable[[list[dict], torch.nn.Module, bool], None]
 #: (empty for a fresh run; the restored epochs when it resumes): the train stage opens its live log
 StartObserver = Callable[[list[dict]], None]
 
-NUM_CLASSES = 2
+#: two labels, label 1 malignant: the default label space
+BINARY = LabelSpace(("benign", "malignant"), (1,))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The ``train`` section of params.yaml."""
 
-    model: str  # resnet18 | resnet50 | vit_b_16 | swin_t (torchvision, 2-class head)
+    model: str  # resnet18 | resnet50 | vit_b_16 | swin_t (torchvision, a K-class head)
     pretrained_weights: str | None  # local state_dict file; None = from scratch (never downloads)
     image_size: int  # px the model sees (the prepared array is resized on the fly when different)
     epochs: int
@@ -196,6 +198,7 @@ class _Run:
     best_row: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     world: World = SINGLE  # the processes training together (rank 0 writes)
+    label_space: LabelSpace = BINARY  # the K labels and the binary view the val metrics read
 
     def rng_states(self) -> dict[str, torch.Tensor]:
         gen = self.prep.augment_gen
@@ -246,6 +249,7 @@ def train_curriculum(
     fingerprint: str = "",
     on_start: StartObserver | None = None,
     world: World = SINGLE,
+    label_space: LabelSpace = BINARY,
 ) -> TrainResult:
     """Train with the curriculum; return the per-epoch history and the best and last weights.
 
@@ -265,11 +269,14 @@ def train_curriculum(
         world: the processes training together (``entromix.common.distributed``): each takes its
             shard of every global batch; only rank 0 logs, saves the resume state and calls
             ``on_start`` and ``on_epoch``.
+        label_space: the K labels and the positive ones: the model has K outputs, and the
+            validation metrics (``val_auc``, ``val_sensitivity``, ...) are the binary view's (the
+            summed probability of the positive labels).
     """
-    _check_inputs(config, curriculum, table, val_labels)
+    _check_inputs(config, curriculum, table, val_labels, label_space)
     if not world.is_main:
         log = _quiet
-    run = _start(config, curriculum, table, val_images, val_labels, device, log, world)
+    run = _start(config, curriculum, table, val_images, val_labels, device, log, world, label_space)
     if resume_path is not None and config.resume:
         _resume(run, resume_path, fingerprint, log)
     if on_start is not None and world.is_main:
@@ -314,7 +321,11 @@ def _quiet(message: str) -> None:
 
 
 def _check_inputs(
-    config: TrainConfig, curriculum: CurriculumConfig, table: TrainingTable, val_labels: np.ndarray
+    config: TrainConfig,
+    curriculum: CurriculumConfig,
+    table: TrainingTable,
+    val_labels: np.ndarray,
+    label_space: LabelSpace,
 ) -> None:
     curriculum.check_epochs(config.epochs)
     if curriculum.strategy == "oracle_gate" and (table.tiers is None or not (table.tiers[table.is_syn] != "").any()):
@@ -323,10 +334,13 @@ def _check_inputs(
             "it needs ingest.tiers_csv (filename,tier with tier 'good' for the images to admit). "
             "Use another strategy for data without tiers."
         )
-    if np.unique(table.labels[~table.is_syn]).size != NUM_CLASSES or np.unique(val_labels).size != NUM_CLASSES:
+    real = table.labels[~table.is_syn]
+    missing = [name for c, name in enumerate(label_space.names) if not (real == c).any()]
+    if missing or np.unique(label_space.binary_targets(val_labels)).size != 2:
         raise DataError(
-            "the real training and validation images must both hold benign (0) and malignant (1) images; "
-            "check ingest's split fractions and class_map."
+            f"the real training images must hold every label ({', '.join(label_space.names)}; none of "
+            f"{', '.join(missing) or '-'}) and the validation images both sides of the binary view "
+            f"({label_space.positive_title} and the rest); check ingest's split fractions and class_map."
         )
 
 
@@ -339,12 +353,14 @@ def _start(
     device: torch.device,
     log: Callable[[str], None],
     world: World = SINGLE,
+    label_space: LabelSpace = BINARY,
 ) -> _Run:
     """The model, loss, optimiser, schedule, synthetic pool and device tensors of a fresh run (the
     model wrapped in DistributedDataParallel across ``world``)."""
     seed_everything(config.seed)
     channels_last = uses_channels_last(config.model, device)
-    model = build_model(config.model, NUM_CLASSES, config.image_size, config.pretrained_weights, "train").to(device)
+    num_classes = label_space.num_classes
+    model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "train").to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = wrap_model(model, world, device)
@@ -352,9 +368,9 @@ def _start(
         table, curriculum, config.seed, config.batch_size, min_batches(config.min_steps, config.epochs), device
     )
     weights = (
-        class_weights(table.labels[~table.is_syn], NUM_CLASSES)
+        class_weights(table.labels[~table.is_syn], num_classes)
         if config.class_weights != "none"
-        else torch.ones(NUM_CLASSES)
+        else torch.ones(num_classes)
     )  # "mix" starts here and is recomputed every epoch
     criterion = EntroMixLoss(
         weights,
@@ -399,6 +415,7 @@ def _start(
         val_x=place_on_device(val_images, device),
         val_y=torch.from_numpy(np.array(val_labels, dtype=np.int64)),
         world=world,
+        label_space=label_space,
     )
 
 
@@ -430,7 +447,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         )
     plan = pool.epoch(epoch, tau)
     if config.class_weights == "mix":
-        run.criterion.set_class_weights(pool.mix_class_weights(plan, tau, NUM_CLASSES))
+        run.criterion.set_class_weights(pool.mix_class_weights(plan, tau, run.label_space.num_classes))
     lr = run.optim.param_groups[0]["lr"]
 
     def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -447,6 +464,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         run.prep,
         run.device,
         targets=run.labels,
+        positive=run.label_space.positive,
     )
     loss, images, recall = _global_stats(stats, run.world)
     val = broadcast_from_main(_validate(run) if run.world.is_main else None, run.world)
@@ -473,12 +491,15 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
 
 
 def _validate(run: _Run) -> dict[str, Any]:
-    """``val_loss`` and the ``val_*`` metrics of the current model on the real validation images."""
+    """``val_loss`` (cross-entropy over the K labels) and the ``val_*`` metrics of the binary view
+    (the summed probability of the positive labels) of the current model on the real validation images."""
     model = unwrap(run.model)
     val_logits = torch.from_numpy(
         predict_logits(model, run.val_x, run.device, run.config.image_size, channels_last=run.prep.channels_last)
     )
-    metrics = binary_metrics(run.val_y.numpy(), torch.softmax(val_logits, 1)[:, 1].numpy())
+    space = run.label_space
+    probs = torch.softmax(val_logits, 1).numpy()
+    metrics = binary_metrics(space.binary_targets(run.val_y.numpy()), space.positive_probability(probs))
     return {"val_loss": float(F.cross_entropy(val_logits, run.val_y)), **{f"val_{k}": v for k, v in metrics.items()}}
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from entromix.common.labels import LabelSpace
 from entromix.common.rounding import round_floats
 from entromix.modeling.augment import IMAGENET_MEAN, IMAGENET_STD
 from entromix.training.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
@@ -136,6 +137,8 @@ def checkpoint_payload(
         "num_classes": len(labels),
         "image_size": config.image_size,
         "labels": list(labels),
+        # the binary view (entromix.common.labels): P(malignant) is the sum over these labels
+        "positive_labels": LabelSpace.from_names(labels, ingest.get("positive_labels")).positive_names,
         "preprocess": {
             "stored_size": int(ingest["image_size"]),
             "resize_mode": str(ingest.get("resize_mode", "stretch")),
