@@ -55,6 +55,7 @@ def worker(args: argparse.Namespace) -> None:
     curriculum = CurriculumConfig(
         **dict(warmup_epochs=1, jsd_start=0.5, jsd_end=0.5, pacing="linear", gate="hard", gate_temperature=0.02),
         **dict(max_synthetic_fraction=0.5, synthetic_slots="replace", strategy="curriculum", rescore_every=0),
+        **dict(pseudo_labels=False, pseudo_threshold=0.95, pseudo_every=1),
     )
     result = train_curriculum(config, curriculum, table, val_images, val_labels, device, lambda s: None, world=world)
     peak = gather_to_main(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, world)

@@ -134,6 +134,9 @@ def main() -> None:
         synthetic_slots="replace",
         strategy="curriculum",
         rescore_every=0,
+        pseudo_labels=False,
+        pseudo_threshold=0.95,
+        pseudo_every=1,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

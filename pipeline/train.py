@@ -46,7 +46,7 @@ from entromix.training.report import (
     train_metrics,
 )
 from entromix.training.resume import run_fingerprint
-from entromix.training.table import synthetic_tiers, training_table, with_tiers
+from entromix.training.table import synthetic_tiers, training_table, with_tiers, with_unlabelled
 
 MODELS = Path("models/train")
 HISTORY = Path("plots/train/history.csv")
@@ -88,6 +88,8 @@ def main() -> None:
     table = training_table(images, manifest, load_dataset(DATASET, prepared), str(DATASET))
     tiers = synthetic_tiers(table, prepared.tiers)
     table = with_tiers(table, tiers)  # read only by the oracle_gate diagnostic and the per-tier metrics
+    if curriculum.pseudo_labels:  # self-training: the unlabelled real images join as gated rows
+        table = with_unlabelled(table, images, manifest, prepared.config.get("class_map", {}), prepared.labels)
     val = manifest[(manifest["split"] == "val") & (manifest["is_syn"] == 0)]
     if needs_launch(config.nproc_per_node, config.nnodes):
         launch(__file__, ["--params", args.params], config.nproc_per_node, config.nnodes, config.rdzv_endpoint, "train")
@@ -98,7 +100,9 @@ def main() -> None:
     print(
         f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
         f"warmup), {config.optimizer} lr {config.lr}; strategy {curriculum.strategy}; {table.n_real} real + "
-        f"{len(table.labels) - table.n_real} synthetic training images, {len(val)} real val; {curriculum.gate} gate, "
+        f"{table.n_synthetic} synthetic"
+        + (f" + {table.n_unlabelled} unlabelled (self-training)" if table.n_unlabelled else "")
+        + f" training images, {len(val)} real val; {curriculum.gate} gate, "
         f"tau {curriculum.jsd_start} -> {curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}"
         + (f" x {world.size} processes" if world.distributed else "")
     )

@@ -19,6 +19,9 @@ def config(**overrides) -> CurriculumConfig:
         synthetic_slots="replace",
         strategy="curriculum",
         rescore_every=0,
+        pseudo_labels=False,
+        pseudo_threshold=0.95,
+        pseudo_every=1,
     )
     values.update(overrides)
     return CurriculumConfig(**values)

@@ -60,6 +60,9 @@ def make_curriculum(**overrides) -> CurriculumConfig:
         synthetic_slots="replace",
         strategy="curriculum",
         rescore_every=0,
+        pseudo_labels=False,
+        pseudo_threshold=0.95,
+        pseudo_every=1,
     )
     values.update(overrides)
     return CurriculumConfig(**values)

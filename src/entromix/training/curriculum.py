@@ -27,6 +27,11 @@ both agree at the start (``tau(20) = 0.03``).
   the tiers file, which real projects do not have; it measures the ceiling a perfect scorer would
   reach, against which the real gate is judged (``RESULTS.md``).
 
+``pseudo_labels: true`` (strategies ``curriculum`` and ``real_only``) is self-training: unlabelled
+real images get the current model's labels from the end of warmup and enter through the same
+gate (``entromix.training.pseudo_labels``). They follow the curriculum's schedule above in both
+strategies; with ``real_only`` they are the only gated images (no synthetic image enters).
+
 ``rescore_every = k > 0`` (``curriculum`` only) replaces the synthetic scores with the current
 model's every ``k`` epochs from the end of warmup (``entromix.training.loop``).
 
@@ -66,6 +71,9 @@ class CurriculumConfig:
     synthetic_slots: SyntheticSlots  # replace: synthetic images take real slots | add: on top of B real
     strategy: Strategy  # curriculum | real_only | naive | random | oracle_gate (diagnostic; see module doc)
     rescore_every: int  # k > 0: re-score the synthetic pool with the current model every k epochs
+    pseudo_labels: bool  # self-training: unlabelled real images labelled by the model, through the gate
+    pseudo_threshold: float  # confidence the surest class needs; the others' thresholds scale with their mean
+    pseudo_every: int  # relabel the unlabelled images every k epochs from the end of warmup
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -78,6 +86,17 @@ class CurriculumConfig:
             raise ParamsError(
                 f"curriculum.rescore_every is {self.rescore_every} but curriculum.strategy is {self.strategy!r}; "
                 "re-scoring only applies to the curriculum strategy. Set rescore_every: 0 or strategy: curriculum."
+            )
+        if self.pseudo_labels and self.strategy not in ("curriculum", "real_only"):
+            raise ParamsError(
+                f"curriculum.pseudo_labels is true but curriculum.strategy is {self.strategy!r}; self-training "
+                "follows the curriculum's schedule, with strategy curriculum (beside the synthetic images) or "
+                "real_only (instead of them). Set one of those, or pseudo_labels: false."
+            )
+        if not 0.0 < self.pseudo_threshold <= 1.0 or self.pseudo_every < 1:
+            raise ParamsError(
+                f"curriculum.pseudo_threshold must be in (0, 1] and curriculum.pseudo_every >= 1 epochs, got "
+                f"{self.pseudo_threshold} and {self.pseudo_every}."
             )
         if self.warmup_epochs < 0:
             raise ParamsError(f"curriculum.warmup_epochs must be >= 0, got {self.warmup_epochs}.")
@@ -108,9 +127,15 @@ class CurriculumConfig:
         k = self.rescore_every
         return k > 0 and epoch >= self.warmup_epochs and (epoch - self.warmup_epochs) % k == 0
 
+    def pseudo_labels_at(self, epoch: int) -> bool:
+        """Whether the unlabelled images are (re)labelled with the current model before ``epoch``."""
+        k = self.pseudo_every
+        return self.pseudo_labels and epoch >= self.warmup_epochs and (epoch - self.warmup_epochs) % k == 0
+
     def check_epochs(self, epochs: int) -> None:
         """The schedule needs at least one epoch after warmup to admit anything."""
-        if self.strategy in ("curriculum", "random", "oracle_gate") and self.warmup_epochs >= epochs:
+        gated = self.strategy in ("curriculum", "random", "oracle_gate") or self.pseudo_labels
+        if gated and self.warmup_epochs >= epochs:
             raise ParamsError(
                 f"curriculum.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({epochs}), "
                 "or no synthetic image is ever admitted. Lower warmup_epochs or raise train.epochs."
@@ -119,7 +144,7 @@ class CurriculumConfig:
 
 def threshold(epoch: int, epochs: int, config: CurriculumConfig) -> float | None:
     """``tau(epoch)`` in bits, or ``None`` during warmup (no synthetic images at all)."""
-    if config.strategy == "real_only":
+    if config.strategy == "real_only" and not config.pseudo_labels:
         return None
     if config.strategy == "naive":
         return 1.0

@@ -58,6 +58,7 @@ from entromix.training.checkpoints import state_to_cpu
 from entromix.training.curriculum import CurriculumConfig, p_true_equivalent, threshold
 from entromix.training.gate import within
 from entromix.training.loss import EntroMixLoss
+from entromix.training.pseudo_labels import NOT_ACCEPTED, pseudo_label_summary
 from entromix.training.report import epoch_line
 from entromix.training.resume import ResumeState
 from entromix.training.synthetic_pool import SyntheticPool, min_batches
@@ -161,6 +162,7 @@ class TrainResult:
     gate_jsd: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (n_syn,) scores the gate saw last
     used: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n_syn,) placed in a batch in any epoch
     final_eligible: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (n_syn,) eligible at the last epoch
+    pseudo: dict | None = None  # self-training: the unlabelled pool at the end (pseudo_labels.pseudo_label_summary)
 
 
 def _is_better(metric: SelectMetric, row: dict, best: dict | None) -> bool:
@@ -220,6 +222,7 @@ class _Run:
             best_state=self.best_state,
             gate_jsd=torch.from_numpy(self.pool.scores.copy()),
             used=torch.from_numpy(self.pool.used.copy()),
+            labels=torch.from_numpy(self.pool.table.labels.copy()),
             rank_rngs=(gather_to_main(rngs, self.world) or []) if self.world.distributed else [],
         )
 
@@ -232,8 +235,10 @@ class _Run:
             self.prep.augment_gen.set_state(rngs.get("augment", state.augment_rng))
         torch.set_rng_state(rngs.get("torch", state.torch_rng))
         self.history, self.best_row, self.best_state = list(state.history), dict(state.best_row), dict(state.best_state)
-        self.pool.set_synthetic_scores(state.scores()[self.pool.n_real :])
+        self.pool.set_scores(state.scores())
         self.pool.used[:] = state.used_mask()
+        self.pool.table.labels[:] = state.labels.numpy()
+        self.labels = torch.from_numpy(self.pool.table.labels).to(self.device)
 
 
 def train_curriculum(
@@ -305,8 +310,24 @@ def train_curriculum(
         last_state=state_to_cpu(unwrap(run.model).state_dict()),
         best_val=run.best_row,
         gate_jsd=run.pool.synthetic_scores.copy(),
-        used=run.pool.used,
-        final_eligible=run.pool.eligible_mask(threshold(len(run.history) - 1, config.epochs, curriculum)),
+        used=run.pool.used[: run.pool.n_syn],
+        final_eligible=run.pool.eligible_mask(threshold(len(run.history) - 1, config.epochs, curriculum))[
+            : run.pool.n_syn
+        ],
+        pseudo=_pseudo_summary(run) if table.n_unlabelled else None,
+    )
+
+
+def _pseudo_summary(run: _Run) -> dict:
+    """The unlabelled pool at the end of training: pseudo-labels accepted, used and, where known, right."""
+    pool, table = run.pool, run.pool.table
+    rows = pool.unlabelled
+    return pseudo_label_summary(
+        table.labels[rows],
+        pool.scores[rows] < NOT_ACCEPTED,
+        pool.used[pool.n_syn :],
+        None if table.hidden is None or not (table.hidden[rows] >= 0).any() else table.hidden[rows],
+        list(run.label_space.names),
     )
 
 
@@ -328,6 +349,12 @@ def _check_inputs(
     label_space: LabelSpace,
 ) -> None:
     curriculum.check_epochs(config.epochs)
+    if curriculum.pseudo_labels and not table.n_unlabelled:
+        raise ParamsError(
+            "curriculum.pseudo_labels is true but there are no unlabelled images: set ingest.unlabelled_dir "
+            "(a folder of real images without labels), or ingest.scarce_unlabelled with scarce_train_images, or "
+            "set curriculum.pseudo_labels: false."
+        )
     if curriculum.strategy == "oracle_gate" and (table.tiers is None or not (table.tiers[table.is_syn] != "").any()):
         raise ParamsError(
             "curriculum.strategy is 'oracle_gate' (a diagnostic) but no synthetic image has a known tier; "
@@ -445,6 +472,8 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
             f"entromix train: re-scored {len(pool.used)} synthetic images with the current model before epoch "
             f"{epoch + 1}; {int(within(pool.synthetic_scores, tau or 0.0).sum())} now have jsd <= tau"
         )
+    if curriculum.pseudo_labels_at(epoch) and table_has_unlabelled(pool):
+        _pseudo_label(run, epoch, tau, log)
     plan = pool.epoch(epoch, tau)
     if config.class_weights == "mix":
         run.criterion.set_class_weights(pool.mix_class_weights(plan, tau, run.label_space.num_classes))
@@ -468,12 +497,20 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
     )
     loss, images, recall = _global_stats(stats, run.world)
     val = broadcast_from_main(_validate(run) if run.world.is_main else None, run.world)
+    eligible_synthetic, eligible_pseudo = pool.eligible_counts(tau)
+    pseudo = {}
+    if table_has_unlabelled(pool):
+        pseudo = {
+            "pseudo_accepted": int((pool.scores[pool.unlabelled] < NOT_ACCEPTED).sum()),
+            "eligible_pseudo": eligible_pseudo,
+            "admitted_pseudo": pool.admitted(plan, tau, "unlabelled"),
+        }
     row = {
         "epoch": epoch,
         "phase": "warmup" if tau is None else "ramp",
         "tau": tau,
         "p_true_at_tau": p_true_equivalent(tau),
-        "eligible_synthetic": plan.eligible,
+        "eligible_synthetic": eligible_synthetic,
         "admitted_synthetic": pool.admitted(plan, tau),
         "train_loss": loss,
         **val,
@@ -482,12 +519,41 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         "train_images": images,
         "images_per_s": images / stats.seconds,
         "train_recall_malignant": recall,  # over the epoch's batches (every rank's), real and synthetic
+        **pseudo,
     }
     run.history.append(row)
     is_best = _is_better(config.select_metric, row, run.best_row)
     if is_best:
         run.best_row, run.best_state = row, state_to_cpu(unwrap(run.model).state_dict())
     return row, is_best
+
+
+def table_has_unlabelled(pool: SyntheticPool) -> bool:
+    return pool.unlabelled.stop > pool.unlabelled.start
+
+
+def _pseudo_label(run: _Run, epoch: int, tau: float | None, log: Callable[[str], None]) -> None:
+    """Label the unlabelled images with the current model (rank 0's labelling on every rank: with
+    per-process BatchNorm statistics the ranks' models could disagree)."""
+    pool = run.pool
+    mine = None
+    if run.world.is_main:
+        mine = pool.label_unlabelled(
+            unwrap(run.model), run.images, run.val_x, run.val_y, run.config.image_size, run.prep.channels_last
+        )
+    labelled = broadcast_from_main(mine, run.world)
+    pool.apply_pseudo_labels(labelled)
+    run.labels = torch.from_numpy(pool.table.labels).to(run.device)
+    names = run.label_space.names
+    per_class = ", ".join(
+        f"{names[c]} {int((labelled.accepted & (labelled.labels == c)).sum())} (>= {labelled.thresholds[c]:.3f})"
+        for c in range(len(names))
+    )
+    log(
+        f"entromix train: pseudo-labelled {len(labelled.labels)} unlabelled images before epoch {epoch + 1}; "
+        f"accepted per label (threshold): {per_class}; "
+        f"{int(within(pool.scores[pool.unlabelled], tau if tau is not None else -1.0).sum())} have jsd <= tau"
+    )
 
 
 def _validate(run: _Run) -> dict[str, Any]:

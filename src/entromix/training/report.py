@@ -37,6 +37,8 @@ HISTORY_COLUMNS = [
     "images_per_s",
     "train_recall_malignant",
 ]
+#: history columns a run with unlabelled images adds (self-training, ``curriculum.pseudo_labels``)
+PSEUDO_COLUMNS = ["pseudo_accepted", "eligible_pseudo", "admitted_pseudo"]
 
 
 #: the per-epoch values of the train stage's DVCLive log (``dvclive/train``), from a history row
@@ -59,7 +61,7 @@ LIVE_KEYS = [
 
 def live_values(row: dict[str, Any]) -> dict[str, Any]:
     """One epoch's values for the live log; ``tau`` is 0 during warmup, as in history.csv."""
-    values = {key: row.get(key) for key in LIVE_KEYS}
+    values = {key: row.get(key) for key in LIVE_KEYS + [k for k in PSEUDO_COLUMNS if k in row]}
     values["tau"] = 0.0 if row["tau"] is None else row["tau"]
     return values
 
@@ -74,7 +76,14 @@ def epoch_line(row: dict, epochs: int) -> str:
     gate = "warmup, real only" if row["tau"] is None else f"tau {row['tau']:.4f} (p_true >= {row['p_true_at_tau']:.3f})"
     return (
         f"epoch {row['epoch'] + 1:>3}/{epochs} | {gate} | synthetic {row['admitted_synthetic']:.0f} admitted "
-        f"of {row['eligible_synthetic']} eligible | lr {row['lr']:.2e} | "
+        f"of {row['eligible_synthetic']} eligible | "
+        + (
+            f"pseudo-labelled {row['admitted_pseudo']:.0f} admitted of {row['eligible_pseudo']} eligible "
+            f"({row['pseudo_accepted']} accepted) | "
+            if "admitted_pseudo" in row
+            else ""
+        )
+        + f"lr {row['lr']:.2e} | "
         f"loss {row['train_loss']:.4f} val {row['val_loss']:.4f} | train recall "
         f"{_fmt(row.get('train_recall_malignant'))} | sens {_fmt(row['val_sensitivity'])} "
         f"spec {_fmt(row['val_specificity'])} AUC {_fmt(row['val_auc'])} | {row['epoch_seconds']:.1f} s, "
@@ -84,7 +93,8 @@ def epoch_line(row: dict, epochs: int) -> str:
 
 def history_frame(history: list[dict[str, Any]], digits: int = 6) -> pd.DataFrame:
     """The per-epoch series for ``plots/train/history.csv``; tau is 0 during warmup (gate closed)."""
-    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    extra = [c for c in PSEUDO_COLUMNS if history and c in history[0]]
+    frame = pd.DataFrame(history, columns=HISTORY_COLUMNS + extra)
     frame["tau"] = frame["tau"].fillna(0.0)
     frame["p_true_at_tau"] = frame["p_true_at_tau"].fillna(1.0)
     return frame.round(digits)
@@ -120,6 +130,8 @@ def train_metrics(
     }  # no timings here: metrics files are identical run to run on CPU (speed: history.csv)
     if tiers is not None and len(result.used):
         out["train"]["synthetic"] = synthetic_by_tier(result.used, result.final_eligible, tiers)
+    if result.pseudo is not None:
+        out["train"]["pseudo_labels"] = result.pseudo
     return out
 
 

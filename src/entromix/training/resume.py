@@ -39,7 +39,8 @@ class ResumeState:
     best_row: dict[str, Any]  # the history row of the best epoch so far
     best_state: dict[str, torch.Tensor]  # its CPU state_dict
     gate_jsd: torch.Tensor  # (N,) float32 scores the gate read (re-scoring changes them)
-    used: torch.Tensor  # (n_syn,) bool: synthetic images placed in a batch so far
+    used: torch.Tensor  # (n_gated,) bool: gated images (synthetic, then unlabelled) placed in a batch so far
+    labels: torch.Tensor  # (N,) int64: the training table's labels, pseudo-labels included
     rank_rngs: list[dict[str, torch.Tensor]]  # several processes: each rank's "augment" and "torch" generator states
 
     def save(self, path: str | Path) -> None:

@@ -13,6 +13,11 @@ The gate reads one score per synthetic image: the score stage's JSD, except
   that epoch's validation logits, so ``tau`` keeps its meaning as a ``p_true`` threshold) and
   its JSD replaces the scores. The model has then seen the images it admitted, so this can
   confirm its own mistakes; ``RESULTS.md`` measures whether it helps.
+
+Unlabelled real images (self-training, ``curriculum.pseudo_labels``) are gated rows too, after
+the synthetic ones: their score is the JSD against the pseudo-label the current model gave them
+(``entromix.training.pseudo_labels``), and above any ``tau`` until they have one. With
+``strategy: real_only`` the synthetic rows are shut and only these are gated.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from entromix.scoring.calibration import calibrated_probs, fit_temperature
 from entromix.scoring.jsd import jsd_to_onehot
 from entromix.training.curriculum import CurriculumConfig
 from entromix.training.gate import gate_margin, gate_weights
+from entromix.training.pseudo_labels import NOT_ACCEPTED, PseudoLabels, pseudo_label
 from entromix.training.sampler import CurriculumBatchSampler, EpochBatches
 from entromix.training.table import TrainingTable
 
@@ -40,7 +46,7 @@ ORACLE_SHUT = 2.0
 
 class SyntheticPool:
     """The gate's score of every training row (0 for real rows), the sampler that turns them into
-    batches, and which synthetic images were ever placed in a batch.
+    batches, and which gated images (synthetic, then unlabelled) were ever placed in a batch.
 
     Args:
         table: the training rows; curriculum: the gate's settings.
@@ -59,7 +65,8 @@ class SyntheticPool:
         device: torch.device,
     ) -> None:
         self.table, self.curriculum, self.device = table, curriculum, device
-        self.n_real = table.n_real
+        self.n_real, self.n_syn = table.n_real, table.n_synthetic
+        self.pseudo: PseudoLabels | None = None  # the last labelling of the unlabelled rows
         self.scores = initial_gate_scores(table, curriculum, seed)  # (N,)
         self.used = np.zeros(len(self.scores) - self.n_real, dtype=bool)  # (n_syn,)
         self.margin = gate_margin(curriculum.loss_gate, curriculum.gate_temperature)
@@ -75,12 +82,22 @@ class SyntheticPool:
         self.device_scores = torch.from_numpy(self.scores).to(device)
 
     @property
-    def synthetic_scores(self) -> np.ndarray:
-        return self.scores[self.n_real :]
+    def synthetic(self) -> slice:
+        """The synthetic rows of the table."""
+        return slice(self.n_real, self.n_real + self.n_syn)
 
-    def set_synthetic_scores(self, scores: np.ndarray) -> None:
-        """New scores for the synthetic rows (re-scoring, or a resumed run's)."""
-        self.scores[self.n_real :] = scores
+    @property
+    def unlabelled(self) -> slice:
+        """The unlabelled rows of the table (empty without self-training data)."""
+        return slice(self.n_real + self.n_syn, len(self.scores))
+
+    @property
+    def synthetic_scores(self) -> np.ndarray:
+        return self.scores[self.synthetic]
+
+    def set_scores(self, scores: np.ndarray, rows: slice | None = None) -> None:
+        """New scores for ``rows`` (default: every row; re-scoring, pseudo-labelling, a resumed run)."""
+        self.scores[rows if rows is not None else slice(None)] = scores
         self.sampler.set_scores(self.scores[self.n_real :])
         self.device_scores = torch.from_numpy(self.scores).to(self.device)
 
@@ -101,11 +118,18 @@ class SyntheticPool:
             self.curriculum.gate_temperature,
         )
 
-    def admitted(self, plan: EpochBatches, tau: float | None) -> float:
-        """Synthetic images admitted this epoch, each counted by its gate weight."""
+    def admitted(self, plan: EpochBatches, tau: float | None, part: str = "synthetic") -> float:
+        """Synthetic (``part``: or ``unlabelled``) images admitted this epoch, each counted by its gate weight."""
+        span = self.synthetic if part == "synthetic" else self.unlabelled
         rows = np.concatenate(plan.batches)
-        rows = rows[rows >= self.n_real]
+        rows = rows[(rows >= span.start) & (rows < span.stop)]
         return float(self.weights(rows, tau).sum())
+
+    def eligible_counts(self, tau: float | None) -> tuple[int, int]:
+        """(synthetic, unlabelled) images the gate lets into batches at ``tau``."""
+        rows = self.sampler.eligible(tau, self.margin)
+        unlabelled = int((rows >= self.unlabelled.start).sum())
+        return len(rows) - unlabelled, unlabelled
 
     def mix_class_weights(self, plan: EpochBatches, tau: float | None, num_classes: int) -> torch.Tensor:
         """``train.class_weights: mix``: ``w_c = n / (C n_c)`` over the images of this epoch's batches,
@@ -116,7 +140,7 @@ class SyntheticPool:
         return weights_from_counts(np.maximum(counts, 1e-6))
 
     def eligible_mask(self, tau: float | None) -> np.ndarray:
-        """(n_syn,) bool: the synthetic images the gate lets into batches at ``tau``."""
+        """(n_gated,) bool: the gated images (synthetic, then unlabelled) the gate lets into batches at ``tau``."""
         mask = np.zeros(len(self.used), dtype=bool)
         mask[self.sampler.eligible(tau, self.margin) - self.n_real] = True
         return mask
@@ -131,18 +155,41 @@ class SyntheticPool:
         channels_last: bool,
     ) -> None:
         """Score the synthetic rows of ``images`` (the training table on the device) with ``model``."""
-        self.set_synthetic_scores(
+        self.set_scores(
             rescore_synthetic(
                 model,
-                images[self.n_real :],
-                self.table.labels[self.n_real :],
+                images[self.synthetic],
+                self.table.labels[self.synthetic],
                 val_x,
                 val_y,
                 self.device,
                 image_size,
                 channels_last,
-            )
+            ),
+            self.synthetic,
         )
+
+    def label_unlabelled(
+        self,
+        model: torch.nn.Module,
+        images: torch.Tensor,
+        val_x: torch.Tensor,
+        val_y: torch.Tensor,
+        image_size: int,
+        channels_last: bool,
+    ) -> PseudoLabels:
+        """Label the unlabelled rows of ``images`` (the training table on the device) with ``model``
+        (``entromix.training.pseudo_labels``); :meth:`apply_pseudo_labels` puts the labels to use."""
+        unlabelled = images[self.unlabelled]
+        probs = calibrated_model_probs(model, unlabelled, val_x, val_y, self.device, image_size, channels_last)
+        return pseudo_label(probs, self.curriculum.pseudo_threshold)
+
+    def apply_pseudo_labels(self, labelled: PseudoLabels) -> None:
+        """The unlabelled rows' labels become the pseudo-labels and their scores the JSD against
+        them (above any tau where the confidence misses its class's threshold)."""
+        self.pseudo = labelled
+        self.table.labels[self.unlabelled] = labelled.labels
+        self.set_scores(labelled.scores, self.unlabelled)
 
 
 def min_batches(min_steps: int, epochs: int) -> int:
@@ -155,13 +202,18 @@ def initial_gate_scores(table: TrainingTable, curriculum: CurriculumConfig, seed
     rows for ``strategy: random`` (same counts per epoch as the curriculum, chosen blindly)."""
     scores = np.array(table.jsd, dtype=np.float32)
     scores[~table.is_syn] = 0.0
+    synthetic = table.is_syn if table.unlabelled is None else table.is_syn & ~table.unlabelled
     if curriculum.strategy == "oracle_gate":
-        good = table.is_syn & (table.tiers == "good")
-        scores[table.is_syn] = ORACLE_SHUT
+        good = synthetic & (table.tiers == "good")
+        scores[synthetic] = ORACLE_SHUT
         scores[good] = 0.0
+    if curriculum.strategy == "real_only":  # gated rows are then only the pseudo-labelled ones
+        scores[synthetic] = ORACLE_SHUT
     if curriculum.strategy == "random":
-        syn = np.flatnonzero(table.is_syn)
+        syn = np.flatnonzero(synthetic)
         scores[syn] = np.random.default_rng([seed, RANDOM_GATE_STREAM]).permutation(scores[syn])
+    if table.unlabelled is not None:
+        scores[table.unlabelled] = NOT_ACCEPTED  # until the first pseudo-labelling
     return scores
 
 
@@ -180,11 +232,25 @@ def rescore_synthetic(
     The temperature is fitted on the model's validation logits, as the score stage fits it on its
     out-of-fold logits, so the same ``tau`` means the same ``p_true`` before and after re-scoring.
     """
+    probs = calibrated_model_probs(model, images, val_x, val_y, device, image_size, channels_last)
+    scores, _ = jsd_to_onehot(probs, labels)
+    return scores.astype(np.float32)
+
+
+def calibrated_model_probs(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    device: torch.device,
+    image_size: int,
+    channels_last: bool,
+) -> np.ndarray:
+    """(N, K) softmax of ``model`` on ``images`` at the temperature fitted on its validation logits."""
     val_logits = predict_logits(model, val_x, device, image_size, channels_last=channels_last)
     temperature = fit_temperature(val_logits, val_y.numpy())
     logits = predict_logits(model, images, device, image_size, channels_last=channels_last)
-    scores, _ = jsd_to_onehot(calibrated_probs(logits, temperature), labels)
-    return scores.astype(np.float32)
+    return calibrated_probs(logits, temperature)
 
 
 def synthetic_by_tier(used: np.ndarray, final_eligible: np.ndarray, tiers: pd.Series) -> dict[str, dict[str, int]]:

@@ -1,5 +1,6 @@
-"""The training table: real training rows first, then the synthetic pool, joined from the score
-stage's ``dataset.csv`` and ingest's array, manifest and tier table."""
+"""The training table: real training rows first, then the synthetic pool, then any unlabelled real
+images (self-training), joined from the score stage's ``dataset.csv`` and ingest's array, manifest
+and tier table."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from entromix.common.errors import DataError
 
 @dataclass
 class TrainingTable:
-    """Rows of the training set: real training images first, then the synthetic pool.
+    """Rows of the training set: real training images first, then the synthetic pool, then the
+    unlabelled real images (none unless ``ingest.unlabelled_dir`` or ``scarce_unlabelled``).
 
-    images: uint8 (N, H, W, 3); labels int64 (N,); is_syn bool (N,); jsd float32 (N,) bits (0 for
-    real rows, never read); ids: row of each image in the prepared array (N,); tiers: the known
-    quality tier of each row ("" for real rows and unknown ones), read only by the oracle_gate
-    diagnostic, or None when no tiers file exists.
+    images: uint8 (N, H, W, 3); labels int64 (N,) (0 for unlabelled rows until pseudo-labelled);
+    is_syn bool (N,): the rows the gate decides on, synthetic and unlabelled ones; jsd float32
+    (N,) bits (0 for real and unlabelled rows, never read); ids: row of each image in the prepared
+    array (N,); tiers: the known quality tier of each row ("" for real rows and unknown ones),
+    read only by the oracle_gate diagnostic, or None when no tiers file exists; unlabelled: bool
+    (N,) the unlabelled rows, or None when there are none; hidden: (N,) the true label of an
+    unlabelled row where ingest.scarce_unlabelled hid it (-1 elsewhere), measurement only.
     """
 
     images: np.ndarray
@@ -28,10 +33,20 @@ class TrainingTable:
     jsd: np.ndarray
     ids: np.ndarray
     tiers: np.ndarray | None = None
+    unlabelled: np.ndarray | None = None
+    hidden: np.ndarray | None = None
 
     @property
     def n_real(self) -> int:
         return int((~self.is_syn).sum())
+
+    @property
+    def n_unlabelled(self) -> int:
+        return 0 if self.unlabelled is None else int(self.unlabelled.sum())
+
+    @property
+    def n_synthetic(self) -> int:
+        return int(self.is_syn.sum()) - self.n_unlabelled
 
 
 def training_table(
@@ -87,6 +102,32 @@ def place_on_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
         return tensor
     free, _ = torch.cuda.mem_get_info(device)
     return tensor.to(device) if tensor.numel() < free // 2 else tensor.pin_memory()
+
+
+def with_unlabelled(
+    table: TrainingTable, images: np.ndarray, manifest: pd.DataFrame, class_map: dict, labels: list[str]
+) -> TrainingTable:
+    """``table`` with the manifest's unlabelled real images (split ``unlabelled``) appended. Their
+    class folder, where ``ingest.scarce_unlabelled`` hid a label, gives ``hidden`` (measurement
+    only: how many pseudo-labels were right); folders of ``ingest.unlabelled_dir`` mean nothing."""
+    rows = manifest[manifest["split"] == "unlabelled"]
+    if rows.empty:
+        return table
+    ids = rows["id"].to_numpy(dtype=np.int64)
+    n = len(ids)
+    folder_label = {name: labels.index(label) for name, label in class_map.items() if label in labels}
+    hidden_of = [folder_label.get(str(c), -1) for c in rows["class"]]  # class "": an unlabelled_dir image
+    n_before = len(table.labels)
+    return TrainingTable(
+        images=np.concatenate([table.images, np.asarray(images[ids])]),
+        labels=np.concatenate([table.labels, np.zeros(n, dtype=np.int64)]),
+        is_syn=np.concatenate([table.is_syn, np.ones(n, dtype=bool)]),
+        jsd=np.concatenate([table.jsd, np.zeros(n, dtype=np.float32)]),
+        ids=np.concatenate([table.ids, ids]),
+        tiers=None if table.tiers is None else np.concatenate([table.tiers, np.full(n, "", dtype=object)]),
+        unlabelled=np.concatenate([np.zeros(n_before, dtype=bool), np.ones(n, dtype=bool)]),
+        hidden=np.concatenate([np.full(n_before, -1, dtype=np.int64), np.array(hidden_of, dtype=np.int64)]),
+    )
 
 
 def synthetic_tiers(table: TrainingTable, tiers: pd.DataFrame) -> pd.Series | None:
