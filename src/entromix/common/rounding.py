@@ -9,9 +9,12 @@ import numpy as np
 
 
 def round_floats(obj, digits: int):
-    """Round every float in a nested dict; ints, bools, strings and None are kept (``dvc metrics diff`` reads them)."""
+    """Round every float in a nested dict (and list); ints, bools, strings and None are kept (``dvc metrics
+    diff`` reads them)."""
     if isinstance(obj, dict):
         return {k: round_floats(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [round_floats(v, digits) for v in obj]
     if obj is None or isinstance(obj, (str, bool, np.bool_)):
         return bool(obj) if isinstance(obj, np.bool_) else obj
     if isinstance(obj, (int, np.integer)):
