@@ -57,10 +57,16 @@ def overrides(sweep: Sweep, variant: str, setting: str, seed: int) -> dict[str, 
 
 
 def format_value(value: object) -> str:
+    """A ``-S key=value`` value in the override grammar DVC reads (Hydra's): ``null``, ``true``,
+    ``[a,b]`` for a list, ``{k:v}`` for a mapping (``ingest.labels``, ``ingest.class_map``)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 

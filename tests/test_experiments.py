@@ -312,7 +312,35 @@ def test_every_committed_sweep_file_loads_and_sets_only_known_params():
         for changes in [sweep.base, *sweep.variants.values()]:
             for key in changes:
                 section, _, name = key.partition(".")
-                assert name in params.get(section, {}), f"{path.name}: {key} is not a params.yaml key"
+                top = name.split(".")[0]  # ingest.class_map.Early: one entry of a mapping
+                assert top in params.get(section, {}), f"{path.name}: {key} is not a params.yaml key"
+
+
+def test_list_and_mapping_values_reach_params_yaml_through_dvcs_own_override_parser(tmp_path):
+    import yaml
+    from dvc.utils.hydra import apply_overrides
+    from run_experiments import format_value
+
+    path = tmp_path / "params.yaml"
+    path.write_text((PROJECT / "params.yaml").read_text())
+    values = {
+        "ingest.labels": ["benign", "early", "pre", "pro"],
+        "ingest.positive_labels": ["early", "pre", "pro"],
+        "ingest.class_map.lymphoblast": "pro",
+        "ingest.scarce_train_images": None,
+        "curriculum.pseudo_labels": True,
+    }
+    apply_overrides(str(path), [f"{k}={format_value(v)}" for k, v in values.items()])
+    ingest = yaml.safe_load(path.read_text())["ingest"]
+    assert ingest["labels"] == ["benign", "early", "pre", "pro"] and ingest["positive_labels"] == [
+        "early",
+        "pre",
+        "pro",
+    ]
+    assert ingest["class_map"] == {"lymphocyte": "benign", "lymphoblast": "pro"}
+    assert ingest["scarce_train_images"] is None
+    assert yaml.safe_load(path.read_text())["curriculum"]["pseudo_labels"] is True
+    assert format_value({"a": 1, "b": [True, None]}) == "{a:1,b:[true,null]}"
 
 
 def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path, sweep_file):
