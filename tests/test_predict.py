@@ -119,6 +119,7 @@ def test_export_matches_pytorch_on_the_test_images(project, tmp_path, fmt):
 
     described = json.loads(Path(str(out) + ".json").read_text())
     assert described["output"]["labels"] == ["benign", "malignant"] and described["threshold"]["value"] > 0
+    assert described["output"]["positive_labels"] == ["malignant"]
     trained = load_trained_model(project / "models/deploy/model.pt", None, CPU)
     manifest = pd.read_csv(project / "data/prepared/manifest.csv")
     images = np.load(project / "data/prepared/images.npy")[manifest.query("split == 'test' and is_syn == 0")["id"]]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from entromix.common.atomic import atomic_path, json_text
+from entromix.common.labels import label_space_of_checkpoint
 from entromix.training.checkpoints import TrainedModel
 
 ExportFormat = Literal["onnx", "torchscript"]
@@ -61,7 +62,13 @@ def preprocessing_description(trained: TrainedModel, fmt: ExportFormat) -> dict:
             "intensity": pre.get("intensity", "fixed16"),
         },
         "inside_the_graph": {"mean": pre["mean"], "std": pre["std"], "temperature": ckpt.get("temperature", 1.0)},
-        "output": {"name": "probabilities", "shape": ["batch", len(ckpt["labels"])], "labels": list(ckpt["labels"])},
+        "output": {
+            "name": "probabilities",
+            "shape": ["batch", len(ckpt["labels"])],
+            "labels": list(ckpt["labels"]),
+            # P(malignant), which the threshold applies to, is the sum of these labels' probabilities
+            "positive_labels": label_space_of_checkpoint(ckpt).positive_names,
+        },
         "threshold": threshold,
         "model_name": ckpt["model_name"],
         "provenance": ckpt.get("provenance"),
