@@ -34,7 +34,16 @@ from experiment_results import (
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 #: The order of the sweeps in RESULTS.md (others follow, by name).
-SWEEP_ORDER = ["strategies", "scorer_recipe", "train_recipe", "training_design", "scorer_gap"]
+SWEEP_ORDER = [
+    "strategies",
+    "scorer_recipe",
+    "train_recipe",
+    "training_design",
+    "scorer_gap",
+    "losses",
+    "subtypes",
+    "self_training",
+]
 
 
 def find_exports(results: Path, sweeps: Path) -> list[tuple[str, Path, Sweep]]:

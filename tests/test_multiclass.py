@@ -212,3 +212,26 @@ def test_trained_model_p_malignant_is_the_summed_positive_softmax():
     probs = trained.probabilities(images)
     assert probs.shape == (5, 4)
     assert trained.malignant_probability(images) == pytest.approx(1.0 - probs[:, 0], abs=1e-6)
+
+
+@pytest.mark.slow  # trains a network for more than one epoch
+def test_class_weights_may_be_given_per_label_and_must_match_the_labels():
+    table, val_x, val_y = four_class_data()
+    with pytest.raises(ParamsError, match=r"lists 2 weights but there are 4 labels \(benign, early, pre, pro\)"):
+        train_curriculum(
+            make_config(epochs=2, class_weights=[1.0, 2.0]),
+            make_curriculum(warmup_epochs=1),
+            table,
+            val_x,
+            val_y,
+            CPU,
+            label_space=FOUR,
+        )
+    lines = []
+    config = make_config(epochs=2, class_weights=[1.0, 2.0, 3.0, 4.0])
+    train_curriculum(config, make_curriculum(warmup_epochs=1), table, val_x, val_y, CPU, lines.append, label_space=FOUR)
+    assert any(
+        "class weights [1.0, 2.0, 3.0, 4.0] (" in line and "given in train.class_weights" in line for line in lines
+    )
+    with pytest.raises(ParamsError, match="one weight > 0 per label"):
+        make_config(class_weights=[1.0, 0.0])

@@ -66,7 +66,7 @@ from entromix.training.table import TrainingTable, place_on_device
 
 SelectMetric = Literal["val_auc", "val_balanced_accuracy", "val_sensitivity", "val_accuracy", "val_loss"]
 
-ClassWeights = Literal["real", "mix", "none"]
+ClassWeights = Literal["real", "mix", "none"] | list[float]  # or one weight per label (the focal loss's alpha)
 
 #: called after each epoch with (the history so far, resumed epochs included; the model; whether this
 #: epoch is the best so far): the train stage writes its live history.csv with it
@@ -95,7 +95,7 @@ class TrainConfig:
     lr_warmup_epochs: float  # linear LR warmup, then cosine to 0 (per step)
     weight_decay: float
     label_smoothing: float  # cross-entropy label smoothing in [0, 1)
-    class_weights: ClassWeights  # counts behind w_c: real training images | the epoch's mix | none
+    class_weights: ClassWeights  # counts behind w_c: real training images | the epoch's mix | none | [w_0, ...]
     loss: Literal["ce", "focal"]  # per-image loss inside EntroMixLoss's gate: cross-entropy | focal
     focal_gamma: float  # focal loss: (1 - p_true)^gamma times the cross-entropy; 0 = cross-entropy
     augment: bool  # the reference's flips, rotation, affine and colour jitter, on the device
@@ -129,8 +129,16 @@ class TrainConfig:
             raise ParamsError(
                 "train.min_steps and train.lr_warmup_epochs must be >= 0 and train.label_smoothing in [0, 1)."
             )
-        if self.class_weights not in ("real", "mix", "none"):
-            raise ParamsError(f"train.class_weights is {self.class_weights!r}; choose real, mix or none.")
+        if isinstance(self.class_weights, list):
+            if not self.class_weights or min(self.class_weights) <= 0:
+                raise ParamsError(
+                    f"train.class_weights is {self.class_weights}; a list needs one weight > 0 per label."
+                )
+        elif self.class_weights not in ("real", "mix", "none"):
+            raise ParamsError(
+                f"train.class_weights is {self.class_weights!r}; choose real, mix, none or a list of one weight "
+                "per label."
+            )
         if self.focal_gamma < 0:
             raise ParamsError(f"train.focal_gamma must be >= 0 (0 = cross-entropy), got {self.focal_gamma}.")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
@@ -361,6 +369,11 @@ def _check_inputs(
             "it needs ingest.tiers_csv (filename,tier with tier 'good' for the images to admit). "
             "Use another strategy for data without tiers."
         )
+    if isinstance(config.class_weights, list) and len(config.class_weights) != label_space.num_classes:
+        raise ParamsError(
+            f"train.class_weights lists {len(config.class_weights)} weights but there are {label_space.num_classes} "
+            f"labels ({', '.join(label_space.names)}); give one per label, in that order."
+        )
     real = table.labels[~table.is_syn]
     missing = [name for c, name in enumerate(label_space.names) if not (real == c).any()]
     if missing or np.unique(label_space.binary_targets(val_labels)).size != 2:
@@ -394,11 +407,12 @@ def _start(
     pool = SyntheticPool(
         table, curriculum, config.seed, config.batch_size, min_batches(config.min_steps, config.epochs), device
     )
-    weights = (
-        class_weights(table.labels[~table.is_syn], num_classes)
-        if config.class_weights != "none"
-        else torch.ones(num_classes)
-    )  # "mix" starts here and is recomputed every epoch
+    if isinstance(config.class_weights, list):  # given per label (checked against K in _check_inputs)
+        weights = torch.tensor(config.class_weights, dtype=torch.float32)
+    elif config.class_weights == "none":
+        weights = torch.ones(num_classes)
+    else:  # "mix" starts here and is recomputed every epoch
+        weights = class_weights(table.labels[~table.is_syn], num_classes)
     criterion = EntroMixLoss(
         weights,
         curriculum.loss_gate,
@@ -421,9 +435,10 @@ def _start(
     )
     source = {"real": "real training counts", "mix": "the images each epoch's loss sees", "none": "none"}
     natural = table.n_real // config.batch_size
+    origin = source.get(str(config.class_weights), "given in train.class_weights")
     log(
         f"entromix train: class weights {[round(float(w), 3) for w in weights]} (n_total / (n_classes * n_class), "
-        f"{source[config.class_weights]}); {nb} batches of {config.batch_size} per epoch"
+        f"{origin}); {nb} batches of {config.batch_size} per epoch"
         + (f" (lengthened from {natural} to reach train.min_steps {config.min_steps})" if nb > natural else "")
     )
     return _Run(
