@@ -1,5 +1,7 @@
 """params.yaml sections are validated key by key before any work."""
 
+from pathlib import Path
+
 import pytest
 from conftest import ingest_config
 
@@ -95,3 +97,14 @@ def test_project_params_yaml_is_valid():
 
 def test_conftest_config_helper_is_valid():
     assert ingest_config("x").image_size == 16
+
+
+def test_a_key_with_several_kinds_of_value_says_which_kinds():
+    from entromix.training.loop import TrainConfig
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params["train"]["class_weights"] = "balanced"
+    with pytest.raises(
+        ParamsError, match=r"'train.class_weights' is 'balanced'; it must be one of 'real', 'mix', 'none' or a list"
+    ):
+        section(params, "train", TrainConfig)

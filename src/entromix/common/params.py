@@ -87,7 +87,10 @@ def _convert(tp: Any, value: Any, key: str, source: str | Path) -> Any:
                 return _convert(option, value, key, source)
             except ParamsError as exc:
                 errors.append(str(exc))
-        raise ParamsError(errors[0] if len(errors) == 1 else f"{source}: '{key}' has an invalid value {value!r}.")
+        if len(errors) == 1:
+            raise ParamsError(errors[0])
+        wanted = " or ".join(_describe(option) for option in non_none)
+        raise ParamsError(f"{source}: '{key}' is {value!r}; it must be {wanted}.")
     if typing.get_origin(tp) is typing.Literal:
         if value not in args:
             raise ParamsError(f"{source}: '{key}' is {value!r}; it must be one of {', '.join(repr(a) for a in args)}.")
@@ -124,6 +127,17 @@ def _convert(tp: Any, value: Any, key: str, source: str | Path) -> Any:
             raise ParamsError(f"{source}: '{key}' must be a string, got {value!r} (quote it in YAML).")
         return value
     raise TypeError(f"unsupported settings type {tp!r} for {key}")  # a bug in a dataclass, not user input
+
+
+def _describe(tp: Any) -> str:
+    """What a value of type ``tp`` looks like, for an error message."""
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if tp in names:
+        return names[tp]
+    origin = typing.get_origin(tp) or tp
+    return {list: "a list", tuple: "a list", dict: "a mapping"}.get(origin, getattr(tp, "__name__", str(tp)))
 
 
 def to_dict(settings: Any) -> dict[str, Any]:
