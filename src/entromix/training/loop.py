@@ -481,10 +481,10 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
     whether it is the best so far."""
     config, curriculum, pool = run.config, run.curriculum, run.pool
     tau = threshold(epoch, config.epochs, curriculum)
-    if curriculum.rescores_at(epoch) and len(pool.used):
+    if curriculum.rescores_at(epoch) and pool.n_syn:
         pool.rescore(unwrap(run.model), run.images, run.val_x, run.val_y, config.image_size, run.prep.channels_last)
         log(
-            f"entromix train: re-scored {len(pool.used)} synthetic images with the current model before epoch "
+            f"entromix train: re-scored {pool.n_syn} synthetic images with the current model before epoch "
             f"{epoch + 1}; {int(within(pool.synthetic_scores, tau or 0.0).sum())} now have jsd <= tau"
         )
     if curriculum.pseudo_labels_at(epoch) and table_has_unlabelled(pool):
