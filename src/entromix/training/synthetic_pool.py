@@ -66,7 +66,6 @@ class SyntheticPool:
     ) -> None:
         self.table, self.curriculum, self.device = table, curriculum, device
         self.n_real, self.n_syn = table.n_real, table.n_synthetic
-        self.pseudo: PseudoLabels | None = None  # the last labelling of the unlabelled rows
         self.scores = initial_gate_scores(table, curriculum, seed)  # (N,)
         self.used = np.zeros(len(self.scores) - self.n_real, dtype=bool)  # (n_syn,)
         self.margin = gate_margin(curriculum.loss_gate, curriculum.gate_temperature)
@@ -187,7 +186,6 @@ class SyntheticPool:
     def apply_pseudo_labels(self, labelled: PseudoLabels) -> None:
         """The unlabelled rows' labels become the pseudo-labels and their scores the JSD against
         them (above any tau where the confidence misses its class's threshold)."""
-        self.pseudo = labelled
         self.table.labels[self.unlabelled] = labelled.labels
         self.set_scores(labelled.scores, self.unlabelled)
 
