@@ -9,7 +9,6 @@ subtypes, and ``curriculum.pseudo_labels`` is on, so every stage runs its K-clas
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import make_folder
-from test_pipeline_e2e import GIT, PROJECT, TINY, committed_params, ran, set_params, sh
+from test_pipeline_e2e import GIT, TINY, copy_project, ran, set_params, sh
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +29,7 @@ UNLABELLED = 9
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("e2e4") / "project"
-    repo.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        if (PROJECT / name).exists():
-            shutil.copy(PROJECT / name, repo / name)
-    (repo / "params.yaml").write_text(committed_params())
-    for name in ("pipeline", "src", "inbox"):
-        shutil.copytree(PROJECT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (repo / ".dvc").mkdir()
-    shutil.copy(PROJECT / ".dvc" / "config", repo / ".dvc" / "config")
-    (repo / ".gitignore").write_text((PROJECT / ".gitignore").read_text())
+    copy_project(repo)
     data = repo / "data" / "four"
     counts = {f"{split}/{folder}": n for split, ns in REAL.items() for folder, n in zip(FOLDERS, ns)}
     make_folder(data / "real", counts, seed=11)

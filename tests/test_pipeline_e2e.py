@@ -114,9 +114,8 @@ def set_params(repo: Path, changes: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("e2e") / "project"
+def copy_project(repo: Path) -> None:
+    """The project's pipeline files, committed params.yaml, code, inbox and DVC config into ``repo`` (a new folder)."""
     repo.mkdir()
     for name in ("dvc.yaml", ".dvcignore"):
         if (PROJECT / name).exists():
@@ -127,6 +126,12 @@ def repo(tmp_path_factory) -> Path:
     (repo / ".dvc").mkdir()
     shutil.copy(PROJECT / ".dvc" / "config", repo / ".dvc" / "config")
     (repo / ".gitignore").write_text((PROJECT / ".gitignore").read_text())
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("e2e") / "project"
+    copy_project(repo)
     set_params(repo, TINY)
     sh(["git", "init", "-q"], repo)
     sh(GIT + ["add", "-A"], repo)
