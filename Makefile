@@ -27,7 +27,7 @@ endif
 STAMP  := $(VENV)/.entromix-installed-$(TORCH)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run repro exp metrics-diff plots test test-fast lint format install lock bench figures results clean-env
+.PHONY: run repro exp metrics-diff compare plots test test-fast lint format install lock bench figures results clean-env
 
 install: $(STAMP)
 
@@ -60,6 +60,12 @@ exp: $(STAMP)
 # Every changed metric: the workspace against HEAD, or ARGS="main my-experiment" (two revisions).
 metrics-diff: $(STAMP)
 	$(BIN)/dvc metrics diff $(ARGS)
+
+# Is the diff beyond noise? Paired tests on the test images' predictions (README "How to review a
+# change"): HEAD against the workspace, or ARGS="main HEAD", ARGS="exp-a exp-b", or seed pairs
+# ARGS="strat-real-only-n10-s{seed} strat-capped-n10-s{seed} --seeds 0-7"; --json for the JSON.
+compare: $(STAMP)
+	$(BIN)/entromix compare $(ARGS)
 
 # The pipeline's plots as one HTML page (dvc_plots/index.html); ARGS="main" to overlay a revision.
 plots: $(STAMP)

@@ -88,6 +88,8 @@ def test_make_installs_the_lock_of_the_chosen_torch_build():
         (["metrics-diff", "ARGS=main HEAD"], ".venv/bin/dvc metrics diff main HEAD"),
         (["plots"], ".venv/bin/dvc plots show"),
         (["plots", "ARGS=main"], ".venv/bin/dvc plots diff main"),
+        (["compare"], ".venv/bin/entromix compare"),
+        (["compare", "ARGS=main HEAD"], ".venv/bin/entromix compare main HEAD"),
     ],
 )
 def test_dvc_targets_call_the_environments_dvc(target, expected):

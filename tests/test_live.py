@@ -75,3 +75,16 @@ def test_an_unwritable_log_folder_is_a_user_error(tmp_path):
     (tmp_path / "dvclive").write_text("a file where the folder should be")
     with pytest.raises(DataError, match="cannot write the live log in .*dvclive/train"):
         LiveLog(tmp_path / "dvclive" / "train")
+
+
+def test_timings_are_series_but_not_in_metrics_json(tmp_path):
+    """metrics.json is a committed metric (dvc metrics diff): a speed that changes every run stays out of it."""
+    live = LiveLog(tmp_path / "live")
+    for step in range(2):
+        live.log(step, {"loss": 1.0, "images_per_s": 150.0 + step, "scorer_images_per_s": 90.0})
+    live.close()
+    assert series(tmp_path / "live", "images_per_s")["images_per_s"].tolist() == [150.0, 151.0]
+    assert summary(tmp_path / "live") == {"loss": 1.0, "step": 1}
+    resumed = LiveLog(tmp_path / "live", [{"loss": 1.0, "images_per_s": 150.0}, {"loss": 0.5, "images_per_s": 151.0}])
+    resumed.close()
+    assert summary(tmp_path / "live") == {"loss": 0.5, "step": 1}

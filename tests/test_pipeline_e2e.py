@@ -167,7 +167,10 @@ RESULT_FILES = [
     "data/predictions/test.csv",
     "data/prepared/manifest.csv",
     "data/prepared/images.npy",
-    # the DVCLive series (no timings): a resumed run continues them as if it had never stopped
+    # DVCLive's summaries (committed metrics, timings kept out) and series (no timings): a resumed
+    # run continues them as if it had never stopped
+    "dvclive/score/metrics.json",
+    "dvclive/train/metrics.json",
     "dvclive/score/plots/metrics/scorer_loss.tsv",
     "dvclive/train/plots/metrics/train_loss.tsv",
     "dvclive/train/plots/metrics/val_auc.tsv",
@@ -232,10 +235,11 @@ def test_train_writes_checkpoints_history_and_metrics(repo):
     assert history.loc[2, "eligible_synthetic"] == int((syn_jsd <= end + 1e-6).sum())
     metrics = json.loads((repo / "metrics/train.json").read_text())["train"]
     assert metrics["epochs"] == 3 and 0 <= metrics["best_epoch"] < 3
+    from entromix.common.live import SERIES_ONLY
     from entromix.training.report import LIVE_KEYS
 
     live = json.loads((repo / "dvclive/train/metrics.json").read_text())
-    assert set(live) == set(LIVE_KEYS) | {"step"} and live["step"] == 2
+    assert set(live) == (set(LIVE_KEYS) - SERIES_ONLY) | {"step"} and live["step"] == 2
     assert live["val_auc"] == pytest.approx(history.loc[2, "val_auc"], abs=1e-5)
     loss = pd.read_csv(repo / "dvclive/train/plots/metrics/train_loss.tsv", sep="\t")
     assert loss["step"].tolist() == [0, 1, 2]
@@ -308,6 +312,33 @@ def test_exp_run_with_a_curriculum_change_reruns_train_and_evaluate(repo):
     target = ["--targets", "dvclive/train/plots/metrics/val_auc.tsv"]
     sh(["dvc", "plots", "diff", "e2e-start", *target, "-o", str(series)], repo)
     assert "val_auc" in (series / "index.html").read_text()
+    # the noise-aware review of the same change: the committed run against the experiment, read from the DVC cache
+    review = sh([sys.executable, "-m", "entromix.cli", "compare", "HEAD", "e2e-start", "--json"], repo)
+    (pair,) = json.loads(review[: review.rindex("}") + 1])["pairs"]
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())["evaluate"]
+    assert pair["metrics"]["roc_auc"]["b"] == pytest.approx(evaluate["test"]["roc_auc"], abs=1e-4)
+    assert pair["test_set"]["images"] == evaluate["test"]["n"]
+    assert pair["params_differ"] == {"curriculum.jsd_start": [0.03, 0.05]}
+
+
+def test_fresh_clone_reproduces_the_committed_metrics(repo, tmp_path):
+    """A fresh clone of the committed project on the same machine: `dvc repro` gives byte-identical
+    metrics, and `dvc metrics diff` prints nothing and warns of nothing (every metrics file,
+    DVCLive's summaries included, is in git at every revision)."""
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    sh(["dvc", "repro"], clone)
+    for name in [n for n in RESULT_FILES if n.endswith(".json")]:
+        committed = sh(["git", "show", f"HEAD:{name}"], clone)
+        assert (clone / name).read_text() == committed, name
+    proc = subprocess.run(
+        ["dvc", "metrics", "diff"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"),
+    )
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", (proc.stdout, proc.stderr)
 
 
 def test_dataset_csv_has_every_training_image(repo):

@@ -53,6 +53,16 @@ COVERAGE: list[tuple[str, str, str]] = [
     # the model's command line, on a project that ran every stage
     (r"entromix predict ", "tests/test_predict.py", 'cli(project, "predict"'),
     (r"entromix export ", "tests/test_predict.py", 'cli(project, "export"'),
+    # the review: paired tests of two revisions / experiments / seed pairs, on a DVC project with commits and
+    # experiments, and on the real pipeline's output
+    (r"entromix compare$", "tests/test_compare_cli.py", 'compare(repo, "HEAD", "workspace", "--json")'),
+    (r"entromix compare \S+ \S+", "tests/test_compare_cli.py", 'compare(repo, "weak", "strong")'),
+    (
+        r"make compare ",
+        "tests/test_install.py",
+        '(["compare", "ARGS=main HEAD"], ".venv/bin/entromix compare main HEAD")',
+    ),
+    (r"dvc exp branch ", "tests/test_compare_cli.py", '["dvc", "exp", "branch"'),
     (r"python scripts/run_experiments\.py ", "tests/test_experiments.py", '"run_experiments.py"'),
     # the user's own shell and git steps around the commands above
     (r"source \.venv/bin/activate$", "tests/test_readme.py", "source {venv_bin}/activate"),

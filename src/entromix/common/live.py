@@ -9,6 +9,10 @@ top-level ``plots:`` section draws them). DVCLive writes no dvc.yaml of its own
 and ``dvc exp run`` records them with the rest of the stage's outputs. ``metrics.json`` is
 replaced atomically, so a ``dvc exp show`` that reads it mid-write sees the previous step.
 
+Timings (``images_per_s``, ``scorer_images_per_s``: :data:`SERIES_ONLY`) are logged as series but
+kept out of ``metrics.json``: that file is a committed metric (``cache: false``) that ``dvc metrics
+diff`` reads, and a value that changes every run would make every diff non-empty.
+
 A fresh log removes what an earlier run left there (DVCLive's own clean-up). A log that a
 resumed run continues keeps the folder (``Live(resume=True)``) and rewrites each series from the
 rows the run resumes from, then carries on at the next step: the resume state is the record, so
@@ -30,6 +34,9 @@ from entromix.common.atomic import atomic_path, write_json
 from entromix.common.errors import DataError
 
 Value = float | int | None
+
+#: series that vary from run to run on the same machine (speed): in plots/metrics/, not in metrics.json
+SERIES_ONLY = frozenset({"images_per_s", "scorer_images_per_s"})
 
 
 def _value(value: Value) -> float | int | None:
@@ -91,6 +98,8 @@ class LiveLog:
                     self.live.summary.pop(name, None)
                 else:
                     self.live.log_metric(name, value)
+                    if name in SERIES_ONLY:
+                        self.live.summary.pop(name, None)
             self.live.next_step()
         except OSError as exc:
             raise _unwritable(self.directory, exc) from exc
@@ -121,7 +130,9 @@ class LiveLog:
             with atomic_path(folder / f"{name}.tsv") as tmp:
                 tmp.write_text(os.linesep.join(lines) + os.linesep, encoding="utf-8")
         last = {name: _value(value) for name, value in rows[-1].items()}
-        self.live.summary = {name: value for name, value in last.items() if value is not None}
+        self.live.summary = {
+            name: value for name, value in last.items() if value is not None and name not in SERIES_ONLY
+        }
         self.live.step = len(rows) - 1
         self.live.make_summary()
         self.live.step = len(rows)

@@ -33,12 +33,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def run_stage(name: str, main: Callable[[], None]) -> None:
+def run_stage(name: str, main: Callable[[], None], report_to_stderr: bool = False) -> None:
     """Run a stage's ``main``; print user errors as one paragraph (no traceback) and exit 2.
 
     SIGINT (Ctrl-C) and SIGTERM (a scheduler's kill) end the stage with a one-line message and
     exit 130 / 143; every output is written atomically, so none is left half-written, and the
-    train stage resumes from its last finished epoch on the next run.
+    train stage resumes from its last finished epoch on the next run. ``report_to_stderr``: the
+    closing "done" line goes to stderr (a command whose stdout is its result, ``entromix compare``).
     """
     global _STAGE_PID
     start = time.perf_counter()
@@ -55,4 +56,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except Terminated:
         print(f"entromix {name}: terminated (SIGTERM); outputs were not replaced.", file=sys.stderr)
         sys.exit(143)
-    print(f"entromix {name}: done in {time.perf_counter() - start:.1f} s")
+    print(
+        f"entromix {name}: done in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr if report_to_stderr else sys.stdout,
+    )

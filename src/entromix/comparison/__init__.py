@@ -1,0 +1,1 @@
+"""Comparing revisions: paired tests of two runs' test predictions (``entromix compare``)."""
