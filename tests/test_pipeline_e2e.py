@@ -257,6 +257,12 @@ def test_evaluate_writes_metrics_predictions_and_plots(repo):
     assert list(predictions.columns) == ["filename", "class", "label", "probability", "prediction"]
     assert len(predictions) == int(((manifest["split"] == "test") & (manifest["is_syn"] == 0)).sum())
     assert metrics["test"]["n"] == len(predictions)
+    # the file holds the probabilities the metrics came from (entromix compare recomputes the AUC from it)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(predictions["label"], predictions["probability"]) == pytest.approx(
+        metrics["test"]["roc_auc"], abs=1e-4
+    )
     for name in ("roc", "pr", "confusion", "calibration"):
         assert len(pd.read_csv(repo / f"plots/evaluate/{name}.csv")) > 0
     figures = ("roc", "pr", "confusion", "calibration", "training_curves", "curriculum", "jsd_admission")
