@@ -36,6 +36,7 @@ START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 #: The order of the sweeps in RESULTS.md (others follow, by name).
 SWEEP_ORDER = [
     "strategies",
+    "paired",
     "scorer_recipe",
     "train_recipe",
     "training_design",

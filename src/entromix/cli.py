@@ -20,9 +20,6 @@ from entromix.common.errors import DataError
 from entromix.common.stage import run_stage
 from entromix.comparison.report import Settings, compare_seeds, to_markdown
 from entromix.comparison.revisions import WORKSPACE, RevisionReader
-from entromix.prediction.export import SUFFIX, export_model
-from entromix.prediction.predict import find_images, predict_files
-from entromix.training.checkpoints import load_trained_model
 
 DEFAULT_MODEL = "models/deploy/model.pt"
 
@@ -147,6 +144,10 @@ def run_compare(args: argparse.Namespace) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> None:
+    # the model's modules (torch) are imported here, not at the top: `entromix compare` needs none of them
+    from entromix.prediction.predict import find_images, predict_files
+    from entromix.training.checkpoints import load_trained_model
+
     device = resolve_device(args.device, "--device")
     trained = load_trained_model(args.model, None, device)
     files = find_images(args.inputs)
@@ -171,6 +172,9 @@ def run_predict(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    from entromix.prediction.export import SUFFIX, export_model
+    from entromix.training.checkpoints import load_trained_model
+
     trained = load_trained_model(args.model, None, resolve_device("cpu", "--device"))
     out = Path(args.out or ("model" + (".onnx" if args.format == "onnx" else ".torchscript" + SUFFIX["torchscript"])))
     model_path, description = export_model(trained, args.format, out)
