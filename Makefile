@@ -63,7 +63,7 @@ metrics-diff: $(STAMP)
 
 # Is the diff beyond noise? Paired tests on the test images' predictions (README "How to review a
 # change"): HEAD against the workspace, or ARGS="main HEAD", ARGS="exp-a exp-b", or seed pairs
-# ARGS="strat-real-only-n10-s{seed} strat-capped-n10-s{seed} --seeds 0-7"; --json for the JSON.
+# ARGS="paired-real-only-n10-s{seed} paired-capped-n10-s{seed} --seeds 0-7"; --json for the JSON.
 compare: $(STAMP)
 	$(BIN)/entromix compare $(ARGS)
 
@@ -96,6 +96,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_score.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_compare.py
 
 # Copy the pipeline's figures (DVC outputs, not in git) to docs/figures/ and regenerate the
 # README's results section from the metrics files.

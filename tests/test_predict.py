@@ -34,9 +34,7 @@ def project(tmp_path_factory) -> Path:
 
 
 def cli(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "entromix.prediction.cli", *args], cwd=project, capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, "-m", "entromix.cli", *args], cwd=project, capture_output=True, text=True)
 
 
 def test_predict_gives_evaluates_probabilities_image_by_image(project):

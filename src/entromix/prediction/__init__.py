@@ -1,2 +1,3 @@
-"""Using a trained model: predict on new image files, export to ONNX / TorchScript, the CLI.
-May import: every other ``entromix`` package (it comes after the pipeline's last stage)."""
+"""Using a trained model: predict on new image files, export to ONNX / TorchScript (the
+``entromix predict`` / ``export`` commands are in ``entromix.cli``).
+May import: every other ``entromix`` package but ``cli`` (it comes after the pipeline's last stage)."""
