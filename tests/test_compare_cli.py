@@ -241,3 +241,15 @@ def test_damaged_predictions_in_the_workspace(repo, tmp_path):
 def test_outside_a_dvc_project(tmp_path):
     proc = compare(tmp_path, "HEAD", "workspace")
     assert proc.returncode == 2 and "is not a DVC project" in proc.stderr
+
+
+def test_compare_does_not_import_torch():
+    """The command starts without the model's stack; its device choices are the pipeline's."""
+    code = (
+        "import sys; from entromix.cli.main import DEVICE_CHOICES, parser; parser(); "
+        "print('torch' in sys.modules, DEVICE_CHOICES)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    from entromix.common.device import DEVICE_NAMES
+
+    assert out[0] == "False" and out[1].strip() == str(DEVICE_NAMES)

@@ -15,13 +15,15 @@ import sys
 from pathlib import Path
 
 from entromix.common.atomic import atomic_path
-from entromix.common.device import DEVICE_NAMES, describe, resolve_device
 from entromix.common.errors import DataError
 from entromix.common.stage import run_stage
 from entromix.comparison.report import Settings, compare_seeds, to_markdown
 from entromix.comparison.revisions import WORKSPACE, RevisionReader
 
 DEFAULT_MODEL = "models/deploy/model.pt"
+# entromix.common.device's DEVICE_NAMES, written out so that building the parser (and so `entromix
+# compare`) does not import torch; tests/test_compare_cli.py checks the two agree
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
         default="skip",
         help="unreadable files: report and skip them (default), or stop before writing anything",
     )
-    predict.add_argument("--device", default="auto", choices=list(DEVICE_NAMES))
+    predict.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
     export = sub.add_parser("export", help="write the model as ONNX or TorchScript with its preprocessing")
     export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
@@ -145,6 +147,7 @@ def run_compare(args: argparse.Namespace) -> None:
 
 def run_predict(args: argparse.Namespace) -> None:
     # the model's modules (torch) are imported here, not at the top: `entromix compare` needs none of them
+    from entromix.common.device import describe, resolve_device
     from entromix.prediction.predict import find_images, predict_files
     from entromix.training.checkpoints import load_trained_model
 
@@ -172,6 +175,7 @@ def run_predict(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    from entromix.common.device import resolve_device
     from entromix.prediction.export import SUFFIX, export_model
     from entromix.training.checkpoints import load_trained_model
 
