@@ -88,10 +88,10 @@ def expand_names(spec: str, seeds: list[int] | None, option: str) -> list[str]:
     """``a,b`` -> [a, b]; ``exp-s{seed}`` with seeds [0, 1] -> [exp-s0, exp-s1]."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
-        raise DataError(f"entromix compare: {option} is empty; name a revision, an experiment or '{WORKSPACE}'.")
+        raise DataError(f"{option} is empty; name a revision, an experiment or '{WORKSPACE}'.")
     if any("{seed}" in n for n in names):
         if seeds is None:
-            raise DataError(f"entromix compare: {option} '{spec}' holds {{seed}}: give the seeds with --seeds 0,1,2.")
+            raise DataError(f"{option} '{spec}' holds {{seed}}: give the seeds with --seeds 0,1,2.")
         expanded = []
         for name in names:
             expanded += [name.replace("{seed}", str(s)) for s in seeds] if "{seed}" in name else [name]
@@ -108,9 +108,9 @@ def parse_seeds(spec: str | None) -> list[int] | None:
             lo, _, hi = part.strip().partition("-")
             seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
     except ValueError:
-        raise DataError(f"entromix compare: --seeds '{spec}' is not a list of seeds: write 0,1,2 or 0-7.") from None
+        raise DataError(f"--seeds '{spec}' is not a list of seeds: write 0,1,2 or 0-7.") from None
     if not seeds:
-        raise DataError(f"entromix compare: --seeds '{spec}' is empty: write 0,1,2 or 0-7.")
+        raise DataError(f"--seeds '{spec}' is empty: write 0,1,2 or 0-7.")
     return seeds
 
 
@@ -118,14 +118,14 @@ def run_compare(args: argparse.Namespace) -> None:
     import json
 
     if args.resamples < 100:
-        raise DataError(f"entromix compare: --resamples {args.resamples} is too few for a 95% interval: use >= 100.")
+        raise DataError(f"--resamples {args.resamples} is too few for a 95% interval: use >= 100.")
     if not 0.5 <= args.level < 1:
-        raise DataError(f"entromix compare: --level {args.level} must be in [0.5, 1), e.g. 0.95.")
+        raise DataError(f"--level {args.level} must be in [0.5, 1), e.g. 0.95.")
     seeds = parse_seeds(args.seeds)
     names_a, names_b = expand_names(args.a, seeds, "A"), expand_names(args.b, seeds, "B")
     if len(names_a) != len(names_b):
         raise DataError(
-            f"entromix compare: A names {len(names_a)} revision(s) and B {len(names_b)}; they are compared in "
+            f"A names {len(names_a)} revision(s) and B {len(names_b)}; they are compared in "
             "pairs (the i-th of A with the i-th of B), so give as many of each."
         )
     reader = RevisionReader(args.repo)

@@ -62,7 +62,8 @@ def delong_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, level: float = 
     """ROC-AUC of A and B on the same images and DeLong's test of ``AUC_b - AUC_a``.
 
     Returns ``auc_a, auc_b, difference, se, ci (lo, hi), z, p_value``. Two identical score vectors
-    give ``se = 0``: difference 0, interval (0, 0), p = 1. Needs both classes in ``y``."""
+    give ``se = 0``: difference 0, interval (0, 0), p = 1 (a difference with ``se = 0``, possible only
+    with one image of a class, gives ``z`` None and p = 0). Needs both classes in ``y``."""
     y, a, b = _check_pair(y, p_a, p_b)
     m, n = int(y.sum()), int((~y).sum())
     if m == 0 or n == 0:
@@ -81,10 +82,11 @@ def delong_test(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, level: float = 
     var = max(var_of_difference(va10, vb10) / m + var_of_difference(va01, vb01) / n, 0.0)
     se = math.sqrt(var)
     zq = stats.norm.ppf((1 + level) / 2)
+    z: float | None
     if se == 0.0:
         z, p = 0.0, 1.0
-        if diff != 0.0:  # no variance but a difference: only with one image per class
-            z, p = math.copysign(math.inf, diff), 0.0
+        if diff != 0.0:  # no variance but a difference (one image per class): no z, and no test to speak of
+            z, p = None, 0.0
     else:
         z = diff / se
         p = float(2 * stats.norm.sf(abs(z)))
