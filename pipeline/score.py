@@ -2,6 +2,9 @@
 
 Reads params section `score` and ingest's outputs (checked: entromix.common.stage_io). Writes, as one set:
   data/dataset.csv                    filename,is_syn,jsd_score,label,split,p_true,predicted,fold,id
+                                      (a synthetic row's jsd_score: the gate's score, score.synthetic_score)
+  data/synthetic_scores.csv           id,filename,label and every score of each synthetic image
+                                      (ensemble = reference JSD, knn, mahalanobis, rank_mean; larger = worse)
   metrics/score.json                  out-of-fold accuracy/AUC, mean JSD, tier AUROCs when known
   plots/score/jsd_histogram.csv       fraction of images per JSD bin (dvc plots)
   plots/score/jsd_distribution.png    the same as a figure
@@ -23,7 +26,7 @@ from entromix.common.distributed import init_world, launch, needs_launch, shutdo
 from entromix.common.live import LiveLog
 from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
-from entromix.common.stage_io import DATASET, PREPARED, load_prepared
+from entromix.common.stage_io import DATASET, PREPARED, SYNTHETIC_SCORES_CSV, load_prepared
 from entromix.modeling.fit import EpochStats
 from entromix.scoring.jsd_plots import jsd_groups, jsd_histogram_table, plot_jsd_distribution
 from entromix.scoring.out_of_fold import ScoreConfig, score_metrics, score_training_images
@@ -87,17 +90,20 @@ def main() -> None:
     m = metrics["score"]
     print(
         f"entromix score: out-of-fold accuracy {m['oof_accuracy']}, AUC {m['oof_auc']}, temperature "
-        f"{m['temperature']}; mean JSD real {m['real_jsd_mean']}, synthetic {m['synthetic_jsd_mean']}"
-        + (
-            f"; AUROC hallucinated vs good {m['tier_auroc_hallucinated_vs_good']}"
-            if "tier_auroc_hallucinated_vs_good" in m
-            else ""
-        )
+        f"{m['temperature']}; mean JSD real {m['real_jsd_mean']}, synthetic {m['synthetic_jsd_mean']}; "
+        f"the gate sorts synthetic images by {config.synthetic_score}"
     )
+    for name, auroc in m.get("tier_auroc_by_score", {}).items():
+        print(
+            f"entromix score: {name:<11} AUROC hallucinated vs good {auroc['hallucinated_vs_good']}, "
+            f"degraded vs good {auroc['degraded_vs_good']}"
+        )
     groups = jsd_groups(result.dataset, tiers)
-    with atomic_paths(DATASET, METRICS, PLOTS / "jsd_histogram.csv", PLOTS / "jsd_distribution.png") as tmp:
-        dataset_csv, metrics_json, histogram_csv, figure = tmp
+    paths = (DATASET, SYNTHETIC_SCORES_CSV, METRICS, PLOTS / "jsd_histogram.csv", PLOTS / "jsd_distribution.png")
+    with atomic_paths(*paths) as tmp:
+        dataset_csv, scores_csv, metrics_json, histogram_csv, figure = tmp
         result.dataset.round({"jsd_score": 6, "p_true": 6}).to_csv(dataset_csv, index=False, encoding="utf-8")
+        result.synthetic_scores.to_csv(scores_csv, index=False, encoding="utf-8", float_format="%.6g")
         metrics_json.write_text(json_text(metrics))
         jsd_histogram_table(groups).to_csv(histogram_csv, index=False)
         plot_jsd_distribution(groups, figure)

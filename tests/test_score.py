@@ -43,6 +43,8 @@ def config(**changes) -> ScoreConfig:
         color_jitter=0.2,
         folds=2,
         synthetic_score="ensemble",
+        knn_k=10,
+        rank_mean_of=["ensemble", "mahalanobis"],
         tta=False,
         temperature_scaling=True,
         seed=0,
@@ -206,6 +208,11 @@ def test_tier_auroc_and_metrics():
         ({"model": "resnet19"}, "score.model"),
         ({"folds": 1}, "score.folds"),
         ({"batch_size": 1}, "score.batch_size"),
+        ({"synthetic_score": "kmeans"}, "score.synthetic_score is 'kmeans'; choose one of ensemble, aum, knn"),
+        ({"knn_k": 0}, "score.knn_k"),
+        ({"rank_mean_of": ["ensemble", "aum"]}, r"score.rank_mean_of is \['ensemble', 'aum'\]"),
+        ({"rank_mean_of": []}, "score.rank_mean_of"),
+        ({"rank_mean_of": ["knn", "knn"]}, "score.rank_mean_of"),
     ],
 )
 def test_bad_score_params(changes, message):
@@ -283,3 +290,55 @@ def test_aum_scores_wrong_labels_lower():
     recorder(torch.tensor([0, 1, 0]), torch.tensor([[2.0, 0.0], [1.0, 0.5], [0.0, 1.0]]))
     assert recorder.aum().tolist() == pytest.approx([(2.0 - 1.0) / 2, -0.5])
     assert aum_p_true(np.array([0.0]))[0] == pytest.approx(0.5)
+
+
+@pytest.mark.slow  # trains a network for more than one epoch
+@pytest.mark.parametrize("gate_score", ["knn", "mahalanobis", "rank_mean"])
+def test_feature_scores_rank_off_class_images_worse_and_drive_the_gate_on_the_jsd_scale(gate_score):
+    """A synthetic pool labelled malignant in which a third look benign (wrong label): every
+    feature score ranks them worse, the table lists every score, and the gate's column holds the
+    reference JSD values of the pool in the chosen score's order (quantile-matched)."""
+    images, manifest = toy_data(n_real=36, n_syn=18)
+    syn = np.flatnonzero(manifest["is_syn"] == 1)
+    wrong = syn[::3]
+    images[wrong] = np.random.default_rng(5).integers(0, 120, size=images[wrong].shape).astype(np.uint8)  # look benign
+    cfg = config(synthetic_score=gate_score, epochs=6, lr=3e-3, knn_k=5, rank_mean_of=["ensemble", "knn"])
+    result = score_training_images(cfg, images, manifest, CPU, log=lambda s: None)
+    table = result.synthetic_scores.set_index("id")
+    assert list(result.synthetic_scores.columns) == [
+        "id",
+        "filename",
+        "label",
+        "ensemble",
+        "knn",
+        "mahalanobis",
+        "rank_mean",
+    ]
+    assert len(table) == len(syn) and (table["label"] == 1).all()
+    right = np.setdiff1d(syn, wrong)
+    for name in ("knn", "mahalanobis"):
+        assert table.loc[wrong, name].min() > table.loc[right, name].median(), name
+    assert table["knn"].between(0, 1).all() and (table["mahalanobis"] >= 0).all()
+    np.testing.assert_allclose(
+        table["rank_mean"], (table["ensemble"].rank() + table["knn"].rank()) / 2 / len(table), atol=1e-12
+    )
+    data = result.dataset.set_index("id")
+    gate = data.loc[syn, "jsd_score"].to_numpy()
+    np.testing.assert_allclose(np.sort(gate), np.sort(table.loc[syn, "ensemble"]), atol=1e-12)  # the JSD's values
+    order = np.argsort(table.loc[syn, gate_score].to_numpy(), kind="stable")
+    assert (np.diff(gate[order]) >= -1e-12).all()  # ... in the chosen score's order
+    real = data[data["is_syn"] == 0]
+    np.testing.assert_allclose(
+        real["jsd_score"],
+        jsd_to_onehot(np.stack([1 - real["p_true"], real["p_true"]], 1), np.ones(len(real), int))[0],
+        atol=1e-6,
+    )
+    syn_ids = manifest.loc[manifest["is_syn"] == 1, "id"].to_numpy()
+    tiers = pd.DataFrame({"id": syn_ids, "tier": np.where(np.isin(syn_ids, wrong), "hallucinated", "good")})
+    m = score_metrics(result, tiers)["score"]
+    assert m["synthetic_score"] == gate_score
+    assert set(m["tier_auroc_by_score"]) == {"ensemble", "knn", "mahalanobis", "rank_mean"}
+    if gate_score != "rank_mean":  # (rank_mean can tie; the gate's column breaks ties by the JSD)
+        assert m["tier_auroc_by_score"][gate_score]["hallucinated_vs_good"] == m["tier_auroc_hallucinated_vs_good"]
+    assert m["tier_auroc_by_score"]["knn"]["hallucinated_vs_good"] > 0.9
+    assert m["tier_auroc_by_score"]["knn"]["degraded_vs_good"] is None  # no degraded tier here

@@ -33,6 +33,7 @@ from entromix.common.labels import LabelSpace
 
 PREPARED = Path("data/prepared")
 DATASET = Path("data/dataset.csv")
+SYNTHETIC_SCORES_CSV = Path("data/synthetic_scores.csv")  # score stage: every score of each synthetic image
 CHECKSUMS_NAME = "checksums.json"
 RERUN_INGEST = "Rerun the ingest stage (dvc repro -f ingest) to write the prepared set again."
 RERUN_SCORE = "Rerun the score stage (dvc repro -f score) instead of editing the file by hand."

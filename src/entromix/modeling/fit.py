@@ -280,7 +280,6 @@ def fit_classifier(
     return model
 
 
-@torch.no_grad()
 def predict_logits(
     model: nn.Module,
     images: torch.Tensor | np.ndarray,
@@ -296,25 +295,68 @@ def predict_logits(
     8x the compute; a smear's class does not depend on its orientation, so this averages out
     the part of a prediction that does.
     """
+    return _predict(model, images, device, image_size, batch_size, channels_last, tta, features=False)[0]
+
+
+def predict_logits_and_features(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    device: torch.device,
+    image_size: int,
+    batch_size: int = 256,
+    channels_last: bool = False,
+    tta: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_logits` and, from the same forward passes, the penultimate features (N, D):
+    the input of the classifier's final linear layer (ResNet: the pooled 512 / 2048 values; with
+    ``tta`` the mean over the eight orientations)."""
+    return _predict(model, images, device, image_size, batch_size, channels_last, tta, features=True)
+
+
+@torch.no_grad()
+def _predict(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    device: torch.device,
+    image_size: int,
+    batch_size: int,
+    channels_last: bool,
+    tta: bool,
+    features: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
     model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        if isinstance(chunk, np.ndarray):
-            chunk = torch.from_numpy(np.ascontiguousarray(chunk))
-        x = prepare_batch(chunk.to(device, non_blocking=True), image_size, None, 0.0, channels_last)
-        views = dihedral_views(x) if tta else [x]
-        with autocast(device):
-            logits = torch.stack(
-                [model(v.contiguous(memory_format=torch.channels_last) if channels_last else v).float() for v in views]
-            ).mean(0)  # (B, C)
-            out.append(logits.cpu())
+    head = _final_linear(model)
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach())) if features else None
+    out, feats = [], []
+    try:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            if isinstance(chunk, np.ndarray):
+                chunk = torch.from_numpy(np.ascontiguousarray(chunk))
+            x = prepare_batch(chunk.to(device, non_blocking=True), image_size, None, 0.0, channels_last)
+            views = dihedral_views(x) if tta else [x]
+            with autocast(device):
+                inputs = [v.contiguous(memory_format=torch.channels_last) if channels_last else v for v in views]
+                logits = torch.stack([model(v).float() for v in inputs]).mean(0)  # (B, C)
+                out.append(logits.cpu())
+            if features:
+                feats.append(torch.stack([f.float().flatten(1) for f in captured]).mean(0).cpu())  # (B, D)
+                captured.clear()
+    finally:
+        if hook is not None:
+            hook.remove()
     if not out:
-        return np.zeros((0, model_num_classes(model)), dtype=np.float32)
-    return torch.cat(out).numpy()
+        empty = np.zeros((0, model_num_classes(model)), dtype=np.float32)
+        return empty, (np.zeros((0, head.in_features), dtype=np.float32) if features else None)
+    return torch.cat(out).numpy(), (torch.cat(feats).numpy() if features else None)
+
+
+def _final_linear(model: nn.Module) -> nn.Linear:
+    """The classifier's head: the last ``nn.Linear`` of a torchvision or timm classifier."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
 def model_num_classes(model: nn.Module) -> int:
     """The output size of a torchvision classifier's final linear layer."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    return last.out_features
+    return _final_linear(model).out_features

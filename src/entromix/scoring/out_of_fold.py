@@ -12,6 +12,13 @@ training set gives those images a JSD near 0, whatever their quality. So
   (``synthetic_score: ensemble``), or, with ``synthetic_score: aum``, the area under the margin of
   one more model trained on the real and synthetic images together (``entromix.scoring.aum``): a
   training-dynamics score for wrong labels;
+* from the same forward passes, each fold model's penultimate features place every synthetic image
+  relative to the real images that model trained on (``entromix.scoring.feature_space``): the
+  class-balanced deep kNN score (``knn``), the Mahalanobis distance to its label's class
+  (``mahalanobis``), and ``rank_mean``, the mean rank of several scores. Every one of them is
+  computed (and, with known tiers, measured in ``metrics/score.json``); ``synthetic_score`` picks
+  the one the gate uses, put on the JSD's scale label by label (``match_quantiles``), so ``tau``
+  admits as many images as the reference JSD would, in that score's order;
 * validation and test images are never used.
 
 Optionally one temperature (``entromix.scoring.calibration``) is fitted on the out-of-fold logits and
@@ -42,15 +49,23 @@ from entromix.modeling.fit import (
     FitSettings,
     Optimizer,
     fit_classifier,
-    predict_logits,
+    predict_logits_and_features,
     uses_channels_last,
 )
 from entromix.modeling.models import MODEL_NAMES, build_model, is_model_name
 from entromix.scoring.aum import area_under_margin, aum_p_true
 from entromix.scoring.calibration import TEMPERATURE_BOUNDS, calibrated_probs, fit_temperature
+from entromix.scoring.feature_space import FEATURE_SCORES, feature_scores, match_quantiles, rank_mean
 from entromix.scoring.jsd import TAU_AT_P_HALF, jsd_to_onehot
 
 DATASET_COLUMNS = ["filename", "is_syn", "jsd_score", "label", "split", "p_true", "predicted", "fold", "id"]
+
+#: ``score.synthetic_score``: the score the gate sorts synthetic images by. ``ensemble`` is the
+#: reference JSD of the fold models' mean softmax; ``aum`` needs one more model; the rest come
+#: from the fold models' features (``entromix.scoring.feature_space``).
+SYNTHETIC_SCORES = ("ensemble", "aum", *FEATURE_SCORES, "rank_mean")
+#: what ``score.rank_mean_of`` may list (``aum`` is not computed unless it is the gate's score)
+RANKABLE_SCORES = ("ensemble", *FEATURE_SCORES)
 
 #: called after every epoch of every scorer model with (model: fold 0..K-1, or K for the area-under-
 #: the-margin model; epoch from 0; its stats): the score stage's live log
@@ -76,8 +91,12 @@ class ScoreConfig:
     rotate90: bool  # augment also with random quarter turns
     color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
     folds: int  # K: out-of-fold scoring of real images, K-model ensemble for synthetic ones
-    synthetic_score: Literal["ensemble", "aum"]  # ensemble: mean softmax of the K fold models | aum:
-    # area under the margin of one extra model trained on real + synthetic (entromix.scoring.aum)
+    synthetic_score: Literal["ensemble", "aum", "knn", "mahalanobis", "rank_mean"]  # the gate's score:
+    # ensemble: JSD of the K fold models' mean softmax | aum: area under the margin of one extra model
+    # trained on real + synthetic (entromix.scoring.aum) | knn, mahalanobis, rank_mean: from the fold
+    # models' penultimate features (entromix.scoring.feature_space)
+    knn_k: int  # neighbours per class for the knn score
+    rank_mean_of: list[str]  # the scores whose mean rank is rank_mean (of RANKABLE_SCORES)
     tta: bool  # predict as the mean logits over the eight orientations of each image
     temperature_scaling: bool  # fit T on the out-of-fold logits and apply it before the JSD
     seed: int
@@ -102,8 +121,18 @@ class ScoreConfig:
             raise ParamsError("score.batch_size must be >= 2 (BatchNorm needs two images per batch).")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.color_jitter < 1:
             raise ParamsError("score.lr must be > 0, score.weight_decay >= 0 and score.color_jitter in [0, 1).")
-        if self.synthetic_score not in ("ensemble", "aum"):
-            raise ParamsError(f"score.synthetic_score is {self.synthetic_score!r}; choose ensemble or aum.")
+        if self.synthetic_score not in SYNTHETIC_SCORES:
+            raise ParamsError(
+                f"score.synthetic_score is {self.synthetic_score!r}; choose one of {', '.join(SYNTHETIC_SCORES)}."
+            )
+        if self.knn_k < 1:
+            raise ParamsError(f"score.knn_k must be >= 1 (neighbours per class), got {self.knn_k}.")
+        bad = [name for name in self.rank_mean_of if name not in RANKABLE_SCORES]
+        if bad or not self.rank_mean_of or len(set(self.rank_mean_of)) != len(self.rank_mean_of):
+            raise ParamsError(
+                f"score.rank_mean_of is {list(self.rank_mean_of)}; list one or more different scores of "
+                f"{', '.join(RANKABLE_SCORES)} (for example [ensemble, mahalanobis])."
+            )
         if self.min_steps < 0 or self.lr_warmup_epochs < 0 or not 0 <= self.label_smoothing < 1:
             raise ParamsError(
                 "score.min_steps and score.lr_warmup_epochs must be >= 0 and score.label_smoothing in [0, 1)."
@@ -132,6 +161,21 @@ class ScoreResult:
     temperature: float
     oof_logits: np.ndarray  # (N_real_train, C), before temperature scaling
     fold_seconds: list[float]
+    # one row per synthetic image: id, filename, label and every score computed (ensemble = the
+    # reference JSD in bits, knn, mahalanobis, rank_mean, aum when it is the gate's), larger = worse
+    synthetic_scores: pd.DataFrame | None = None
+    gate_score: str = "ensemble"  # score.synthetic_score: the one behind the synthetic rows' jsd_score
+
+
+@dataclass
+class FoldOutput:
+    """What one fold model gives: its held-out logits, the synthetic logits, the feature scores of
+    the synthetic images against its own training images, and the seconds it took."""
+
+    held_logits: np.ndarray  # (n_held, C)
+    syn_logits: np.ndarray  # (n_syn, C)
+    syn_feature_scores: dict[str, np.ndarray]  # FEATURE_SCORES name -> (n_syn,)
+    seconds: float
 
 
 def make_folds(manifest_rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
@@ -192,23 +236,30 @@ def score_training_images(
         if on_epoch is not None:
             on_epoch(k, epoch, stats)
 
-    trained = FoldData(real, fold, real_images, real_labels, syn_images, num_classes, channels_last, positive)
+    syn_labels = syn["label"].to_numpy().astype(np.int64)
+    trained = FoldData(
+        real, fold, real_images, real_labels, syn_images, syn_labels, num_classes, channels_last, positive
+    )
     per_rank = gather_to_main(_train_folds(config, trained, device, world, log, epoch_done), world)
     if per_rank is None:  # ranks other than 0: their folds are with rank 0 now
         return None
     oof_logits = np.zeros((len(real), num_classes), dtype=np.float32)
     syn_logits = np.zeros((config.folds, len(syn), num_classes), dtype=np.float32)
+    syn_features = {name: np.zeros((config.folds, len(syn))) for name in FEATURE_SCORES}
     seconds = {}
     for results in per_rank:
-        for k, (held_logits, fold_syn_logits, fold_seconds) in results.items():
-            oof_logits[fold == k] = held_logits
-            syn_logits[k] = fold_syn_logits
-            seconds[k] = fold_seconds
+        for k, output in results.items():
+            oof_logits[fold == k] = output.held_logits
+            syn_logits[k] = output.syn_logits
+            for name in FEATURE_SCORES:
+                syn_features[name][k] = output.syn_feature_scores[name]
+            seconds[k] = output.seconds
     fold_seconds = [seconds[k] for k in range(config.folds)]
 
     temperature = _fit_temperature(config, oof_logits, real["label"].to_numpy(), log)
     real_probs = calibrated_probs(oof_logits, temperature)
     syn_probs = calibrated_probs(syn_logits, temperature).mean(axis=0)  # mean softmax of the K fold models
+    scores = synthetic_score_table(syn, syn_probs, {name: v.mean(axis=0) for name, v in syn_features.items()}, config)
     if config.synthetic_score == "aum" and len(syn):
         syn_probs = _aum_probs(
             config,
@@ -222,13 +273,42 @@ def score_training_images(
             log,
             partial(epoch_done, config.folds),
         )
-    dataset = pd.concat(
-        [_dataset_rows(real, real_probs, fold), _dataset_rows(syn, syn_probs, np.full(len(syn), -1))],
-        ignore_index=True,
-    )
+    syn_rows = _dataset_rows(syn, syn_probs, np.full(len(syn), -1))
+    if config.synthetic_score == "aum":
+        scores["aum"] = syn_rows["jsd_score"].to_numpy()
+    elif config.synthetic_score != "ensemble" and len(syn):
+        # the gate's score on the JSD's scale: same values per label, this score's order
+        syn_rows["jsd_score"] = match_quantiles(
+            scores[config.synthetic_score].to_numpy(), scores["ensemble"].to_numpy(), syn_rows["label"].to_numpy()
+        )
+    dataset = pd.concat([_dataset_rows(real, real_probs, fold), syn_rows], ignore_index=True)
     return ScoreResult(
-        dataset=dataset[DATASET_COLUMNS], temperature=temperature, oof_logits=oof_logits, fold_seconds=fold_seconds
+        dataset=dataset[DATASET_COLUMNS],
+        temperature=temperature,
+        oof_logits=oof_logits,
+        fold_seconds=fold_seconds,
+        synthetic_scores=scores,
+        gate_score=config.synthetic_score,
     )
+
+
+def synthetic_score_table(
+    syn: pd.DataFrame, syn_probs: np.ndarray, features: dict[str, np.ndarray], config: ScoreConfig
+) -> pd.DataFrame:
+    """One row per synthetic image: id, filename, label, the reference JSD (``ensemble``), each
+    feature score (mean over the fold models) and ``rank_mean`` of ``config.rank_mean_of``."""
+    jsd, _ = jsd_to_onehot(syn_probs, syn["label"].to_numpy())
+    table = pd.DataFrame(
+        {
+            "id": syn["id"].astype(int).to_numpy(),
+            "filename": (syn["source"].astype(str) + "/" + syn["path"].astype(str)).to_numpy(),
+            "label": syn["label"].astype(int).to_numpy(),
+            "ensemble": jsd,
+            **features,
+        }
+    )
+    table["rank_mean"] = rank_mean([table[name].to_numpy() for name in config.rank_mean_of]) if len(table) else []
+    return table
 
 
 @dataclass(frozen=True)
@@ -240,6 +320,7 @@ class FoldData:
     images: torch.Tensor  # (n_real, H, W, 3) uint8 on the device
     labels: torch.Tensor  # (n_real,) int64 on the device
     syn_images: np.ndarray  # (n_syn, H, W, 3) uint8
+    syn_labels: np.ndarray  # (n_syn,) int64
     num_classes: int
     channels_last: bool
     positive: tuple[int, ...] = (1,)  # the positive (malignant) labels, for the training recall in the logs
@@ -252,16 +333,20 @@ def _train_folds(
     world: World,
     log: Callable[[str], None],
     epoch_done: Callable[[int, int, EpochStats], None],
-) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
-    """This rank's fold models (fold k on rank k mod world size; every fold with one process):
-    for each, the held-out logits, the synthetic logits and the seconds it took."""
+) -> dict[int, FoldOutput]:
+    """This rank's fold models (fold k on rank k mod world size; every fold with one process)."""
     results = {}
     predict = partial(
-        predict_logits, device=device, image_size=config.image_size, channels_last=data.channels_last, tta=config.tta
+        predict_logits_and_features,
+        device=device,
+        image_size=config.image_size,
+        channels_last=data.channels_last,
+        tta=config.tta,
     )
+    labels = data.real["label"].to_numpy()
     for k in range(world.rank, config.folds, world.size):
         start = time.perf_counter()
-        held_idx = np.flatnonzero(data.fold == k)
+        held = data.fold == k
         on_epoch = partial(epoch_done, k)
         model = _fit_fold_model(
             config,
@@ -275,16 +360,30 @@ def _train_folds(
             on_epoch,
             data.positive,
         )
-        held_logits = predict(model, data.images[torch.from_numpy(held_idx).to(device)])
-        results[k] = (held_logits, predict(model, data.syn_images), time.perf_counter() - start)
-        acc = (held_logits.argmax(1) == data.real["label"].to_numpy()[held_idx]).mean()
+        held_logits, _ = predict(model, data.images[torch.from_numpy(np.flatnonzero(held)).to(device)])
+        syn_logits, syn_features = predict(model, data.syn_images)
+        feature_scores_k = {name: np.zeros(0) for name in FEATURE_SCORES}
+        if len(data.syn_images):
+            # the reference: this model's features of the real images it trained on (forward passes only)
+            _, own = predict(model, data.images[torch.from_numpy(np.flatnonzero(~held)).to(device)])
+            feature_scores_k = fold_feature_scores(own, labels[~held], syn_features, data.syn_labels, config.knn_k)
+        results[k] = FoldOutput(held_logits, syn_logits, feature_scores_k, time.perf_counter() - start)
+        acc = (held_logits.argmax(1) == labels[held]).mean()
         log(
-            f"entromix score: fold {k + 1}/{config.folds}: trained on {len(data.real) - len(held_idx)}, scored "
-            f"{len(held_idx)} held-out (accuracy {acc:.3f}) + {len(data.syn_images)} synthetic in "
-            f"{results[k][2]:.1f} s" + (f" (rank {world.rank})" if world.distributed else "")
+            f"entromix score: fold {k + 1}/{config.folds}: trained on {int((~held).sum())}, scored "
+            f"{int(held.sum())} held-out (accuracy {acc:.3f}) + {len(data.syn_images)} synthetic in "
+            f"{results[k].seconds:.1f} s" + (f" (rank {world.rank})" if world.distributed else "")
         )
         del model
     return results
+
+
+def fold_feature_scores(
+    reference: np.ndarray, reference_labels: np.ndarray, syn: np.ndarray, syn_labels: np.ndarray, knn_k: int
+) -> dict[str, np.ndarray]:
+    """Every feature score (``FEATURE_SCORES``) of one fold model's synthetic features against the
+    features of the real images it trained on."""
+    return {name: feature_scores(name, reference, reference_labels, syn, syn_labels, knn_k) for name in FEATURE_SCORES}
 
 
 def _fit_fold_model(
@@ -438,6 +537,7 @@ def score_metrics(
         "synthetic_jsd_below_0311": (syn["jsd_score"] <= TAU_AT_P_HALF).mean() if len(syn) else None,
         "n_real": len(real),
         "n_synthetic": len(syn),
+        "synthetic_score": result.gate_score,
     }
     if tiers is not None and len(tiers) and len(syn):
         merged = syn.merge(tiers[["id", "tier"]], on="id", how="left")
@@ -449,13 +549,33 @@ def score_metrics(
             sel = t == tier
             out[f"tier_{tier}_jsd_mean"] = float(j[sel].mean()) if sel.any() else None
             out[f"tier_{tier}_n"] = int(sel.sum())
+        if result.synthetic_scores is not None:
+            out["tier_auroc_by_score"] = tier_aurocs_by_score(result.synthetic_scores, tiers)
     return {"score": {k: _round(v, digits) for k, v in out.items()}}
 
 
+def tier_aurocs_by_score(scores: pd.DataFrame, tiers: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """For every score column of ``synthetic_scores`` (ensemble, knn, ...): the AUROC of telling the
+    hallucinated and the degraded tier from the good one (1 = a perfect ranking, 0.5 = chance)."""
+    merged = scores.merge(tiers[["id", "tier"]], on="id", how="left")
+    t = merged["tier"].fillna("").to_numpy()
+    names = [c for c in scores.columns if c not in ("id", "filename", "label")]
+    return {
+        name: {
+            "hallucinated_vs_good": tier_auroc(merged[name].to_numpy(), t, "hallucinated"),
+            "degraded_vs_good": tier_auroc(merged[name].to_numpy(), t, "degraded"),
+        }
+        for name in names
+    }
+
+
 def _round(value, digits: int):
-    """Counts stay integers, None stays None (no tier of that kind), floats are rounded."""
-    if value is None:
-        return None
+    """Counts stay integers, None stays None (no tier of that kind), names stay strings, floats are
+    rounded (in nested mappings too)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return {k: _round(v, digits) for k, v in value.items()}
     if isinstance(value, (int, np.integer)):
         return int(value)
     return round(float(value), digits)
