@@ -61,7 +61,7 @@ exp: $(STAMP)
 metrics-diff: $(STAMP)
 	$(BIN)/dvc metrics diff $(ARGS)
 
-# Is the diff beyond noise? Paired tests on the test images' predictions (README "How to review a
+# Is the diff beyond noise? Paired tests on the test images' predictions (docs/reviewing.md, "How to review a
 # change"): HEAD against the workspace, or ARGS="main HEAD", ARGS="exp-a exp-b", or seed pairs
 # ARGS="paired-real-only-n10-s{seed} paired-capped-n10-s{seed} --seeds 0-7"; --json for the JSON.
 compare: $(STAMP)

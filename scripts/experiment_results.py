@@ -11,6 +11,8 @@ over seeds (:func:`summarise`), and renders the tables of ``RESULTS.md``
 
 * ``score``: the scorer's out-of-fold ROC-AUC and how well its JSD ranks the known synthetic
   tiers (score-stage-only sweeps);
+* ``scores``: the same AUROCs for every quality score the score stage computes (``ensemble``
+  = the reference JSD, ``knn``, ``mahalanobis``, ``rank_mean``), from ``tier_auroc_by_score``;
 * ``val``: validation metrics, for choosing a recipe (never test);
 * ``test``: the test metrics of a comparison, with the validation AUC beside them and the
   synthetic images admitted per known tier;
@@ -33,7 +35,7 @@ import yaml
 
 from entromix.common.errors import DataError
 
-Report = Literal["score", "val", "test", "gate"]
+Report = Literal["score", "scores", "val", "test", "gate"]
 NAME_RE = re.compile(r"^(?P<sweep>[a-z0-9]+)-(?P<variant>[a-z0-9][a-z0-9.-]*?)-(?P<setting>full|n\d+)-s(?P<seed>\d+)$")
 VARIANT_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 
@@ -70,8 +72,8 @@ def load_sweep(path: str | Path) -> Sweep:
             f"{path}: 'name' must be lower-case letters and digits (it prefixes experiment names), got {name!r}."
         )
     report = data.get("report", "test")
-    if report not in ("score", "val", "test", "gate"):
-        raise DataError(f"{path}: 'report' is {report!r}; use score, val, test or gate.")
+    if report not in ("score", "scores", "val", "test", "gate"):
+        raise DataError(f"{path}: 'report' is {report!r}; use score, scores, val, test or gate.")
     variants = {}
     for variant, changes in data["variants"].items():
         if not VARIANT_RE.fullmatch(str(variant)):
@@ -262,6 +264,11 @@ METRICS = [
     ("auroc_halluc", "score.tier_auroc_hallucinated_vs_good", "JSD AUROC hallucinated vs good"),
     ("auroc_degraded", "score.tier_auroc_degraded_vs_good", "JSD AUROC degraded vs good"),
     ("temperature", "score.temperature", "temperature"),
+    *[
+        (f"auroc_{tier}_{name}", f"score.tier_auroc_by_score.{name}.{tier}_vs_good", f"{name}: {tier} vs good")
+        for name in ("ensemble", "knn", "mahalanobis", "rank_mean")
+        for tier in ("hallucinated", "degraded")
+    ],
     ("val_auc_final", "train.final.val_auc", "val ROC-AUC, last epoch"),
     ("val_loss_final", "train.final.val_loss", "val loss, last epoch"),
     ("val_bacc_final", "train.final.val_balanced_accuracy", "val bal. acc. at 0.5, last epoch"),
@@ -279,6 +286,15 @@ METRICS = [
 HEADERS = {column: header for column, _, header in METRICS}
 REPORT_COLUMNS: dict[str, list[str]] = {
     "score": ["oof_auc", "auroc_halluc", "auroc_degraded", "temperature"],
+    # every quality score of the score stage (metrics/score.json tier_auroc_by_score), AUROC vs the good tier
+    "scores": [
+        "oof_auc",
+        *[
+            f"auroc_{t}_{n}"
+            for n in ("ensemble", "knn", "mahalanobis", "rank_mean")
+            for t in ("hallucinated", "degraded")
+        ],
+    ],
     "val": ["val_auc_final", "val_loss_final", "val_bacc_final", "val_auc_best", "best_epoch"],
     "test": [
         "test_auc",

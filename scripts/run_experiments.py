@@ -19,9 +19,10 @@ does not change are restored from DVC's run cache, not rerun. Run it from the re
 with the baseline committed (``git status`` clean) and ``dvc repro`` done once.
 
 Sweep file keys: ``name`` (experiment name prefix), ``title`` and ``about`` (for RESULTS.md),
-``report`` (``score``: out-of-fold and tier AUROCs; ``val``: validation metrics, for choosing a
-recipe; ``test``: the test metrics of a comparison), ``target`` (optional stage: ``score`` runs the
-score stage and what it needs, nothing downstream), ``seed_keys``, ``base``, ``variants``.
+``report`` (``score``: out-of-fold and tier AUROCs; ``scores``: those of every quality score;
+``val``: validation metrics, for choosing a recipe; ``test``: the test metrics of a comparison),
+``target`` (optional stage: ``score`` runs the score stage and what it needs, nothing downstream),
+``seed_keys``, ``base``, ``variants``.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ TOY = {
     "bench_train.py": ["--size", "32", "--n-real", "64", "--n-syn", "16", "--epochs", "2", "--device", "cpu"],
     "bench_predict.py": ["--n", "16", "--file-size", "64", "--size", "32"],
     "bench_compare.py": ["--sizes", "40", "--resamples", "100"],
+    "bench_feature_scores.py": ["--n-real", "16", "--n-syn", "6", "--size", "32", "--epochs", "1", "--folds", "2"],
     "bench_distributed.py": ["--size", "32", "--batch", "8", "--n-real", "32", "--n-syn", "8", "--epochs", "2"],
 }
 

@@ -354,7 +354,7 @@ def test_dataset_csv_has_every_training_image(repo):
     assert len(data) == int((manifest["split"] == "train").sum())
     assert data["jsd_score"].between(0, 1).all()
     score = json.loads((repo / "metrics/score.json").read_text())["score"]
-    assert "tier_auroc_hallucinated_vs_good" in score
+    assert "tier_auroc_hallucinated_vs_good" in score and score["synthetic_score"] == "ensemble"
     # the score stage's live log: a step per epoch of each fold model (2 folds x 1 epoch)
     fold = pd.read_csv(repo / "dvclive/score/plots/metrics/fold.tsv", sep="\t")
     assert fold.to_dict("list") == {"step": [0, 1], "fold": [1, 2]}
@@ -365,6 +365,28 @@ def test_dataset_csv_has_every_training_image(repo):
 def test_score_param_change_reruns_score_and_train(repo):
     set_params(repo, {"score": {"seed": 1}})
     assert ran(sh(["dvc", "repro"], repo)) == {"score", "train", "evaluate", "predict"}
+
+
+def test_the_gate_can_sort_by_a_feature_score(repo):
+    """Every quality score is in data/synthetic_scores.csv; with synthetic_score: mahalanobis the
+    synthetic rows of dataset.csv hold the reference JSD's values in the Mahalanobis order, and
+    metrics/score.json names the gate's score."""
+    before = pd.read_csv(repo / "data/synthetic_scores.csv")
+    assert list(before.columns) == ["id", "filename", "label", "ensemble", "knn", "mahalanobis", "rank_mean"]
+    assert before["knn"].between(0, 1).all() and (before["mahalanobis"] >= 0).all()
+    set_params(repo, {"score": {"synthetic_score": "mahalanobis"}})
+    assert ran(sh(["dvc", "repro"], repo)) == {"score", "train", "evaluate", "predict"}
+    scores = pd.read_csv(repo / "data/synthetic_scores.csv").set_index("id")
+    data = pd.read_csv(repo / "data/dataset.csv")
+    syn = data[data["is_syn"] == 1].set_index("id").loc[scores.index]
+    np.testing.assert_allclose(np.sort(syn["jsd_score"]), np.sort(scores["ensemble"]), atol=2e-6)
+    order = np.argsort(scores["mahalanobis"].to_numpy(), kind="stable")
+    assert (np.diff(syn["jsd_score"].to_numpy()[order]) >= -2e-6).all()
+    score = json.loads((repo / "metrics/score.json").read_text())["score"]
+    assert score["synthetic_score"] == "mahalanobis"
+    assert set(score["tier_auroc_by_score"]) == {"ensemble", "knn", "mahalanobis", "rank_mean"}
+    set_params(repo, {"score": {"synthetic_score": "ensemble"}})
+    sh(["dvc", "repro"], repo)
 
 
 def test_ingest_param_change_reruns_ingest_and_downstream(repo):

@@ -1,6 +1,6 @@
-"""Every command the README tells a user to type is run by a test or by CI.
+"""Every command the README (and the docs/ pages it links) tells a user to type is run by a test or by CI.
 
-Each shell command in the README's ```bash blocks must match a rule in ``COVERAGE``; a rule names
+Each shell command in the ```bash blocks of README.md and docs/*.md must match a rule in ``COVERAGE``; a rule names
 the test file that runs the command (or its ``make -n`` / ``--dry-run`` form for the long ones)
 and a piece of that file's source that shows it does. A new README command with no rule fails
 here, with the command named, until a test runs it. Commands that are the user's own git
@@ -70,10 +70,18 @@ COVERAGE: list[tuple[str, str, str]] = [
 ]
 
 
+#: where the user-facing commands live: the README and the reference pages it links
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+#: the README stays short: what it is, the two commands, the review, your own data, links (issue 26)
+README_MAX_LINES = 250
+
+
 def readme_commands() -> list[str]:
-    """Each command line of the README's ```bash blocks (continuations joined, comments dropped)."""
+    """Each command line of the ```bash blocks of README.md and docs/*.md (continuations joined,
+    comments dropped)."""
+    text = "\n".join(path.read_text() for path in DOCUMENTS)
     commands = []
-    for lang, body in re.findall(r"```(\w*)\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+    for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
         if lang != "bash":
             continue
         for line in body.replace("\\\n", " ").splitlines():
@@ -85,6 +93,16 @@ def readme_commands() -> list[str]:
 
 def test_the_readme_has_commands():
     assert len(readme_commands()) > 20
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("\n") <= README_MAX_LINES, "README.md is over 250 lines: move reference material to docs/"
+    for path in DOCUMENTS:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+            if "://" in target:
+                continue
+            assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to {target}, which does not exist"
 
 
 def test_every_readme_command_is_run_by_a_test_or_by_ci():

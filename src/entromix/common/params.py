@@ -48,7 +48,10 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
 def section(params: dict[str, Any], name: str, cls: type[T], source: str | Path = DEFAULT_PARAMS) -> T:
     """Build the dataclass ``cls`` from ``params[name]``, validating every key."""
     if name not in params:
-        raise ParamsError(f"{source}: section '{name}' is missing. Add it (see the README's params reference).")
+        raise ParamsError(
+            f"{source}: section '{name}' is missing. Add it (the repository's params.yaml lists every section "
+            "and key, with comments)."
+        )
     return from_dict(cls, params[name], key=name, source=source)
 
 
@@ -68,7 +71,7 @@ def from_dict(cls: type[T], data: Any, key: str, source: str | Path = DEFAULT_PA
     if missing:
         raise ParamsError(
             f"{source}: missing key(s) {', '.join(f'{key}.{m}' for m in missing)}. "
-            "Every setting must be written in params.yaml (the README lists the defaults)."
+            "Every setting must be written in params.yaml (the repository's params.yaml lists the defaults)."
         )
     values = {name: _convert(hints[name], data[name], f"{key}.{name}", source) for name in fields}
     return cls(**values)

@@ -32,9 +32,9 @@ noise, a stain shift), which is the case the JSD misses.
 ``rank_mean``: the mean of several scores' percentile ranks within the synthetic pool
 (:func:`percentile_ranks`), so one number still orders the images; ties share their mean rank.
 
-All three are computed out of fold: fold model ``k`` scores its held-out real images and every
-synthetic image against its own training images, and a synthetic image's score is the mean over
-the ``K`` models.
+Each fold model ``k`` scores every synthetic image (none of which it trained on) against the real
+images it trained on, from the forward pass that also gives the synthetic logits; a synthetic
+image's score is the mean over the ``K`` models. Real images keep their out-of-fold JSD.
 
 The gate compares ``jsd_score`` with ``tau`` in bits. A feature score is put on that scale by
 :func:`match_quantiles`: within each label, the synthetic image ranked ``i``-th by the score gets

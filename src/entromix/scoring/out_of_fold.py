@@ -243,18 +243,7 @@ def score_training_images(
     per_rank = gather_to_main(_train_folds(config, trained, device, world, log, epoch_done), world)
     if per_rank is None:  # ranks other than 0: their folds are with rank 0 now
         return None
-    oof_logits = np.zeros((len(real), num_classes), dtype=np.float32)
-    syn_logits = np.zeros((config.folds, len(syn), num_classes), dtype=np.float32)
-    syn_features = {name: np.zeros((config.folds, len(syn))) for name in FEATURE_SCORES}
-    seconds = {}
-    for results in per_rank:
-        for k, output in results.items():
-            oof_logits[fold == k] = output.held_logits
-            syn_logits[k] = output.syn_logits
-            for name in FEATURE_SCORES:
-                syn_features[name][k] = output.syn_feature_scores[name]
-            seconds[k] = output.seconds
-    fold_seconds = [seconds[k] for k in range(config.folds)]
+    oof_logits, syn_logits, syn_features, fold_seconds = _collect_folds(per_rank, fold, len(syn), num_classes)
 
     temperature = _fit_temperature(config, oof_logits, real["label"].to_numpy(), log)
     real_probs = calibrated_probs(oof_logits, temperature)
@@ -273,14 +262,7 @@ def score_training_images(
             log,
             partial(epoch_done, config.folds),
         )
-    syn_rows = _dataset_rows(syn, syn_probs, np.full(len(syn), -1))
-    if config.synthetic_score == "aum":
-        scores["aum"] = syn_rows["jsd_score"].to_numpy()
-    elif config.synthetic_score != "ensemble" and len(syn):
-        # the gate's score on the JSD's scale: same values per label, this score's order
-        syn_rows["jsd_score"] = match_quantiles(
-            scores[config.synthetic_score].to_numpy(), scores["ensemble"].to_numpy(), syn_rows["label"].to_numpy()
-        )
+    syn_rows = _gate_rows(config.synthetic_score, _dataset_rows(syn, syn_probs, np.full(len(syn), -1)), scores)
     dataset = pd.concat([_dataset_rows(real, real_probs, fold), syn_rows], ignore_index=True)
     return ScoreResult(
         dataset=dataset[DATASET_COLUMNS],
@@ -290,6 +272,39 @@ def score_training_images(
         synthetic_scores=scores,
         gate_score=config.synthetic_score,
     )
+
+
+def _collect_folds(
+    per_rank: list[dict[int, FoldOutput]], fold: np.ndarray, n_syn: int, num_classes: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[float]]:
+    """Every rank's fold outputs in one place: the out-of-fold logits (n_real, C), the synthetic
+    logits (K, n_syn, C), each feature score (K, n_syn) and the seconds per fold."""
+    folds = int(fold.max()) + 1
+    oof_logits = np.zeros((len(fold), num_classes), dtype=np.float32)
+    syn_logits = np.zeros((folds, n_syn, num_classes), dtype=np.float32)
+    syn_features = {name: np.zeros((folds, n_syn)) for name in FEATURE_SCORES}
+    seconds = {}
+    for results in per_rank:
+        for k, output in results.items():
+            oof_logits[fold == k] = output.held_logits
+            syn_logits[k] = output.syn_logits
+            for name in FEATURE_SCORES:
+                syn_features[name][k] = output.syn_feature_scores[name]
+            seconds[k] = output.seconds
+    return oof_logits, syn_logits, syn_features, [seconds[k] for k in range(folds)]
+
+
+def _gate_rows(gate_score: str, syn_rows: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic rows of dataset.csv with the gate's score in ``jsd_score``: the reference JSD
+    (``ensemble``), AUM's JSD (also recorded in ``scores``), or a feature score put on the JSD's
+    scale (same values per label, this score's order; :func:`match_quantiles`)."""
+    if gate_score == "aum":
+        scores["aum"] = syn_rows["jsd_score"].to_numpy()
+    elif gate_score != "ensemble" and len(syn_rows):
+        syn_rows["jsd_score"] = match_quantiles(
+            scores[gate_score].to_numpy(), scores["ensemble"].to_numpy(), syn_rows["label"].to_numpy()
+        )
+    return syn_rows
 
 
 def synthetic_score_table(
