@@ -117,6 +117,8 @@ def main() -> None:
         "folds": args.folds,
         "epochs": args.epochs,
         "score_stage_s": round(total, 2),
+        # every fold model sees (K - 1) / K of the real images per epoch
+        "training_images/s": round(args.epochs * (args.folds - 1) * args.n_real / total, 1),
         "reference_forward_s": round(timings["reference_forward_s"], 3),
         "feature_scoring_s": round(timings["feature_scoring_s"], 3),
         "overhead_fraction": round(added / (total - added), 4),

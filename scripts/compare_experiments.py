@@ -37,6 +37,8 @@ START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 SWEEP_ORDER = [
     "strategies",
     "paired",
+    "feature_scores",
+    "feature_gate",
     "scorer_recipe",
     "train_recipe",
     "training_design",

@@ -137,3 +137,52 @@ def test_match_quantiles_keeps_values_per_label_in_the_new_order():
     np.testing.assert_allclose(match_quantiles(reference, reference, labels), reference)  # JSD onto itself
     # ties in the score keep the reference order between them
     np.testing.assert_allclose(match_quantiles(np.zeros(3), np.array([0.4, 0.2, 0.6]), np.ones(3)), [0.4, 0.2, 0.6])
+
+
+def test_the_variant_search_script_scores_every_variant(tmp_path, capsys):
+    """scripts/feature_score_variants.py (RESULTS.md section 7's search): every variant gives one
+    finite score per synthetic image, and the report prints them with the per-damage table."""
+    import pickle
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import feature_score_variants as fsv
+
+    rng = np.random.default_rng(0)
+    n_real, n_syn, folds = 24, 12, 2
+    real_labels = np.r_[np.zeros(16, int), np.ones(8, int)]
+    fold = np.tile([0, 1], n_real // 2)
+
+    def features(n):
+        out = {f"{s}_{p}": rng.random((n, 4)) for s in fsv.STAGES for p in ("mean", "std")}
+        return {"logits": rng.normal(size=(n, 2)), "pen": rng.random((n, 6)), **out}
+
+    calls = []
+    for k in range(folds):
+        calls += [features(int((fold == k).sum())), features(n_syn), features(int((fold != k).sum()))]
+    ids = np.arange(100, 100 + n_syn)
+    table = pd.DataFrame({"id": ids, "filename": "x", "label": 1})
+    for name in ("ensemble", "knn", "mahalanobis", "rank_mean"):
+        table[name] = rng.random(n_syn)
+    tiers = pd.DataFrame({"id": ids, "tier": ["good"] * 6 + ["degraded"] * 3 + ["hallucinated"] * 3})
+    tiers["detail"] = ["augment"] * 6 + ["blur"] * 3 + ["benign-source"] * 3
+    payload = {
+        "calls": calls,
+        "fold": fold,
+        "real_labels": real_labels,
+        "syn_labels": np.ones(n_syn, int),
+        "scores": table,
+        "tiers": tiers,
+    }
+    scores = fsv.variant_scores(payload)
+    assert len(scores) > 20 and all(v.shape == (n_syn,) and np.isfinite(v).all() for v in scores.values())
+    np.testing.assert_allclose(scores["stage: mahalanobis"], table["mahalanobis"])
+    path = tmp_path / "d.pkl"
+    path.write_bytes(pickle.dumps(payload))
+    fsv.report([path])
+    fsv.report_by_detail([path])
+    out = capsys.readouterr().out
+    assert "| stage: ensemble |" in out and "| blur |" in out and "over 1 dumps (d)" in out

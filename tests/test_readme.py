@@ -43,6 +43,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     (r"dvc metrics diff$", "tests/test_pipeline_e2e.py", '["dvc", "metrics", "diff"'),
     (r"dvc exp run -S curriculum\.jsd_start=0\.05$", "tests/test_pipeline_e2e.py", '"curriculum.jsd_start=0.05"'),
     (r"dvc exp show", "tests/test_pipeline_e2e.py", '["dvc", "exp", "show"'),
+    (r"dvc exp run -S score\.synthetic_score=", "tests/test_pipeline_e2e.py", '"score.synthetic_score=mahalanobis"'),
     (r"dvc exp run --queue ", "tests/test_experiments.py", '"dvc exp run --queue -n'),
     (r"dvc queue start ", "tests/test_experiments.py", "counts_active_queue_workers"),
     (r"dvc add data/mydata$", "tests/test_readme.py", "        dvc add data/mydata\n"),
