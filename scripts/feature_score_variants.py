@@ -101,9 +101,8 @@ def mahalanobis_to_own(reference, reference_labels, query, query_labels) -> np.n
     means = np.stack([reference[reference_labels == c].mean(0) for c in classes])
     centred = reference - means[np.searchsorted(classes, reference_labels)]
     precision = LedoitWolf(assume_centered=True).fit(centred).precision_
-    diff = query[:, None, :] - means[None]
-    distances = np.einsum("ncd,de,nce->nc", diff, precision, diff)
-    return distances[np.arange(len(query)), np.searchsorted(classes, query_labels)]
+    diff = query - means[np.searchsorted(classes, query_labels)]
+    return np.einsum("nd,nd->n", diff @ precision, diff)
 
 
 def knn_own_distance(reference, reference_labels, query, query_labels, k) -> np.ndarray:
