@@ -35,13 +35,12 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.special import logsumexp, softmax
-from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 import entromix.scoring.out_of_fold as out_of_fold
 from entromix.common.params import load_params, section
 from entromix.common.stage_io import load_prepared
-from entromix.scoring.feature_space import knn_scores, l2_normalise, percentile_ranks
+from entromix.scoring.feature_space import knn_scores, l2_normalise, mahalanobis_scores, percentile_ranks
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -96,15 +95,6 @@ def dump(project: Path, out: Path) -> None:
     print(f"feature_score_variants: wrote {out}")
 
 
-def mahalanobis_to_own(reference, reference_labels, query, query_labels) -> np.ndarray:
-    classes = np.unique(reference_labels)
-    means = np.stack([reference[reference_labels == c].mean(0) for c in classes])
-    centred = reference - means[np.searchsorted(classes, reference_labels)]
-    precision = LedoitWolf(assume_centered=True).fit(centred).precision_
-    diff = query - means[np.searchsorted(classes, query_labels)]
-    return np.einsum("nd,nd->n", diff @ precision, diff)
-
-
 def knn_own_distance(reference, reference_labels, query, query_labels, k) -> np.ndarray:
     distance = 1 - l2_normalise(query) @ l2_normalise(reference).T
     out = np.empty(len(query))
@@ -141,13 +131,13 @@ def variant_scores(payload: dict) -> dict[str, np.ndarray]:
                 key = f"{stage}_{pool}"
                 add(
                     f"mahalanobis {key}",
-                    mahalanobis_to_own(own[key].astype(float), labels, syn[key].astype(float), syn_labels),
+                    mahalanobis_scores(own[key].astype(float), labels, syn[key].astype(float), syn_labels),
                 )
         every = [f"{s}_{p}" for s in STAGES for p in ("mean", "std")]
-        add("mahalanobis all stages", mahalanobis_to_own(
+        add("mahalanobis all stages", mahalanobis_scores(
             np.hstack([own[key] for key in every]).astype(float), labels,
             np.hstack([syn[key] for key in every]).astype(float), syn_labels))  # fmt: skip
-        add("mahalanobis L2-normalised", mahalanobis_to_own(
+        add("mahalanobis L2-normalised", mahalanobis_scores(
             l2_normalise(own["pen"]), labels, l2_normalise(syn["pen"]), syn_labels))  # fmt: skip
         for n in (1, 3):
             add(f"knn k={n}", knn_scores(own["pen"], labels, syn["pen"], syn_labels, n))
