@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
+
+# make test runs the suite on pytest-xdist workers (one per core). Each worker, and every stage
+# process it starts, gets an equal share of the cores: PyTorch's default of one thread per core in
+# every process would run 2 x 2 threads on 2 cores, and a training step then waits for a thread
+# that has no core (several times slower than one thread each).
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
 
 import numpy as np
 import pytest
@@ -90,3 +99,13 @@ def copy_file(src: Path, dst: Path) -> None:
 
 def all_files(root: Path) -> Iterable[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="session")
+def finished_project(tmp_path_factory) -> Path:
+    """The tiny project of tests/tiny_project.py after ingest, score, train and evaluate, built once
+    per session (per worker under pytest-xdist). Read only: a test that changes files copies it
+    with ``tiny_project.copy_finished``."""
+    from tiny_project import build_finished_project
+
+    return build_finished_project(tmp_path_factory.mktemp("finished") / "project")

@@ -1,9 +1,10 @@
 """Every stage on deliberately broken input: one clear message, exit code 2, nothing changed.
 
-A tiny project (random images, one-epoch models) is run through ingest, score, train and
-evaluate once; each case then copies it, breaks one thing (the data, a prepared file, a hand
-edit of dataset.csv, a weights file, a stage run out of order), runs one stage as DVC would
-(``python pipeline/<stage>.py`` in the project folder) and checks the rule the README states:
+A tiny project (random images, one-epoch models; tests/tiny_project.py) is run through ingest,
+score, train and evaluate once per session; each case then copies it, breaks one thing (the data,
+a prepared file, a hand edit of dataset.csv, a weights file, a stage run out of order), runs one
+stage as DVC would (``pipeline/<stage>.py`` in the project folder, as ``__main__``, here in the
+test's process) and checks the rule the README states:
 
 * exit code 2, no traceback, a message that names the file or the key;
 * no input file and no earlier output changed (every file's bytes compared before and after).
@@ -25,109 +26,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from conftest import make_folder, write_image
+from tiny_project import UNUSUAL, copy_finished, run_stage, run_stage_in_process, write_params
 
-PROJECT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
-
-# Only keys every params.yaml version has, so this file also runs against older code.
-OVERRIDES = {
-    "ingest": {
-        "data_root": "data",
-        "real_dir": "real",
-        "synthetic_dir": "synthetic",
-        "groups_csv": None,
-        "tiers_csv": None,
-        "layout": "auto",
-        "labels": ["benign", "malignant"],
-        "class_map": {"Benign": "benign", "Early": "malignant"},
-        "image_size": 16,
-        "workers": 1,
-        "bad_images": "error",
-        "scarce_train_images": None,
-    },
-    "score": {
-        "model": "resnet18",
-        "pretrained_weights": None,
-        "image_size": 16,
-        "epochs": 1,
-        "folds": 2,
-        "batch_size": 8,
-        "device": "cpu",
-    },
-    "curriculum": {"warmup_epochs": 1, "strategy": "curriculum"},
-    "train": {
-        "model": "resnet18",
-        "pretrained_weights": None,
-        "image_size": 16,
-        "epochs": 2,
-        "batch_size": 8,
-        "device": "cpu",
-        "resume": False,
-    },
-    "evaluate": {"bootstrap_resamples": 20, "device": "cpu", "checkpoint": "best"},
-}
-UNUSUAL = ["with space.png", "unicodé ñame.png"]  # real training images with these names
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finished_project")]
 
 
-def committed_params() -> dict:
-    proc = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=PROJECT, capture_output=True, text=True)
-    return yaml.safe_load(proc.stdout if proc.returncode == 0 else (PROJECT / "params.yaml").read_text())
-
-
-def write_params(project: Path, changes: dict | None = None) -> None:
-    params = committed_params()
-    for section, values in OVERRIDES.items():
-        params[section].update(values)
-    for section, values in (changes or {}).items():
-        params[section].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
-
-
-def run_stage(project: Path, stage: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, str(PROJECT / "pipeline" / f"{stage}.py")],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        errors="replace",
-    )
-
-
-def make_data(root: Path) -> None:
-    make_folder(
-        root / "real",
-        {"train/Benign": 12, "train/Early": 6, "val/Benign": 4, "val/Early": 3, "test/Benign": 4, "test/Early": 3},
-        seed=11,
-        ext=".png",
-    )
-    make_folder(root / "synthetic", {"Early": 4}, seed=12)
-    for i, name in enumerate(UNUSUAL):
-        write_image(root / "real" / "train" / "Early" / name, 9000 + i, size=(24, 24))
-
-
-@pytest.fixture(scope="module")
-def done(tmp_path_factory) -> Path:
-    """A tiny project after a successful run of every stage."""
-    project = tmp_path_factory.mktemp("bad_input") / "project"
-    project.mkdir()
-    make_data(project / "data")
-    write_params(project)
-    for stage in ("ingest", "score", "train", "evaluate"):
-        proc = run_stage(project, stage)
-        assert proc.returncode == 0, f"{stage} failed on good input:\n{proc.stdout}\n{proc.stderr}"
-    return project
+@pytest.fixture
+def done(finished_project) -> Path:
+    """The tiny project after a successful run of every stage (built once per session; read only)."""
+    return finished_project
 
 
 def clone(done: Path, tmp_path: Path) -> Path:
-    """A copy of the finished project. The training resume state (about 180 MB with AdamW) is
-    left out: these tests run with ``resume: false``, and dozens of copies filled CI's disk."""
-    project = tmp_path / "project"
-    shutil.copytree(done, project, symlinks=True, ignore=shutil.ignore_patterns("resume.pt"))
-    return project
+    """A copy of the finished project to break."""
+    return copy_finished(done, tmp_path / "project")
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -141,9 +54,13 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def fails_cleanly(project: Path, stage: str, *names: str) -> str:
-    """Run ``stage``; assert exit 2, no traceback, every name in the message, nothing changed."""
+    """Run ``stage``; assert exit 2, no traceback, every name in the message, nothing changed.
+
+    The stage script runs in this process (tiny_project.run_stage_in_process: no torch import per
+    case); test_exit_codes_bug_is_1_with_a_traceback_user_error_is_2 checks a real process's exit
+    codes and output."""
     before = snapshot(project)
-    proc = run_stage(project, stage)
+    proc = run_stage_in_process(project, stage)
     message = proc.stderr
     assert proc.returncode == 2, f"{stage}: exit {proc.returncode}, expected 2\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in message, message

@@ -16,6 +16,8 @@ from entromix.common.distributed import SINGLE, World, shard, torchrun_command
 from entromix.training.loss import EntroMixLoss
 
 ROOT = Path(__file__).resolve().parents[1]
+# the module's scored project is built once: every test here runs on the same pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("distributed")
 WORKER = ROOT / "tests" / "distributed" / "worker.py"
 sys.path.insert(0, str(WORKER.parent))
 import worker  # noqa: E402  (the same setups, run here in one process)

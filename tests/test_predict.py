@@ -11,35 +11,36 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_bad_input import make_data, run_stage, write_params
+from tiny_project import cli_in_process, copy_finished, run_stage, run_stage_in_process
 
 from entromix.common.errors import DataError
 from entromix.prediction.predict import class_probabilities, find_images
 from entromix.training.checkpoints import CHECKPOINT_KEYS, load_checkpoint, load_trained_model
 
-pytestmark = pytest.mark.slow  # the fixture runs ingest, score, train (2 epochs) and evaluate
+# the session's finished project (ingest, score, train for 2 epochs, evaluate): built once, on one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finished_project")]
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    project = tmp_path_factory.mktemp("predict") / "project"
-    project.mkdir()
-    make_data(project / "data")
-    write_params(project)
-    for stage in ("ingest", "score", "train", "evaluate"):
-        proc = run_stage(project, stage)
-        assert proc.returncode == 0, f"{stage} failed:\n{proc.stdout}\n{proc.stderr}"
-    return project
+def project(finished_project, tmp_path_factory) -> Path:
+    """A copy of the session's finished tiny project (these tests write predictions and an inbox into it)."""
+    return copy_finished(finished_project, tmp_path_factory.mktemp("predict") / "project")
 
 
 def cli(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """The entromix command, run in this process (no torch import per call); the first test runs it
+    as a real process, ``python -m entromix.cli``."""
+    return cli_in_process(project, *args)
+
+
+def cli_process(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "entromix.cli", *args], cwd=project, capture_output=True, text=True)
 
 
 def test_predict_gives_evaluates_probabilities_image_by_image(project):
     test = pd.read_csv(project / "data/predictions/test.csv")
-    proc = cli(project, "predict", *test["filename"], "--out", "out/preds.csv", "--quiet")
+    proc = cli_process(project, "predict", *test["filename"], "--out", "out/preds.csv", "--quiet")
     assert proc.returncode == 0, proc.stderr
     preds = pd.read_csv(project / "out/preds.csv")
     assert list(preds.columns) == ["path", "p_malignant", "prediction", "label"]
@@ -156,7 +157,7 @@ def test_the_predict_stage_classifies_the_inbox_and_writes_a_header_for_an_empty
     assert (project / "data/predictions/inbox.csv").read_text().strip() == "path,p_malignant,prediction,label"
     for i, path in enumerate(sorted((project / "data/real").rglob("*.png"))[:3]):
         (inbox / f"new{i}.png").write_bytes(path.read_bytes())
-    proc = run_stage(project, "predict")
+    proc = run_stage_in_process(project, "predict")
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_csv(project / "data/predictions/inbox.csv")
     assert rows["path"].tolist() == [f"inbox/new{i}.png" for i in range(3)]
