@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_folder, write_image
-from tiny_project import UNUSUAL, copy_finished, run_stage, run_stage_in_process, write_params
+from in_process import stage_in_process
+from tiny_project import UNUSUAL, copy_finished, run_stage, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finished_project")]
 
@@ -56,11 +57,11 @@ def snapshot(root: Path) -> dict[str, str]:
 def fails_cleanly(project: Path, stage: str, *names: str) -> str:
     """Run ``stage``; assert exit 2, no traceback, every name in the message, nothing changed.
 
-    The stage script runs in this process (tiny_project.run_stage_in_process: no torch import per
+    The stage script runs in this process (in_process.stage_in_process: no torch import per
     case); test_exit_codes_bug_is_1_with_a_traceback_user_error_is_2 checks a real process's exit
     codes and output."""
     before = snapshot(project)
-    proc = run_stage_in_process(project, stage)
+    proc = stage_in_process(project, stage)
     message = proc.stderr
     assert proc.returncode == 2, f"{stage}: exit {proc.returncode}, expected 2\n{proc.stdout}\n{proc.stderr}"
     assert "Traceback" not in message, message

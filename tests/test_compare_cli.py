@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from in_process import cli_in_process
 
+# the module's DVC project (commits and experiments) is built once: every test here runs on one xdist worker
+pytestmark = pytest.mark.xdist_group("compare_repo")
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
 STAGE_SCRIPT = """
@@ -68,6 +71,12 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 
 def compare(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """``entromix compare ARGS`` in ``repo``, run in this process (tests/in_process.py); the first
+    test runs it as a real process."""
+    return cli_in_process(repo, "compare", *args)
+
+
+def compare_process(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "entromix.cli", "compare", *args], repo, check=False)
 
 
@@ -122,7 +131,7 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_two_committed_revisions_markdown(repo):
-    proc = compare(repo, "weak", "strong")
+    proc = compare_process(repo, "weak", "strong")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "A = `weak`" in out and "B = `strong`" in out and "120 test images (60 malignant, 60 benign)" in out

@@ -157,12 +157,18 @@ def trained(scored: Path, tmp_path: Path, name: str, **train: object) -> Path:
     return project
 
 
+@pytest.fixture(scope="module")
+def two_process_run(scored, tmp_path_factory) -> Path:
+    """The scored project trained by 2 processes (no augmentation), uninterrupted."""
+    return trained(scored, tmp_path_factory.mktemp("ddp"), "two", augment=False, nproc_per_node=2)
+
+
 @pytest.mark.slow
-def test_two_process_training_matches_one_process(scored, tmp_path):
+def test_two_process_training_matches_one_process(scored, two_process_run, tmp_path):
     import pandas as pd
 
     one = trained(scored, tmp_path, "one", augment=False, nproc_per_node=1)
-    two = trained(scored, tmp_path, "two", augment=False, nproc_per_node=2)
+    two = two_process_run
     h1, h2 = (pd.read_csv(p / "plots/train/history.csv") for p in (one, two))
     # the same global batches, gate and admitted images every epoch
     for column in ("tau", "eligible_synthetic", "admitted_synthetic", "train_images"):
@@ -183,7 +189,7 @@ def start_two_process_train(scored: Path, project: Path) -> tuple[Path, subproce
     import shutil
 
     shutil.copytree(scored, project)
-    set_params(project, nproc_per_node=2)
+    set_params(project, augment=False, nproc_per_node=2)  # the settings of two_process_run
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "pipeline" / "train.py")],
         cwd=project,
@@ -196,7 +202,7 @@ def start_two_process_train(scored: Path, project: Path) -> tuple[Path, subproce
 
 
 @pytest.mark.slow
-def test_a_killed_two_process_run_resumes(scored, tmp_path):
+def test_a_killed_two_process_run_resumes(scored, two_process_run, tmp_path):
     """SIGKILL to rank 1 after the first epoch: torchrun stops rank 0, the stage exits non-zero
     with one line, and the next run continues from the saved epoch to the uninterrupted result."""
     import signal
@@ -204,7 +210,7 @@ def test_a_killed_two_process_run_resumes(scored, tmp_path):
 
     import psutil
 
-    whole = trained(scored, tmp_path, "whole", nproc_per_node=2)
+    whole = two_process_run
     project, proc = start_two_process_train(scored, tmp_path / "killed")
     resume = project / "models/train/checkpoints/resume.pt"
     deadline = time.monotonic() + 600

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_project import cli_in_process, copy_finished, run_stage, run_stage_in_process
+from in_process import cli_in_process, stage_in_process
+from tiny_project import copy_finished, run_stage
 
 from entromix.common.errors import DataError
 from entromix.prediction.predict import class_probabilities, find_images
@@ -157,7 +158,7 @@ def test_the_predict_stage_classifies_the_inbox_and_writes_a_header_for_an_empty
     assert (project / "data/predictions/inbox.csv").read_text().strip() == "path,p_malignant,prediction,label"
     for i, path in enumerate(sorted((project / "data/real").rglob("*.png"))[:3]):
         (inbox / f"new{i}.png").write_bytes(path.read_bytes())
-    proc = run_stage_in_process(project, "predict")
+    proc = stage_in_process(project, "predict")
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_csv(project / "data/predictions/inbox.csv")
     assert rows["path"].tolist() == [f"inbox/new{i}.png" for i in range(3)]
