@@ -73,17 +73,19 @@ plots: $(STAMP)
 
 # pytest exits 5 when it collects no tests: treat that as a failure, not a pass.
 # The tests run on pytest-xdist workers, one per core (TEST_WORKERS=auto; tests/conftest.py gives each
-# worker its share of the threads; tests that share an expensive fixture stay on one worker:
-# --dist loadgroup). TEST_WORKERS=0 runs them in this process, in file order.
+# worker its share of the threads). --dist loadfile keeps each test file on one worker, in order:
+# a file's module fixtures are built once and the end-to-end tests build on each other.
+# TEST_WORKERS=0 runs them in this process, in file order.
 TEST_WORKERS ?= auto
+PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadfile
 test: $(STAMP)
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Everything but the tests marked slow (those that train a network for more than one epoch or run
 # the real DVC pipeline): under a minute, for the edit-test loop.
 test-fast: $(STAMP)
-	@$(BIN)/python -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # ruff, configured in pyproject.toml: `make lint` checks (CI runs it), `make format` rewrites.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -104,8 +105,20 @@ def all_files(root: Path) -> Iterable[Path]:
 @pytest.fixture(scope="session")
 def finished_project(tmp_path_factory) -> Path:
     """The tiny project of tests/tiny_project.py after ingest, score, train and evaluate, built once
-    per session (per worker under pytest-xdist). Read only: a test that changes files copies it
-    with ``tiny_project.copy_finished``."""
+    per test run. Read only: a test that changes files copies it with ``tiny_project.copy_finished``.
+
+    Under pytest-xdist the workers share one build: the first to ask builds it in the run's common
+    temporary folder while holding a file lock, and the others wait for it and reuse it."""
+    from filelock import FileLock
     from tiny_project import build_finished_project
 
-    return build_finished_project(tmp_path_factory.mktemp("finished") / "project")
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build_finished_project(tmp_path_factory.mktemp("finished") / "project")
+    shared = tmp_path_factory.getbasetemp().parent  # this run's folder, above every worker's own
+    project, built = shared / "finished" / "project", shared / "finished" / "built"
+    with FileLock(str(shared / "finished.lock")):
+        if not built.exists():
+            shutil.rmtree(project, ignore_errors=True)  # what a failed build of another worker left
+            build_finished_project(project)
+            built.touch()
+    return project

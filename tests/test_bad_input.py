@@ -30,7 +30,7 @@ from conftest import make_folder, write_image
 from in_process import stage_in_process
 from tiny_project import UNUSUAL, copy_finished, run_stage, write_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finished_project")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

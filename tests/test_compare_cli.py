@@ -19,8 +19,6 @@ import pytest
 import yaml
 from in_process import cli_in_process
 
-# the module's DVC project (commits and experiments) is built once: every test here runs on one xdist worker
-pytestmark = pytest.mark.xdist_group("compare_repo")
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
 STAGE_SCRIPT = """

@@ -16,8 +16,6 @@ from entromix.common.distributed import SINGLE, World, shard, torchrun_command
 from entromix.training.loss import EntroMixLoss
 
 ROOT = Path(__file__).resolve().parents[1]
-# the module's scored project is built once: every test here runs on the same pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("distributed")
 WORKER = ROOT / "tests" / "distributed" / "worker.py"
 sys.path.insert(0, str(WORKER.parent))
 import worker  # noqa: E402  (the same setups, run here in one process)
@@ -100,7 +98,13 @@ def test_a_per_rank_mean_would_not_have_matched():
 DEMO = {"seed": 0, "image_size": 48, "n_benign": 60, "n_malignant": 30, "images_per_patient": 3}
 DEMO |= {"syn_good": 12, "syn_degraded": 6, "syn_hallucinated": 6}
 STAGES = {
-    "ingest": {"data_root": "data/demo", "image_size": 32, "workers": 1, "scarce_train_images": None},
+    "ingest": {
+        "data_root": "data/demo",
+        "image_size": 32,
+        "split": {"train": 0.375, "val": 0.125, "test": 0.5},
+        "workers": 1,
+        "scarce_train_images": None,
+    },
     "score": {"image_size": 32, "epochs": 2, "folds": 2, "batch_size": 16, "device": "cpu", "min_steps": 0},
     "curriculum": {"warmup_epochs": 2, "jsd_start": 0.1, "jsd_end": 0.311, "strategy": "curriculum"},
     "train": {"image_size": 32, "epochs": 8, "batch_size": 16, "min_steps": 0, "device": "cpu", "resume": True},

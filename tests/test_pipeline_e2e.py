@@ -21,7 +21,7 @@ import torch
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_e2e")]
+pytestmark = pytest.mark.slow
 
 # Every value a test below relies on is pinned here, so neither the user's working params.yaml
 # (a README command such as `dvc exp run -S curriculum.jsd_start=0.05` changes it) nor a committed
@@ -47,6 +47,7 @@ TINY = {
         "labels": ["benign", "malignant"],
         "class_map": {"lymphocyte": "benign", "lymphoblast": "malignant"},
         "image_size": 32,
+        "split": {"train": 0.375, "val": 0.125, "test": 0.5},
         "workers": 1,
         "scarce_train_images": None,
         "bad_images": "error",

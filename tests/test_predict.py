@@ -18,8 +18,7 @@ from entromix.common.errors import DataError
 from entromix.prediction.predict import class_probabilities, find_images
 from entromix.training.checkpoints import CHECKPOINT_KEYS, load_checkpoint, load_trained_model
 
-# the session's finished project (ingest, score, train for 2 epochs, evaluate): built once, on one xdist worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finished_project")]
+pytestmark = pytest.mark.slow  # the session's finished project: ingest, score, train (2 epochs), evaluate
 CPU = torch.device("cpu")
 
 

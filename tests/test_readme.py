@@ -57,7 +57,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     # the review: paired tests of two revisions / experiments / seed pairs, on a DVC project with commits and
     # experiments, and on the real pipeline's output
     (r"entromix compare$", "tests/test_compare_cli.py", 'compare(repo, "HEAD", "workspace", "--json")'),
-    (r"entromix compare \S+ \S+", "tests/test_compare_cli.py", 'compare(repo, "weak", "strong")'),
+    (r"entromix compare \S+ \S+", "tests/test_compare_cli.py", 'compare_process(repo, "weak", "strong")'),
     (
         r"make compare ",
         "tests/test_install.py",

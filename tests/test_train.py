@@ -14,8 +14,6 @@ from entromix.training.report import HISTORY_COLUMNS, history_frame, train_metri
 from entromix.training.table import TrainingTable, training_table
 
 CPU = torch.device("cpu")
-# the module's baseline run is trained once: every test here runs on the same pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("train_baseline")
 
 
 def make_config(**overrides) -> TrainConfig:
