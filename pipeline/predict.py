@@ -3,8 +3,10 @@
 Reads params section `predict` and models/deploy/model.pt (the evaluate stage's checkpoint with its
 tuned threshold). Writes data/predictions/inbox.csv: path, P(positive), prediction and label at the
 tuned threshold (plus per-class probabilities and an uncertainty column when asked). With no image
-in the folder it writes the header only. Unreadable files are reported and skipped, or stop the
-stage before anything is written (`predict.bad_images`).
+in the folder it writes the header only, from the checkpoint's labels, without building the network
+(torchvision and the prediction code are imported only when there is an image to classify).
+Unreadable files are reported and skipped, or stop the stage before anything is written
+(`predict.bad_images`).
 """
 
 from dataclasses import dataclass
@@ -16,11 +18,11 @@ import pandas as pd
 from entromix.common.atomic import atomic_path
 from entromix.common.device import DeviceName, describe, resolve_device
 from entromix.common.errors import ParamsError
+from entromix.common.labels import label_space_of_checkpoint
 from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
-from entromix.data.images import IMAGE_EXTENSIONS
-from entromix.prediction.predict import images_in, predict_files
-from entromix.training.checkpoints import load_trained_model
+from entromix.data.images import IMAGE_EXTENSIONS, images_in
+from entromix.training.checkpoints import load_checkpoint
 
 MODEL = Path("models/deploy/model.pt")
 OUT = Path("data/predictions/inbox.csv")
@@ -50,12 +52,16 @@ def main() -> None:
     if not folder.is_dir():
         raise ParamsError(f"predict.input_dir: {folder} is not a folder. Create it or point the key at your images.")
     device = resolve_device(config.device, "predict.device")
-    trained = load_trained_model(MODEL, None, device)
     files = images_in(folder)
     if not files:
-        frame = pd.DataFrame(columns=["path", f"p_{trained.label_space.positive_title}", "prediction", "label"])
+        positive_title = label_space_of_checkpoint(load_checkpoint(MODEL)).positive_title
+        frame = pd.DataFrame(columns=["path", f"p_{positive_title}", "prediction", "label"])
         print(f"entromix predict: no images in {folder} ({', '.join(IMAGE_EXTENSIONS)}); wrote the header only")
     else:
+        from entromix.prediction.predict import predict_files
+        from entromix.training.checkpoints import load_trained_model
+
+        trained = load_trained_model(MODEL, None, device)
         print(f"entromix predict: {len(files)} file(s) in {folder} with {MODEL}; device {describe(device)}")
         result = predict_files(trained, files, None, config.per_class, config.uncertainty, config.bad_images)
         for path, reason in result.skipped:

@@ -34,7 +34,21 @@ TOY = {
     "bench_predict.py": ["--n", "16", "--file-size", "64", "--size", "32"],
     "bench_compare.py": ["--sizes", "40", "--resamples", "100"],
     "bench_feature_scores.py": ["--n-real", "16", "--n-syn", "6", "--size", "32", "--epochs", "1", "--folds", "2"],
-    "bench_distributed.py": ["--size", "32", "--batch", "8", "--n-real", "32", "--n-syn", "8", "--epochs", "2"],
+    # the two-process run through torchrun (the one-process run is the same worker without it)
+    "bench_distributed.py": [
+        "--nproc",
+        "2",
+        "--size",
+        "32",
+        "--batch",
+        "8",
+        "--n-real",
+        "32",
+        "--n-syn",
+        "8",
+        "--epochs",
+        "2",
+    ],
 }
 
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from entromix.common.errors import ParamsError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the ingest stage reads labels and never needs it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class LabelSpace:
 
     def positive_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """bool (K,): True at the positive labels (index it with targets or argmaxes)."""
+        import torch
+
         mask = torch.zeros(self.num_classes, dtype=torch.bool)
         mask[list(self.positive)] = True
         return mask.to(device)

@@ -169,3 +169,14 @@ def decode_image(
         rgb = resize_square(to_rgb(img, intensity), size, resize_mode)
         pixels = np.asarray(rgb, dtype=np.uint8)
     return DecodedImage(pixels=pixels, width=width, height=height, mode=mode, peak=peak)
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The files with an image extension under ``folder``, sorted; hidden entries are skipped."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )

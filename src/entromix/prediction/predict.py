@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from entromix.common.device import autocast
 from entromix.common.errors import DataError, listing
-from entromix.data.images import IMAGE_EXTENSIONS, check_image_file, decode_image
+from entromix.data.images import IMAGE_EXTENSIONS, check_image_file, decode_image, images_in
 from entromix.modeling.fit import dihedral_views, predict_logits, prepare_batch
 from entromix.training.checkpoints import TrainedModel
 
@@ -45,17 +45,6 @@ class Predictions:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) of unreadable ones
     threshold: float = 0.5
     threshold_source: str = ""
-
-
-def images_in(folder: Path) -> list[Path]:
-    """The files with an image extension under ``folder``, sorted; hidden entries are skipped."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
 
 
 def find_images(inputs: list[str | Path]) -> list[Path]:

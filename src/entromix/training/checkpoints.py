@@ -36,8 +36,6 @@ from entromix.common.atomic import atomic_path
 from entromix.common.errors import DataError
 from entromix.common.labels import LabelSpace, label_space_of_checkpoint
 from entromix.common.torch_files import load_torch_file
-from entromix.modeling.fit import predict_logits, uses_channels_last
-from entromix.modeling.models import build_model
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -137,6 +135,8 @@ class TrainedModel:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """float32 (N, K) softmax of the logits for uint8 images (N, H, W, 3)."""
+        from entromix.modeling.fit import predict_logits
+
         logits = predict_logits(self.model, images, self.device, self.image_size, channels_last=self.channels_last)
         return torch.softmax(torch.from_numpy(logits), 1).numpy()
 
@@ -158,6 +158,10 @@ def load_trained_model(path: str | Path, labels: list[str] | None, device: torch
             f"{path} was trained for labels {trained_for}, but the prepared data has {labels}. "
             "Rerun the train stage (dvc repro train)."
         )
+    # torchvision (about 3 s to import) only where a network is built: reading a checkpoint needs torch alone
+    from entromix.modeling.fit import uses_channels_last
+    from entromix.modeling.models import build_model
+
     model = build_model(ckpt["model_name"], int(ckpt["num_classes"]), int(ckpt["image_size"]))
     try:
         model.load_state_dict(ckpt["model"])
