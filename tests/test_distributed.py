@@ -144,8 +144,10 @@ def scored(tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("ddp") / "scored"
     project.mkdir()
     set_params(project)
-    for name in ("demo", "ingest", "score"):
-        proc = stage(project, name)
+    from in_process import stage_in_process
+
+    for name in ("demo", "ingest", "score"):  # in this process (no torch import per stage)
+        proc = stage_in_process(project, name)
         assert proc.returncode == 0, f"{name}:\n{proc.stdout}\n{proc.stderr}"
     return project
 

@@ -365,18 +365,31 @@ def test_dataset_csv_has_every_training_image(repo):
     assert live["fold"] == 2 and live["epoch"] == 1 and live["step"] == 1 and live["scorer_loss"] > 0
 
 
-def test_the_gate_can_sort_by_a_feature_score(repo):
-    """Every quality score is in data/synthetic_scores.csv; with synthetic_score: mahalanobis (docs/scoring.md's
-    `dvc exp run -S score.synthetic_score=mahalanobis`) the
-    synthetic rows of dataset.csv hold the reference JSD's values in the Mahalanobis order, and
-    metrics/score.json names the gate's score. It is also the test of a score param change: exactly
-    score and the stages after it rerun."""
+def test_a_score_param_change_is_a_change_of_the_score_stage_alone(repo):
+    """`dvc status` after a score key changed: the score stage is the one whose params changed
+    (train and the later stages rerun because its outputs change: the experiment below)."""
+    params = (repo / "params.yaml").read_text()
+    try:
+        set_params(repo, {"score": {"seed": 1}})
+        assert stages_with_changed_deps(repo) == {"score"}
+    finally:
+        (repo / "params.yaml").write_text(params)
+
+
+def test_an_ingest_and_score_change_rerun_the_stages_after_them_and_the_gate_can_sort_by_a_feature_score(repo):
+    """One experiment changes an ingest key (the image size) and the gate's score: ingest and every
+    stage after it rerun, the prepared images have the new size, every quality score is in
+    data/synthetic_scores.csv, and with synthetic_score: mahalanobis (docs/scoring.md's
+    `dvc exp run -S score.synthetic_score=mahalanobis`) the synthetic rows of dataset.csv hold the
+    reference JSD's values in the Mahalanobis order, and metrics/score.json names the gate's score."""
     sh(["dvc", "repro"], repo)  # (nothing to do after the tests above; the whole pipeline when run alone)
     before = pd.read_csv(repo / "data/synthetic_scores.csv")
     assert list(before.columns) == ["id", "filename", "label", "ensemble", "knn", "mahalanobis", "rank_mean"]
     assert before["knn"].between(0, 1).all() and (before["mahalanobis"] >= 0).all()
-    out = sh(["dvc", "exp", "run", "-n", "e2e-mahalanobis", "-S", "score.synthetic_score=mahalanobis"], repo)
-    assert ran(out) == {"score", "train", "evaluate", "predict"}, out
+    changes = ["-S", "score.synthetic_score=mahalanobis", "-S", "ingest.image_size=24"]
+    out = sh(["dvc", "exp", "run", "-n", "e2e-mahalanobis", *changes], repo)
+    assert ran(out) == {"ingest", "score", "train", "evaluate", "predict"}, out
+    assert np.load(repo / "data/prepared/images.npy", mmap_mode="r").shape[1:] == (24, 24, 3)
     scores = pd.read_csv(repo / "data/synthetic_scores.csv").set_index("id")
     data = pd.read_csv(repo / "data/dataset.csv")
     syn = data[data["is_syn"] == 1].set_index("id").loc[scores.index]
@@ -387,13 +400,6 @@ def test_the_gate_can_sort_by_a_feature_score(repo):
     assert score["synthetic_score"] == "mahalanobis"
     assert set(score["tier_auroc_by_score"]) == {"ensemble", "knn", "mahalanobis", "rank_mean"}
     # the workspace keeps the experiment (params and outputs agree), which the tests below start from
-
-
-def test_ingest_param_change_reruns_ingest_and_downstream(repo):
-    set_params(repo, {"ingest": {"image_size": 24}})
-    out = sh(["dvc", "repro"], repo)
-    assert ran(out) == {"ingest", "score", "train", "evaluate", "predict"}, out
-    assert np.load(repo / "data/prepared/images.npy", mmap_mode="r").shape[1:] == (24, 24, 3)
 
 
 def test_metrics_show_reads_the_ingest_metrics(repo):
@@ -407,8 +413,8 @@ def test_metrics_show_reads_the_ingest_metrics(repo):
     )
 
 
-def stages_with_changed_code(repo: Path) -> set[str]:
-    """The stages `dvc status` reports as changed, each with a changed code dependency."""
+def stages_with_changed_deps(repo: Path) -> set[str]:
+    """The stages `dvc status` reports with a changed dependency (code, data or params)."""
     status = json.loads(sh(["dvc", "status", "--json"], repo))
     return {
         name for name, changes in status.items() if any("changed deps" in c for c in changes if isinstance(c, dict))
@@ -420,7 +426,7 @@ def test_a_code_change_reruns_exactly_the_stages_that_run_the_code(repo):
     # entromix from the installed checkout, so nothing else writes it into this copy)
     sh([sys.executable, "-m", "compileall", "-q", "src"], repo)
     assert list((repo / "src/entromix/common").glob("__pycache__/*.pyc"))
-    assert stages_with_changed_code(repo) == set()
+    assert stages_with_changed_deps(repo) == set()
     edits = {
         "src/entromix/modeling/augment.py": {"score", "train", "evaluate", "predict"},
         "src/entromix/training/gate.py": {"train", "evaluate", "predict"},
@@ -432,10 +438,10 @@ def test_a_code_change_reruns_exactly_the_stages_that_run_the_code(repo):
         original = path.read_bytes()
         path.write_bytes(original + b"# an edit\n")
         try:
-            assert stages_with_changed_code(repo) == stages, name
+            assert stages_with_changed_deps(repo) == stages, name
         finally:
             path.write_bytes(original)
-    assert stages_with_changed_code(repo) == set()
+    assert stages_with_changed_deps(repo) == set()
 
 
 def test_the_model_is_shared_through_a_remote_and_fetched_as_an_artifact(repo, tmp_path):

@@ -26,6 +26,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     (r"make lint$", ".ci/run", "make lint"),
     (r"scripts/check_python_versions\.sh$", ".ci/run", 'scripts/check_python_versions.sh --fast "${others[@]}"'),
     (r"make test-fast$", "tests/test_readme.py", '"test-fast": \'-m "not slow"\''),
+    (r"make test TEST_WORKERS=0 ", "tests/test_readme.py", "def test_make_test_runs_a_worker_per_core_or_in_process"),
     (r"make format$", "tests/test_readme.py", '"format": ".venv/bin/ruff format"'),
     (r"make run$", "tests/test_readme.py", '{"run": ".venv/bin/dvc repro"'),
     (r"make repro$", "tests/test_install.py", '(["repro"], ".venv/bin/dvc repro")'),
@@ -151,3 +152,27 @@ def test_tracking_your_own_data_as_the_readme_says(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "data/mydata.dvc" in result.stdout.split()
     assert "data/mydata/real/Benign/a.png" not in result.stdout  # the data is DVC's, not git's
+
+
+def test_make_test_runs_a_worker_per_core_or_in_process():
+    """``make test``: pytest-xdist, one worker per core, a file per worker (docs/development.md);
+    TEST_WORKERS=0 runs the suite in make's own pytest process."""
+    run = {
+        workers: subprocess.run(
+            [
+                "make",
+                "-n",
+                "test",
+                *([f"TEST_WORKERS={workers}"] if workers else []),
+                "PYTEST_ARGS=tests/test_stage.py",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for workers in ("", "0")
+    }
+    assert all(r.returncode == 0 for r in run.values()), [r.stderr for r in run.values()]
+    assert "-m pytest -n auto --dist loadfile tests/test_stage.py" in run[""].stdout
+    assert "-m pytest -n 0 --dist loadfile tests/test_stage.py" in run["0"].stdout

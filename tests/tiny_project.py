@@ -97,12 +97,15 @@ def make_data(root: Path) -> None:
 
 
 def build_finished_project(project: Path) -> Path:
-    """ingest, score, train and evaluate on the tiny data in ``project`` (a new folder)."""
+    """ingest, score, train and evaluate on the tiny data in ``project`` (a new folder), each stage
+    script run in this process (tests/in_process.py: no torch import per stage)."""
+    from in_process import stage_in_process
+
     project.mkdir(parents=True)
     make_data(project / "data")
     write_params(project)
     for stage in ("ingest", "score", "train", "evaluate"):
-        proc = run_stage(project, stage)
+        proc = stage_in_process(project, stage)
         assert proc.returncode == 0, f"{stage} failed on good input:\n{proc.stdout}\n{proc.stderr}"
     return project
 
