@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -105,3 +106,28 @@ def test_torch_build_line_names_the_version_and_the_size():
     line = torch_build.build_line()
     assert line.startswith(f"torch {torch.__version__} (")
     assert re.search(r"torch and torchvision \d+\.\d\d GB", line) and line.endswith("GB in all")
+
+
+def test_make_compiles_the_installed_packages_bytecode_once():
+    """With PYTHONDONTWRITEBYTECODE=1 (the CI machines) nothing writes __pycache__ on import, so
+    `make install` compiles site-packages itself: torch's modules load from bytecode."""
+    import torch
+
+    assert "scripts/compile_bytecode.py" in make_dry_run("install", "-B").stdout
+    cached = importlib.util.cache_from_source(torch.__file__)
+    assert Path(cached).is_file(), f"{cached} missing: run `make clean-env && make install`"
+
+
+def test_compile_bytecode_skips_a_file_this_python_cannot_compile(tmp_path):
+    (tmp_path / "good.py").write_text("X = 1\n")
+    (tmp_path / "newer.py").write_text("def f[T](a):\n    pass\n" if sys.version_info < (3, 12) else "def f(:\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/compile_bytecode.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(importlib.util.cache_from_source(str(tmp_path / "good.py"))).is_file()
+    assert not Path(importlib.util.cache_from_source(str(tmp_path / "newer.py"))).exists()
+    assert result.stdout.startswith(f"bytecode: {tmp_path} compiled in ") and "skipped" in result.stdout
