@@ -3,7 +3,7 @@
 #   make test  same environment, run the test suite (make test-fast: the quick part; make lint: ruff)
 # Both are idempotent: the environment is (re)installed only when the lock file or
 # pyproject.toml change. --no-compile, then scripts/compile_bytecode.py: the installed packages'
-# bytecode compiled once on every core (about 35 s) rather than by pip one file at a time; with
+# bytecode compiled once on every core (20-35 s) rather than by pip one file at a time; with
 # PYTHONDONTWRITEBYTECODE=1 set, as on the CI machines, Python would otherwise compile torch from
 # source in every stage and dvc process (8-10 s each).
 #

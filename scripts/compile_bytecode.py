@@ -4,7 +4,7 @@ Why: with PYTHONDONTWRITEBYTECODE=1 in the environment (set on the development a
 Python never writes the ``__pycache__`` files it would otherwise write on first import, so every
 stage process, ``dvc`` command and test subprocess compiled torch, torchvision (and the
 torch._dynamo it imports), sympy, scikit-learn and pandas from source again: 8-10 s of every
-stage's start-up. Compiling them here takes about 35 s once on 2 cores; BENCHMARKS.md, "The test
+stage's start-up. Compiling them here takes 20-35 s once on 2 cores; BENCHMARKS.md, "The test
 suite and make run", has the start-up times before and after.
 
 Files this Python cannot compile (torch ships a test helper in Python 3.12 syntax) are skipped, as
