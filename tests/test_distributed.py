@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from in_process import stage_in_process
 
 from entromix.common.distributed import SINGLE, World, shard, torchrun_command
 from entromix.training.loss import EntroMixLoss
@@ -144,8 +145,6 @@ def scored(tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("ddp") / "scored"
     project.mkdir()
     set_params(project)
-    from in_process import stage_in_process
-
     for name in ("demo", "ingest", "score"):  # in this process (no torch import per stage)
         proc = stage_in_process(project, name)
         assert proc.returncode == 0, f"{name}:\n{proc.stdout}\n{proc.stderr}"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 from conftest import make_folder, write_image
+from in_process import stage_in_process
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -99,8 +100,6 @@ def make_data(root: Path) -> None:
 def build_finished_project(project: Path) -> Path:
     """ingest, score, train and evaluate on the tiny data in ``project`` (a new folder), each stage
     script run in this process (tests/in_process.py: no torch import per stage)."""
-    from in_process import stage_in_process
-
     project.mkdir(parents=True)
     make_data(project / "data")
     write_params(project)
