@@ -48,7 +48,7 @@ def worker(args: argparse.Namespace) -> None:
         **dict(model=args.model, pretrained_weights=None, image_size=args.size, epochs=args.epochs, min_steps=0),
         **dict(batch_size=args.batch, optimizer="adamw", lr=1e-3, lr_warmup_epochs=1, weight_decay=1e-4),
         **dict(label_smoothing=0.0, class_weights="real", augment=True, rotate90=True, color_jitter=0.0),
-        **dict(loss="ce", focal_gamma=2.0),
+        **dict(loss="ce", focal_gamma=2.0, ema_half_life=0.0),
         **dict(select_metric="val_auc", seed=0, device=args.device, resume=False, early_stopping_patience=None),
         **dict(nproc_per_node=world.size, nnodes=1, rdzv_endpoint=""),
     )

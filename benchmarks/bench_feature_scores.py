@@ -73,6 +73,7 @@ def main() -> None:
         augment=True,
         rotate90=True,
         color_jitter=0.0,
+        ema_half_life=0.0,
         folds=args.folds,
         synthetic_score="ensemble",
         knn_k=10,

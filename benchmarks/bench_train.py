@@ -114,6 +114,7 @@ def main() -> None:
         augment=True,
         rotate90=True,
         color_jitter=0.0,
+        ema_half_life=0.0,
         select_metric="val_auc",
         seed=0,
         device=args.device,

@@ -69,3 +69,44 @@ def test_make_bench_runs_the_scripts_tested_here():
     result = subprocess.run(["make", "-n", "bench"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     for script in ("bench_ingest.py", "bench_score.py", "bench_train.py"):
         assert f"benchmarks/{script}" in result.stdout
+
+
+#: the tiny pipeline of tests/test_pipeline_e2e.py, as bench_stability overrides
+TINY_PIPELINE = [
+    *("-S", "demo.image_size=48", "-S", "demo.n_benign=24", "-S", "demo.n_malignant=12"),
+    *("-S", "demo.syn_good=4", "-S", "demo.syn_degraded=2", "-S", "demo.syn_hallucinated=2"),
+    *("-S", "ingest.split={train: 0.375, val: 0.125, test: 0.5}", "-S", "ingest.image_size=32"),
+    *("-S", "ingest.workers=1", "-S", "score.image_size=32", "-S", "score.epochs=1", "-S", "score.folds=2"),
+    *("-S", "score.batch_size=8", "-S", "curriculum.warmup_epochs=1", "-S", "train.image_size=32"),
+    *("-S", "train.epochs=3", "-S", "train.batch_size=8", "-S", "evaluate.bootstrap_resamples=20"),
+    *("-S", "evaluate.gradcam_errors=0", "-S", "evaluate.gradcam_correct=0"),
+]
+
+
+def test_bench_stability_reruns_the_pipeline_under_each_perturbation(tmp_path):
+    """Two runs of the real `dvc repro` in a scratch copy (the second forced from the score stage
+    under another oneDNN ISA): one row each, the spread, the JSD drift and the target checks."""
+    import json
+    import os
+
+    out = tmp_path / "stability.json"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_stability.py"), "--isa", "AVX2,DEFAULT", "--threads", "1"]
+        + ["--seeds", "0", "--out", str(out), "--keep", str(tmp_path / "work"), *TINY_PIPELINE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    report = json.loads(out.read_text())
+    assert [r["name"] for r in report["runs"]] == ["isa-avx2-t1-s0", "isa-default-t1-s0"]
+    assert report["runs"][0]["jsd_drift_max"] == 0.0  # the reference run of its seed
+    assert set(report["spread"]) >= {"roc_auc", "threshold", "brier", "epoch", "jsd_drift_max"}
+    assert len(report["checks"]) == 4 and out.with_suffix(".md").read_text().startswith("| run |")
+    first = (tmp_path / "work" / "runs" / "isa-avx2-t1-s0" / "repro.log").read_text()
+    second = (tmp_path / "work" / "runs" / "isa-default-t1-s0" / "repro.log").read_text()
+    assert "Running stage 'ingest'" in first and "Running stage 'ingest'" not in second
+    assert "Running stage 'score'" in second and "Running stage 'evaluate'" in second

@@ -41,6 +41,7 @@ def config(**changes) -> ScoreConfig:
         augment=True,
         rotate90=False,
         color_jitter=0.2,
+        ema_half_life=0.0,
         folds=2,
         synthetic_score="ensemble",
         knn_k=10,

@@ -9,7 +9,7 @@ import torch
 
 from entromix.common.errors import DataError, ParamsError
 from entromix.training.curriculum import CurriculumConfig
-from entromix.training.loop import TrainConfig, train_curriculum
+from entromix.training.loop import TrainConfig, selectable, train_curriculum
 from entromix.training.report import HISTORY_COLUMNS, history_frame, train_metrics
 from entromix.training.table import TrainingTable, training_table
 
@@ -35,6 +35,7 @@ def make_config(**overrides) -> TrainConfig:
         augment=True,
         rotate90=False,
         color_jitter=0.1,
+        ema_half_life=0.0,
         select_metric="val_auc",
         seed=0,
         device="cpu",
@@ -173,6 +174,34 @@ def test_soft_gate_weights_count_fractionally(data):
     ramp = result.history[1]
     assert 0 < ramp["admitted_synthetic"] < ramp["eligible_synthetic"]
     assert ramp["admitted_synthetic"] != int(ramp["admitted_synthetic"])
+
+
+def test_only_epochs_with_the_gate_open_may_be_selected():
+    """A curriculum's warmup model is a real_only model: it never becomes best.pt. Runs that
+    never gate (real_only) or gate from the start (naive) may select any epoch."""
+    curriculum = make_curriculum(warmup_epochs=2)
+    assert [selectable(t, 6, curriculum) for t in range(6)] == [False, False, True, True, True, True]
+    for strategy in ("real_only", "naive"):
+        assert all(selectable(t, 6, make_curriculum(warmup_epochs=2, strategy=strategy)) for t in range(6))
+
+
+@pytest.mark.slow  # trains a network for more than one epoch
+def test_a_curriculum_run_is_never_evaluated_on_a_warmup_epoch(data):
+    """No warmup epoch is ever marked best (so none becomes best.pt), whatever its val loss."""
+    table, val_x, val_y = data
+    flags = []
+    result = train_curriculum(
+        make_config(epochs=4, select_metric="val_loss"),
+        make_curriculum(warmup_epochs=3),
+        table,
+        val_x,
+        val_y,
+        CPU,
+        log=lambda s: None,
+        on_epoch=lambda history, model, is_best: flags.append(is_best),
+    )
+    assert flags == [False, False, False, True]
+    assert result.best_epoch == 3 and result.best_val["phase"] == "ramp"
 
 
 def test_warmup_must_be_shorter_than_training(data):

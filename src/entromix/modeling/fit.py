@@ -29,6 +29,7 @@ from entromix.common.device import autocast, generator
 from entromix.modeling.augment import augment, normalize, to_float
 from entromix.modeling.lr_schedule import warmup_cosine
 from entromix.modeling.models import CNN_MODELS
+from entromix.modeling.weight_average import WeightAverage, half_life_steps
 
 Optimizer = Literal["adamw", "sgd"]
 
@@ -47,6 +48,7 @@ class FitSettings:
     lr_warmup_epochs: float = 0.0  # linear LR warmup, in epochs, then cosine to 0 (per step)
     label_smoothing: float = 0.0
     rotate90: bool = False  # random quarter turns on top of the flips (augment only)
+    ema_half_life: float = 0.0  # epochs: the returned model is the weights' moving average (0 = the last weights)
 
 
 def batches_per_epoch(natural: int, epochs: int, min_steps: int) -> int:
@@ -167,6 +169,7 @@ def train_epoch(
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     targets: torch.Tensor | None = None,
     positive: Sequence[int] = (1,),
+    average: WeightAverage | None = None,
 ) -> EpochStats:
     """One pass of optimiser steps, one per batch: the loop the scorer's folds and the curriculum share.
 
@@ -180,6 +183,8 @@ def train_epoch(
             images of the ``positive`` classes and how many of them the forward pass predicted as
             one of those (the training recall of the malignant side, from the logits the step
             computes anyway). ``positive``: the positive (malignant) label indices.
+        average: the moving average of the weights, updated after every optimiser step
+            (``entromix.modeling.weight_average``).
     """
     model.train()
     start = time.perf_counter()
@@ -206,6 +211,8 @@ def train_epoch(
         loss.backward()
         optim.step()
         sched.step()  # per step: warmup, then cosine
+        if average is not None:
+            average.update()
         loss_sum += loss.detach()
         n_batches += 1
         n_images += len(idx)
@@ -227,6 +234,9 @@ def fit_classifier(
     positive: Sequence[int] = (1,),
 ) -> nn.Module:
     """Train ``model`` with class-weighted cross-entropy, warmup + cosine LR, seeded batches and augmentation.
+
+    Returns the trained network: with ``settings.ema_half_life`` > 0 the moving average of its
+    weights (``entromix.modeling.weight_average``), else ``model`` itself.
 
     Args:
         images: uint8 (N, H, W, 3) on ``device`` (or on CPU; batches are moved per step).
@@ -255,6 +265,7 @@ def fit_classifier(
     )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    average = WeightAverage(model, half_life_steps(settings.ema_half_life, num_batches))
     targets = labels.to(device)
     for epoch in range(settings.epochs):
         if num_batches == natural:
@@ -274,10 +285,11 @@ def fit_classifier(
             on_batch,
             targets,
             positive,
+            average,
         )
         if on_epoch is not None:
             on_epoch(epoch, stats)
-    return model
+    return average.module
 
 
 def predict_logits(

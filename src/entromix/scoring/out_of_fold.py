@@ -90,6 +90,7 @@ class ScoreConfig:
     augment: bool  # flips, rotation, affine, colour jitter while training the scorer
     rotate90: bool  # augment also with random quarter turns
     color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
+    ema_half_life: float  # epochs: each fold model is its weights' moving average (0 = the last step's weights)
     folds: int  # K: out-of-fold scoring of real images, K-model ensemble for synthetic ones
     synthetic_score: Literal["ensemble", "aum", "knn", "mahalanobis", "rank_mean"]  # the gate's score:
     # ensemble: JSD of the K fold models' mean softmax | aum: area under the margin of one extra model
@@ -137,6 +138,8 @@ class ScoreConfig:
             raise ParamsError(
                 "score.min_steps and score.lr_warmup_epochs must be >= 0 and score.label_smoothing in [0, 1)."
             )
+        if self.ema_half_life < 0:
+            raise ParamsError(f"score.ema_half_life must be >= 0 epochs (0 = off), got {self.ema_half_life}.")
 
     def fit_settings(self) -> FitSettings:
         return FitSettings(
@@ -152,6 +155,7 @@ class ScoreConfig:
             lr_warmup_epochs=self.lr_warmup_epochs,
             label_smoothing=self.label_smoothing,
             rotate90=self.rotate90,
+            ema_half_life=self.ema_half_life,
         )
 
 

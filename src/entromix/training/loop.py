@@ -54,6 +54,7 @@ from entromix.modeling.fit import (
 from entromix.modeling.lr_schedule import warmup_cosine
 from entromix.modeling.metrics import binary_metrics
 from entromix.modeling.models import MODEL_NAMES, build_model, is_model_name
+from entromix.modeling.weight_average import WeightAverage, half_life_steps
 from entromix.training.checkpoints import state_to_cpu
 from entromix.training.curriculum import CurriculumConfig, p_true_equivalent, threshold
 from entromix.training.gate import within
@@ -101,6 +102,7 @@ class TrainConfig:
     augment: bool  # the reference's flips, rotation, affine and colour jitter, on the device
     rotate90: bool  # augment also with random quarter turns
     color_jitter: float  # strength j of brightness/contrast/saturation (1 +- j) and hue (+- j/4 turn)
+    ema_half_life: float  # epochs: validate and keep the moving average of the weights (0 = the last step's weights)
     select_metric: SelectMetric  # best checkpoint by this validation metric (val_loss: lowest)
     seed: int
     device: DeviceName
@@ -129,6 +131,8 @@ class TrainConfig:
             raise ParamsError(
                 "train.min_steps and train.lr_warmup_epochs must be >= 0 and train.label_smoothing in [0, 1)."
             )
+        if self.ema_half_life < 0:
+            raise ParamsError(f"train.ema_half_life must be >= 0 epochs (0 = off), got {self.ema_half_life}.")
         if isinstance(self.class_weights, list):
             if not self.class_weights or min(self.class_weights) <= 0:
                 raise ParamsError(
@@ -204,11 +208,18 @@ class _Run:
     is_syn: torch.Tensor  # (N,) on the device
     val_x: torch.Tensor
     val_y: torch.Tensor  # (M,) CPU int64
+    average: WeightAverage  # the moving average of the weights (or the model itself with ema_half_life 0)
     history: list[dict[str, Any]] = field(default_factory=list)
     best_row: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     world: World = SINGLE  # the processes training together (rank 0 writes)
     label_space: LabelSpace = BINARY  # the K labels and the binary view the val metrics read
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network that is validated, kept in the checkpoints and used to re-score and
+        pseudo-label: the moving average of the weights (``train.ema_half_life``), else the model."""
+        return self.average.module
 
     def rng_states(self) -> dict[str, torch.Tensor]:
         gen = self.prep.augment_gen
@@ -221,6 +232,7 @@ class _Run:
         return ResumeState(
             fingerprint=fingerprint,
             model=state_to_cpu(unwrap(self.model).state_dict()),
+            average=state_to_cpu(self.average.state_dict()),
             optimizer=self.optim.state_dict(),
             scheduler=self.sched.state_dict(),
             augment_rng=rngs["augment"],
@@ -236,13 +248,17 @@ class _Run:
 
     def restore(self, state: ResumeState) -> None:
         unwrap(self.model).load_state_dict(state.model)
+        self.average.load_state_dict(state.average)
         self.optim.load_state_dict(state.optimizer)
         self.sched.load_state_dict(state.scheduler)
         rngs = state.rank_rngs[self.world.rank] if self.world.distributed else {}
         if self.prep.augment_gen is not None:  # a CPU ByteTensor for CPU and CUDA generators
             self.prep.augment_gen.set_state(rngs.get("augment", state.augment_rng))
         torch.set_rng_state(rngs.get("torch", state.torch_rng))
-        self.history, self.best_row, self.best_state = list(state.history), dict(state.best_row), dict(state.best_state)
+        self.history = list(state.history)
+        # None while no epoch could be selected yet (a curriculum's warmup: ``selectable``)
+        self.best_row = None if state.best_row is None else dict(state.best_row)
+        self.best_state = dict(state.best_state or {})
         self.pool.set_scores(state.scores())
         self.pool.used[:] = state.used_mask()
         self.pool.table.labels[:] = state.labels.numpy()
@@ -302,7 +318,7 @@ def train_curriculum(
             if world.is_main:
                 state.save(resume_path)
         if on_epoch is not None and world.is_main:
-            on_epoch(run.history, unwrap(run.model), is_best)
+            on_epoch(run.history, run.evaluated, is_best)
         if epoch + 1 < config.epochs and stops_early(run.history, run.best_row, config.early_stopping_patience):
             log(
                 f"entromix train: early stopping after epoch {epoch + 1}/{config.epochs}: no better "
@@ -315,7 +331,7 @@ def train_curriculum(
         history=run.history,
         best_epoch=run.best_row["epoch"],
         best_state=run.best_state,
-        last_state=state_to_cpu(unwrap(run.model).state_dict()),
+        last_state=state_to_cpu(run.evaluated.state_dict()),
         best_val=run.best_row,
         gate_jsd=run.pool.synthetic_scores.copy(),
         used=run.pool.used[: run.pool.n_syn],
@@ -425,6 +441,7 @@ def _start(
     optim = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     nb = pool.sampler.num_batches
     sched = warmup_cosine(optim, config.epochs * nb, round(config.lr_warmup_epochs * nb))
+    average = WeightAverage(unwrap(model), half_life_steps(config.ema_half_life, nb))
     prep = BatchPrep(
         config.image_size,
         config.color_jitter,
@@ -456,6 +473,7 @@ def _start(
         is_syn=torch.from_numpy(table.is_syn).to(device),
         val_x=place_on_device(val_images, device),
         val_y=torch.from_numpy(np.array(val_labels, dtype=np.int64)),
+        average=average,
         world=world,
         label_space=label_space,
     )
@@ -482,7 +500,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
     config, curriculum, pool = run.config, run.curriculum, run.pool
     tau = threshold(epoch, config.epochs, curriculum)
     if curriculum.rescores_at(epoch) and pool.n_syn:
-        pool.rescore(unwrap(run.model), run.images, run.val_x, run.val_y, config.image_size, run.prep.channels_last)
+        pool.rescore(run.evaluated, run.images, run.val_x, run.val_y, config.image_size, run.prep.channels_last)
         log(
             f"entromix train: re-scored {pool.n_syn} synthetic images with the current model before epoch "
             f"{epoch + 1}; {int(within(pool.synthetic_scores, tau or 0.0).sum())} now have jsd <= tau"
@@ -509,6 +527,7 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         run.device,
         targets=run.labels,
         positive=run.label_space.positive,
+        average=run.average,
     )
     loss, images, recall = _global_stats(stats, run.world)
     val = broadcast_from_main(_validate(run) if run.world.is_main else None, run.world)
@@ -537,10 +556,17 @@ def _epoch(run: _Run, epoch: int, log: Callable[[str], None]) -> tuple[dict[str,
         **pseudo,
     }
     run.history.append(row)
-    is_best = _is_better(config.select_metric, row, run.best_row)
+    is_best = selectable(epoch, config.epochs, curriculum) and _is_better(config.select_metric, row, run.best_row)
     if is_best:
-        run.best_row, run.best_state = row, state_to_cpu(unwrap(run.model).state_dict())
+        run.best_row, run.best_state = row, state_to_cpu(run.evaluated.state_dict())
     return row, is_best
+
+
+def selectable(epoch: int, epochs: int, curriculum: CurriculumConfig) -> bool:
+    """Whether ``epoch`` may become ``best.pt``: every epoch of a run that never admits a gated
+    image (``real_only``), else only the epochs the gate is open (a curriculum's warmup epochs
+    train on real images alone: a model from them is a ``real_only`` model under the curriculum's name)."""
+    return threshold(epoch, epochs, curriculum) is not None or threshold(epochs - 1, epochs, curriculum) is None
 
 
 def table_has_unlabelled(pool: SyntheticPool) -> bool:
@@ -554,7 +580,7 @@ def _pseudo_label(run: _Run, epoch: int, tau: float | None, log: Callable[[str],
     mine = None
     if run.world.is_main:
         mine = pool.label_unlabelled(
-            unwrap(run.model), run.images, run.val_x, run.val_y, run.config.image_size, run.prep.channels_last
+            run.evaluated, run.images, run.val_x, run.val_y, run.config.image_size, run.prep.channels_last
         )
     labelled = broadcast_from_main(mine, run.world)
     pool.apply_pseudo_labels(labelled)
@@ -574,7 +600,7 @@ def _pseudo_label(run: _Run, epoch: int, tau: float | None, log: Callable[[str],
 def _validate(run: _Run) -> dict[str, Any]:
     """``val_loss`` (cross-entropy over the K labels) and the ``val_*`` metrics of the binary view
     (the summed probability of the positive labels) of the current model on the real validation images."""
-    model = unwrap(run.model)
+    model = run.evaluated
     val_logits = torch.from_numpy(
         predict_logits(model, run.val_x, run.device, run.config.image_size, channels_last=run.prep.channels_last)
     )

@@ -31,13 +31,14 @@ class ResumeState:
 
     fingerprint: str  # which run this is (:func:`run_fingerprint`)
     model: dict[str, torch.Tensor]  # CPU state_dict
+    average: dict[str, torch.Tensor]  # the moving average of the weights (AveragedModel's state_dict; empty when off)
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     augment_rng: torch.Tensor  # the augmentation generator's state (a CPU ByteTensor; empty without augmentation)
     torch_rng: torch.Tensor  # torch's global CPU generator
     history: list[dict[str, Any]]  # one row per finished epoch
-    best_row: dict[str, Any]  # the history row of the best epoch so far
-    best_state: dict[str, torch.Tensor]  # its CPU state_dict
+    best_row: dict[str, Any] | None  # the history row of the best epoch so far (None during a curriculum's warmup)
+    best_state: dict[str, torch.Tensor]  # its CPU state_dict (empty while best_row is None)
     gate_jsd: torch.Tensor  # (N,) float32 scores the gate read (re-scoring changes them)
     used: torch.Tensor  # (n_gated,) bool: gated images (synthetic, then unlabelled) placed in a batch so far
     labels: torch.Tensor  # (N,) int64: the training table's labels, pseudo-labels included
