@@ -45,7 +45,9 @@ def worker(args: argparse.Namespace) -> None:
     val_labels = np.array([0, 1] * 16)
     val_images = rng.integers(0, 256, size=(len(val_labels), args.size, args.size, 3), dtype=np.uint8)
     config = TrainConfig(
-        **dict(model=args.model, pretrained_weights=None, image_size=args.size, epochs=args.epochs, min_steps=0),
+        **dict(
+            model=args.model, pretrained_weights=None, image_size=args.size, epochs=args.epochs, min_steps=0, ensemble=1
+        ),
         **dict(batch_size=args.batch, optimizer="adamw", lr=1e-3, lr_warmup_epochs=1, weight_decay=1e-4),
         **dict(label_smoothing=0.0, class_weights="real", augment=True, rotate90=True, color_jitter=0.0),
         **dict(loss="ce", focal_gamma=2.0, ema_half_life=0.0),

@@ -53,6 +53,8 @@ PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", "params.yaml", "models/
 PROJECT_DIRS = ("pipeline", "src", "inbox", "profiles")
 #: the figures of one run (rows of the table) and whether higher is the better direction
 METRICS = (
+    "val_auc",
+    "val_loss",
     "roc_auc",
     "sensitivity_050",
     "specificity_050",
@@ -187,7 +189,11 @@ def run_figures(out: Path) -> dict:
     ev = json.loads((out / "evaluate.json").read_text())["evaluate"]
     tr = json.loads((out / "train.json").read_text())["train"]
     test = ev["test"]
+    val = tr["best"] if ev.get("checkpoint", "best") == "best" else tr["final"]
     return {
+        # validation figures of the evaluated model (what a recipe may be chosen by; test is only reported)
+        "val_auc": val.get("val_auc"),
+        "val_loss": val.get("val_loss"),
         "roc_auc": test["roc_auc"],
         "sensitivity_050": test["at_050"]["sensitivity"],
         "specificity_050": test["at_050"]["specificity"],
@@ -266,14 +272,18 @@ def has_avx512() -> bool:
         return False
 
 
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def markdown(result: dict) -> str:
     head = (
-        "| run | ISA | threads | seed | ROC-AUC | sens 0.5 | spec 0.5 | sens tuned | spec tuned | threshold | Brier "
-        "| epoch | JSD drift max | gate flips | s |"
+        "| run | ISA | threads | seed | val AUC | val loss | ROC-AUC | sens 0.5 | spec 0.5 | sens tuned | spec tuned "
+        "| threshold | Brier | epoch | JSD drift max | gate flips | s |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 17]
     for r in result["runs"]:
-        cells = [r["name"], r["isa"], r["threads"], r["seed"], f"{r['roc_auc']:.4f}"]
+        cells = [r["name"], r["isa"], r["threads"], r["seed"], fmt(r["val_auc"]), fmt(r["val_loss"]), fmt(r["roc_auc"])]
         cells += [
             f"{r[k]:.3f}" for k in ("sensitivity_050", "specificity_050", "sensitivity_tuned", "specificity_tuned")
         ]

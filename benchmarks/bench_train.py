@@ -100,6 +100,7 @@ def main() -> None:
         model=args.model,
         pretrained_weights=None,
         image_size=args.size,
+        ensemble=1,
         epochs=args.epochs,
         min_steps=0,
         batch_size=args.batch,

@@ -5,6 +5,7 @@ array and manifest, and the score stage's data/dataset.csv (for the JSD figure),
 (entromix.common.stage_io). Writes, as one set:
   metrics/evaluate.json               test metrics at 0.5 and at the tuned threshold, intervals
   data/predictions/test.csv           filename,class,label,probability,prediction (tuned threshold)
+  data/predictions/val.csv            the same for the val images the threshold was tuned on
   models/deploy/model.pt              the evaluated checkpoint with its tuned threshold: what
                                       `entromix predict` and `entromix export` read
   models/deploy/MODEL_CARD.md         its model card, generated from the metrics files
@@ -24,10 +25,10 @@ from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared, missing_input
 from entromix.evaluation.outputs import (
     deploy_checkpoint,
+    prediction_table,
     read_ingest_metrics,
     read_train_run,
     summary_lines,
-    test_predictions,
     write_outputs,
 )
 from entromix.evaluation.pictures import picture_figures
@@ -40,6 +41,7 @@ HISTORY = Path("plots/train/history.csv")
 INGEST_METRICS = Path("metrics/ingest.json")
 OUTPUTS = {
     "predictions": Path("data/predictions/test.csv"),
+    "val_predictions": Path("data/predictions/val.csv"),
     "metrics": Path("metrics/evaluate.json"),
     "model": Path("models/deploy/model.pt"),
     "card": Path("models/deploy/MODEL_CARD.md"),
@@ -73,14 +75,19 @@ def main() -> None:
     val_probs = trained.probabilities(images[val["id"].to_numpy()])
     test_probs = trained.probabilities(images[test["id"].to_numpy()])
     p_val = trained.malignant_probability(None, val_probs)  # the binary view: summed positive probability
-    predictions = test_predictions(test, trained.malignant_probability(None, test_probs), space, test_probs)
+    predictions = prediction_table(test, trained.malignant_probability(None, test_probs), space, test_probs)
+    val_predictions = prediction_table(val, p_val, space, val_probs)
     metrics, tuned = evaluation_report(space.binary_targets(val["label"].to_numpy()), p_val, predictions, config)
+    metrics["evaluate"]["evaluated_epoch"] = int(ckpt["epoch"]) + 1
     multiclass = None
     if space.num_classes > 2:
         multiclass = round_floats(multiclass_metrics(test["label"].to_numpy(), test_probs, list(space.names)), 4)
         metrics["evaluate"]["test"]["multiclass"] = multiclass
-    predictions["prediction"] = (predictions["probability"] >= tuned.threshold).astype(int)
+    for frame in (predictions, val_predictions):
+        frame["prediction"] = (frame["probability"] >= tuned.threshold).astype(int)
     print(f"entromix evaluate: {tuned.note}")
+    for warning in tuned.warnings():
+        print(f"entromix evaluate: WARNING: {warning}")
     deploy = deploy_checkpoint(ckpt, tuned.threshold, config.target_sensitivity, metrics)
     history = pd.read_csv(HISTORY)
     pictures = picture_figures(
@@ -109,6 +116,7 @@ def main() -> None:
         prepared.tiers,
         ingest_metrics,
         pictures,
+        val_predictions,
     )
     for line in summary_lines(metrics, space):
         print(line)

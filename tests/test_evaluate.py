@@ -8,7 +8,7 @@ from sklearn import metrics as skm
 from entromix.common.errors import ParamsError
 from entromix.evaluation.bootstrap import bootstrap_intervals
 from entromix.evaluation.report import EvaluateConfig, calibration_table, evaluation_report, per_class_rates
-from entromix.evaluation.threshold import tune_threshold
+from entromix.evaluation.threshold import tune_threshold, tune_threshold_bootstrap
 from entromix.modeling.metrics import binary_metrics, threshold_free_metrics, threshold_metrics
 
 RNG = np.random.default_rng(0)
@@ -84,6 +84,43 @@ def test_tuner_warns_when_the_target_costs_all_specificity():
     assert tuned.reached and "every benign val image is called malignant" in tuned.note
 
 
+def test_a_threshold_on_one_outlying_malignant_image_is_flagged():
+    """8 malignant val images at target 0.9: every rule needs all 8, so one malignant image at
+    0.0001 drags the threshold to 0.0000 (in most resamples too): degenerate and unreliable, both
+    said with what to do. With 20 malignant val images the same outlier is below the target's
+    quantile and decides nothing."""
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 24 + [1] * 8)
+    p = np.concatenate([rng.uniform(0.0, 0.3, 24), [0.0001], rng.uniform(0.6, 0.99, 7)])
+    single = tune_threshold(y, p, 0.9)
+    boot = tune_threshold_bootstrap(y, p, 0.9, resamples=500, seed=0)
+    for tuned in (single, boot):
+        assert tuned.threshold < 0.001 and tuned.degenerate and not tuned.reliable
+        text = " ".join(tuned.warnings())
+        assert "unreliable" in text and "20 malignant val images" in text and "degenerate" in text
+    assert boot.method == "bootstrap_median" and boot.single_image == single.threshold
+    assert boot == tune_threshold_bootstrap(y, p, 0.9, resamples=500, seed=0)  # seeded
+    y = np.array([0] * 30 + [1] * 20)
+    p = np.concatenate([rng.uniform(0.0, 0.3, 30), [0.0001], rng.uniform(0.6, 0.99, 19)])
+    for tuned in (tune_threshold(y, p, 0.9), tune_threshold_bootstrap(y, p, 0.9, resamples=500)):
+        assert 0.3 < tuned.threshold < 0.7 and tuned.reliable and tuned.warnings() == []
+    assert boot.spread is not None and boot.spread[0] <= boot.threshold <= boot.spread[1]
+
+
+def test_bootstrap_median_agrees_with_the_single_rule_on_well_separated_val():
+    y = np.array([0] * 30 + [1] * 20)
+    p = np.concatenate([np.linspace(0.01, 0.2, 30), np.linspace(0.7, 0.99, 20)])
+    single, boot = tune_threshold(y, p, 0.9), tune_threshold_bootstrap(y, p, 0.9, resamples=300)
+    assert single.reliable and boot.reliable and boot.warnings() == []
+    for t in (single.threshold, boot.threshold):
+        assert threshold_metrics(y, p, t)["sensitivity"] >= 0.9 and threshold_metrics(y, p, t)["specificity"] == 1.0
+
+
+def test_bootstrap_median_without_malignant_val_falls_back():
+    tuned = tune_threshold_bootstrap(np.zeros(6, int), np.linspace(0, 1, 6), 0.9)
+    assert not tuned.reached and tuned.threshold == 0.5 and tuned.warnings() == []
+
+
 def test_bootstrap_is_deterministic_and_brackets_the_estimate():
     a = bootstrap_intervals(Y, P, 0.5, 300, seed=3)
     b = bootstrap_intervals(Y, P, 0.5, 300, seed=3)
@@ -112,12 +149,14 @@ def test_per_class_rates_and_report():
     )
     rates = per_class_rates(test, 0.5)
     assert rates == {"Benign": 0.75, "Early": 0.5, "Pro": 1.0}
-    config = EvaluateConfig("best", 0.9, 100, 5, 0, "cpu", 8, 8, 8, 4)
+    config = EvaluateConfig("best", 0.9, "single", 100, 5, 0, "cpu", 8, 8, 8, 4)
     report, tuned = evaluation_report(np.array([0, 1, 1]), np.array([0.2, 0.6, 0.9]), test, config)
     r = report["evaluate"]
     assert r["threshold"]["reached_on_val"] is True and r["threshold"]["tuned"] == pytest.approx(0.4)
     assert set(r["test"]["per_class_at_tuned"]) == {"Benign", "Early", "Pro"}
     assert r["test"]["at_050"]["tp"] == 3 and r["test"]["n"] == 8
+    assert r["threshold"]["method"] == "single" and r["threshold"]["n_malignant_val"] == 2
+    assert r["threshold"]["reliable"] is False and r["threshold"]["degenerate"] is False
     assert set(r["test"]["ci95"]) == {
         "sensitivity_low",
         "sensitivity_high",
@@ -138,4 +177,4 @@ def test_calibration_table_bins():
 @pytest.mark.parametrize("value", [0.0, 1.0, 1.2])
 def test_target_sensitivity_outside_open_interval_is_an_error(value):
     with pytest.raises(ParamsError, match="evaluate.target_sensitivity"):
-        EvaluateConfig("best", value, 100, 10, 0, "cpu", 8, 8, 8, 4)
+        EvaluateConfig("best", value, "single", 100, 10, 0, "cpu", 8, 8, 8, 4)

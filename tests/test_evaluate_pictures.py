@@ -96,7 +96,7 @@ def test_correct_cases_fill_from_the_other_class_when_one_runs_short():
 def test_picture_counts_are_checked(key):
     values = {"gallery_per_side": 8, "gallery_sample": 8, "gradcam_errors": 8, "gradcam_correct": 4, key: -1}
     with pytest.raises(ParamsError, match=f"evaluate.{key}"):
-        EvaluateConfig("best", 0.9, 100, 10, 0, "cpu", **values)
+        EvaluateConfig("best", 0.9, "single", 100, 10, 0, "cpu", **values)
 
 
 # --- rendering ---

@@ -13,7 +13,7 @@ from test_train import CPU, make_config, make_curriculum
 from entromix.common.errors import DataError, ParamsError
 from entromix.common.labels import LabelSpace, label_space_of_checkpoint
 from entromix.data.prepare import plan_ingest
-from entromix.evaluation.outputs import test_predictions as predictions_table
+from entromix.evaluation.outputs import prediction_table as predictions_table
 from entromix.evaluation.report import side_classes
 from entromix.modeling.metrics import multiclass_metrics
 from entromix.scoring.jsd import jsd_to_onehot

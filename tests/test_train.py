@@ -21,6 +21,7 @@ def make_config(**overrides) -> TrainConfig:
         model="resnet18",
         pretrained_weights=None,
         image_size=32,
+        ensemble=1,
         epochs=6,
         min_steps=0,
         batch_size=8,

@@ -34,6 +34,7 @@ from torch import nn
 
 from entromix.evaluation.figures import plot_message, save_figure
 from entromix.modeling.augment import to_float
+from entromix.modeling.ensemble import members
 from entromix.modeling.fit import prepare_batch
 from entromix.modeling.models import TIMM_PREFIX
 
@@ -47,6 +48,12 @@ class CamLayer:
     layer: nn.Module | None  # None: no Grad-CAM for this architecture
     name: str  # e.g. "layer3[-1]"; or why there is none
     side: int = 0  # the map's side in pixels at the model's input size
+    # the same layer in every member of an ensemble (entromix.modeling.ensemble): their maps are averaged
+    layers: tuple[nn.Module, ...] = ()
+
+    @property
+    def targets(self) -> list[nn.Module]:
+        return list(self.layers) or ([] if self.layer is None else [self.layer])
 
 
 def select_cases(
@@ -93,10 +100,19 @@ def _map_sides(model: nn.Module, modules: list[nn.Module], image_size: int, devi
 
 
 def cam_layer(model: nn.Module, model_name: str, image_size: int, device: torch.device) -> CamLayer:
-    """The Grad-CAM target layer for ``model`` (see module doc), or a CamLayer with ``layer`` None and the reason."""
+    """The Grad-CAM target layer for ``model`` (see module doc), or a CamLayer with ``layer`` None and
+    the reason. For an ensemble: the same layer in every member (their maps are averaged)."""
     arch = model_name.removeprefix(TIMM_PREFIX).lower()
     if any(arch.startswith(t) for t in TRANSFORMERS):
         return CamLayer(None, f"{model_name} is a transformer: Grad-CAM of a convolutional stage does not apply")
+    nets = members(model)
+    if len(nets) > 1:
+        first = cam_layer(nets[0], model_name, image_size, device)
+        if first.layer is None:
+            return first
+        index = [m for _, m in _stages(nets[0], model_name)].index(first.layer)
+        layers = tuple(_stages(net, model_name)[index][1] for net in nets)
+        return CamLayer(first.layer, f"{first.name} of each of {len(nets)} members", first.side, layers)
     stages = _stages(model, model_name)
     if not stages:
         return CamLayer(None, f"{model_name}: no known convolutional stages to take Grad-CAM from")
@@ -110,7 +126,7 @@ def cam_layer(model: nn.Module, model_name: str, image_size: int, device: torch.
 
 def gradcam_maps(
     model: nn.Module,
-    layer: nn.Module,
+    layer: nn.Module | list[nn.Module],
     images_u8: np.ndarray,
     classes: list[int],
     image_size: int,
@@ -118,20 +134,22 @@ def gradcam_maps(
     device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM maps (N, S, S) in [0, 1] for ``classes`` (one per image) and the images as the model
-    saw them, (N, S, S, 3) float in [0, 1], ``S`` = ``image_size``."""
+    saw them, (N, S, S, 3) float in [0, 1], ``S`` = ``image_size``. Several layers (an ensemble's
+    members, :attr:`CamLayer.targets`): the mean of their maps."""
+    layers = layer if isinstance(layer, list) else [layer]
     batch = torch.from_numpy(np.ascontiguousarray(images_u8)).to(device)
     shown = to_float(batch, image_size).permute(0, 2, 3, 1).cpu().numpy()  # (N, S, S, 3)
     x = prepare_batch(batch, image_size, None, 0.0, channels_last)  # as predict_logits
     # gradients only from the output back to ``layer``: the layers before it need none (about
     # half the backward pass); each parameter's requires_grad is restored afterwards
     before = {p: p.requires_grad for p in model.parameters()}
-    own = list(layer.parameters())
+    own = [p for target in layers for p in target.parameters()]
     try:
         for p in model.parameters() if own else []:
             p.requires_grad_(False)
         for p in own:
             p.requires_grad_(True)
-        with GradCAM(model=model, target_layers=[layer]) as cam:
+        with GradCAM(model=model, target_layers=layers) as cam:
             maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
     finally:
         for p, flag in before.items():
@@ -201,7 +219,7 @@ def gradcam_figure(
     if side_classes is not None:  # a multi-class model: that side's most probable label
         called = [int(side_classes[r, side]) for r, side in zip(rows, called)]
     maps, shown = gradcam_maps(
-        trained.model, target.layer, images[test_ids[rows]], called, size, trained.channels_last, trained.device
+        trained.model, target.targets, images[test_ids[rows]], called, size, trained.channels_last, trained.device
     )
     n_err = sum(kind in ("FN", "FP") for _, kind in cases)
     title = (

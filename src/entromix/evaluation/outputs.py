@@ -55,26 +55,27 @@ def read_ingest_metrics(path: Path) -> dict:
         raise DataError(f"{path}: damaged ({type(exc).__name__}: {exc}). Rerun ingest (dvc repro -f ingest).") from None
 
 
-def test_predictions(
-    test: pd.DataFrame, probability: np.ndarray, space: LabelSpace | None = None, probs: np.ndarray | None = None
+def prediction_table(
+    rows: pd.DataFrame, probability: np.ndarray, space: LabelSpace | None = None, probs: np.ndarray | None = None
 ) -> pd.DataFrame:
-    """One row per real test image: filename, class, label and P(malignant) (``prediction`` is added
-    once the threshold is tuned). ``label`` is the binary view's target (1: a positive label).
+    """One row per real image (``rows``: manifest rows of the test or the val split): filename,
+    class, label and P(malignant) (``prediction`` is added once the threshold is tuned). ``label``
+    is the binary view's target (1: a positive label).
 
     With more than two labels (``space``, and ``probs`` the (N, K) probabilities) each row also
     has its ``true_label`` and ``predicted_label`` (argmax) names and ``p_<label>`` per label."""
     space = space or LabelSpace(("benign", "malignant"), (1,))
     frame = pd.DataFrame(
         {
-            "filename": test["source"].astype(str) + "/" + test["path"].astype(str),
-            "class": test["class"].astype(str),
-            "label": space.binary_targets(test["label"].to_numpy()),
+            "filename": rows["source"].astype(str) + "/" + rows["path"].astype(str),
+            "class": rows["class"].astype(str),
+            "label": space.binary_targets(rows["label"].to_numpy()),
             "probability": probability,
         }
     )
     if space.num_classes > 2 and probs is not None:
         names = np.array(space.names)
-        frame["true_label"] = names[test["label"].to_numpy(dtype=np.int64)]
+        frame["true_label"] = names[rows["label"].to_numpy(dtype=np.int64)]
         frame["predicted_label"] = names[probs.argmax(1)]
         for i, name in enumerate(space.names):
             frame[f"p_{name}"] = np.round(probs[:, i].astype(np.float64), 6)
@@ -112,8 +113,10 @@ def write_outputs(
     tiers: pd.DataFrame | None,
     ingest: dict,
     pictures: dict[str, Callable[[Path], None]] | None = None,
+    val_predictions: pd.DataFrame | None = None,
 ) -> None:
-    """Write every output at once (all or none). ``paths``: ``predictions``, ``metrics``, ``model`` (the
+    """Write every output at once (all or none). ``paths``: ``predictions`` (test), ``val_predictions``
+    (the val images the threshold was tuned on, written when given), ``metrics``, ``model`` (the
     deployable checkpoint, :func:`deploy_checkpoint`), ``card`` (its model card, from ``ingest``:
     metrics/ingest.json's section), ``plots`` (the folder of the plot series) and
     ``figures`` (the folder of the PNG figures). ``pictures``: more figures, name -> ``draw(path)``
@@ -131,18 +134,19 @@ def write_outputs(
     targets = [paths["predictions"], paths["metrics"], paths["model"], paths["card"]]
     targets += [paths["plots"] / f"{n}.csv" for n in TABLES]
     targets += [paths["figures"] / f"{n}.png" for n in (*FIGURES, *pictures)]
+    if val_predictions is not None:
+        targets.append(paths["val_predictions"])
     with atomic_paths(*targets) as tmp:
         predictions_csv, metrics_json, model_pt, card_md, *rest = tmp
+        if val_predictions is not None:
+            *rest, val_csv = rest
+            write_predictions(val_predictions, val_csv)
         for draw, picture_png in zip(pictures.values(), rest[len(TABLES) + len(FIGURES) :]):
             draw(picture_png)
         torch.save(deploy, model_pt)
         card_md.write_text(card, encoding="utf-8")
         table_paths, fig = dict(zip(TABLES, rest[: len(TABLES)])), dict(zip(FIGURES, rest[len(TABLES) :]))
-        # 9 significant digits, not 6 decimals: a confident model's P(malignant) of 3e-8 and 4e-7 must stay
-        # apart (rounded to 0.000000 they tie, and the ROC-AUC recomputed from this file, as entromix
-        # compare does, fell from 0.990 to 0.959 on the demo); 9 digits hold a float32 exactly
-        written = predictions.assign(probability=[f"{v:.9g}" for v in predictions["probability"].astype(float)])
-        written.to_csv(predictions_csv, index=False, encoding="utf-8")
+        write_predictions(predictions, predictions_csv)
         metrics_json.write_text(json_text(metrics))
         for name, frame in tables.items():
             frame.round(6).to_csv(table_paths[name], index=False)
@@ -156,6 +160,15 @@ def write_outputs(
         plot_jsd_distribution(
             jsd_groups(dataset, tiers), fig["jsd_admission"], {"jsd_start": cur["jsd_start"], "jsd_end": cur["jsd_end"]}
         )
+
+
+def write_predictions(predictions: pd.DataFrame, path: Path) -> None:
+    """A predictions CSV. 9 significant digits, not 6 decimals: a confident model's P(malignant) of
+    3e-8 and 4e-7 must stay apart (rounded to 0.000000 they tie, and the ROC-AUC recomputed from
+    the file, as entromix compare does, fell from 0.990 to 0.959 on the demo); 9 digits hold a
+    float32 exactly."""
+    written = predictions.assign(probability=[f"{v:.9g}" for v in predictions["probability"].astype(float)])
+    written.to_csv(path, index=False, encoding="utf-8")
 
 
 def summary_lines(metrics: dict, space: LabelSpace | None = None) -> list[str]:

@@ -31,7 +31,13 @@ from entromix.common.errors import ParamsError
 from entromix.common.labels import LabelSpace
 from entromix.common.rounding import round_floats
 from entromix.evaluation.bootstrap import bootstrap_intervals
-from entromix.evaluation.threshold import TunedThreshold, tune_threshold
+from entromix.evaluation.threshold import (
+    THRESHOLD_RESAMPLES,
+    ThresholdMethod,
+    TunedThreshold,
+    tune_threshold,
+    tune_threshold_bootstrap,
+)
 from entromix.modeling.metrics import threshold_free_metrics, threshold_metrics
 
 
@@ -41,6 +47,7 @@ class EvaluateConfig:
 
     checkpoint: Literal["best", "last"]  # best: train.select_metric on val | last: the final epoch
     target_sensitivity: float  # the tuned threshold reaches this sensitivity on val
+    threshold_method: ThresholdMethod  # single: next to one val image | bootstrap_median: median over val resamples
     bootstrap_resamples: int  # for the 95% intervals; 0 = none
     calibration_bins: int  # equal-width probability bins of the calibration curve
     seed: int  # bootstrap resampling and the figures' random samples
@@ -53,6 +60,10 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.target_sensitivity < 1.0:
             raise ParamsError(f"evaluate.target_sensitivity must be in (0, 1), got {self.target_sensitivity}.")
+        if self.threshold_method not in ("single", "bootstrap_median"):
+            raise ParamsError(
+                f"evaluate.threshold_method is {self.threshold_method!r}; choose single or bootstrap_median."
+            )
         if self.bootstrap_resamples < 0:
             raise ParamsError(f"evaluate.bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
         if self.calibration_bins < 2:
@@ -116,7 +127,10 @@ def evaluation_report(
         y_val, p_val: validation labels and malignant probabilities.
         test: one row per test image with columns ``class``, ``label``, ``probability``.
     """
-    tuned = tune_threshold(y_val, p_val, config.target_sensitivity)
+    if config.threshold_method == "bootstrap_median":
+        tuned = tune_threshold_bootstrap(y_val, p_val, config.target_sensitivity, THRESHOLD_RESAMPLES, config.seed)
+    else:
+        tuned = tune_threshold(y_val, p_val, config.target_sensitivity)
     y, p = test["label"].to_numpy(), test["probability"].to_numpy(dtype=np.float64)
     val_at_tuned = threshold_metrics(y_val, p_val, tuned.threshold)
     ci = bootstrap_intervals(y, p, tuned.threshold, config.bootstrap_resamples, config.seed)
@@ -127,6 +141,12 @@ def evaluation_report(
             "reached_on_val": tuned.reached,
             "val_sensitivity": val_at_tuned["sensitivity"],
             "val_specificity": val_at_tuned["specificity"],
+            "method": tuned.method,
+            "single_image": tuned.single_image,
+            "resamples_iqr": list(tuned.spread) if tuned.spread is not None else None,
+            "n_malignant_val": tuned.n_malignant_val,
+            "reliable": tuned.reliable,
+            "degenerate": tuned.degenerate,
         },
         "test": {
             **threshold_free_metrics(y, p),

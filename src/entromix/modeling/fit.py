@@ -26,7 +26,9 @@ import torch
 from torch import nn
 
 from entromix.common.device import autocast, generator
+from entromix.common.distributed import unwrap
 from entromix.modeling.augment import augment, normalize, to_float
+from entromix.modeling.ensemble import mean_probability_logits, members
 from entromix.modeling.lr_schedule import warmup_cosine
 from entromix.modeling.models import CNN_MODELS
 from entromix.modeling.weight_average import WeightAverage, half_life_steps
@@ -185,6 +187,10 @@ def train_epoch(
             computes anyway). ``positive``: the positive (malignant) label indices.
         average: the moving average of the weights, updated after every optimiser step
             (``entromix.modeling.weight_average``).
+
+    An ensemble (``entromix.modeling.ensemble``) gets one augmentation draw of the batch per member
+    and is trained on the mean of its members' losses (``loss_fn`` sees the K member logits as K
+    batches of the same rows); the stats read the members' mean probability.
     """
     model.train()
     start = time.perf_counter()
@@ -193,12 +199,18 @@ def train_epoch(
     counts = torch.zeros(2, dtype=torch.int64, device=device)  # positive images, of them predicted positive
     is_positive: torch.Tensor | None = None  # bool (K,) at the positive labels, once the logits give K
     n_batches = n_images = 0
+    n_members = len(members(unwrap(model)))
     for idx in batches:
         idx_dev = idx.to(device)
-        x = prep(images[idx.to(images.device)].to(device, non_blocking=True))  # (B, 3, S, S)
+        batch = images[idx.to(images.device)].to(device, non_blocking=True)  # (B, H, W, 3) uint8
+        x = prep(batch) if n_members == 1 else [prep(batch) for _ in range(n_members)]  # (B, 3, S, S) each
         with autocast(device):
             logits = model(x).float()
-            loss = loss_fn(logits, idx_dev)
+            if logits.dim() == 3:  # (K, B, C): an ensemble's members, each trained on its own loss
+                loss = loss_fn(logits.flatten(0, 1), idx_dev.repeat(n_members))
+                logits = mean_probability_logits(logits)
+            else:
+                loss = loss_fn(logits, idx_dev)
         if targets is not None:
             if is_positive is None:
                 is_positive = torch.zeros(logits.shape[1], dtype=torch.bool, device=device)

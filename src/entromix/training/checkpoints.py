@@ -4,7 +4,8 @@ A checkpoint is a plain dict of tensors, numbers and strings (nothing that needs
 that describes itself, so that ``entromix predict`` and ``entromix export`` need nothing else:
 
 * ``format`` (:data:`CHECKPOINT_FORMAT`) and ``version`` (:data:`CHECKPOINT_VERSION`);
-* ``model`` (state_dict), ``model_name`` (the architecture), ``num_classes``, ``labels`` (class
+* ``model`` (state_dict), ``model_name`` (the architecture), ``ensemble`` (members of that
+  architecture averaged in probability, ``entromix.modeling.ensemble``; absent: 1), ``num_classes``, ``labels`` (class
   names in label order), ``positive_labels`` (the labels whose summed probability is P(malignant);
   absent in checkpoints written before it: ``labels[1:]``, ``entromix.common.labels``);
 * ``preprocess``: how a file becomes the model's input. ``stored_size`` and ``resize_mode`` are
@@ -159,10 +160,15 @@ def load_trained_model(path: str | Path, labels: list[str] | None, device: torch
             "Rerun the train stage (dvc repro train)."
         )
     # torchvision (about 3 s to import) only where a network is built: reading a checkpoint needs torch alone
+    from entromix.modeling.ensemble import build_ensemble
     from entromix.modeling.fit import uses_channels_last
     from entromix.modeling.models import build_model
 
-    model = build_model(ckpt["model_name"], int(ckpt["num_classes"]), int(ckpt["image_size"]))
+    # checkpoints written before train.ensemble hold one network
+    model = build_ensemble(
+        lambda: build_model(ckpt["model_name"], int(ckpt["num_classes"]), int(ckpt["image_size"])),
+        int(ckpt.get("ensemble", 1)),
+    )
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError) as exc:

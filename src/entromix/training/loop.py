@@ -41,6 +41,7 @@ from entromix.common.distributed import (
 )
 from entromix.common.errors import DataError, ParamsError
 from entromix.common.labels import LabelSpace
+from entromix.modeling.ensemble import build_ensemble
 from entromix.modeling.fit import (
     BatchPrep,
     EpochStats,
@@ -88,6 +89,7 @@ class TrainConfig:
     model: str  # resnet18 | resnet50 | vit_b_16 | swin_t (torchvision, a K-class head)
     pretrained_weights: str | None  # local state_dict file; None = from scratch (never downloads)
     image_size: int  # px the model sees (the prepared array is resized on the fly when different)
+    ensemble: int  # members trained side by side from their own initial weights, used as one (1 = one network)
     epochs: int
     min_steps: int  # optimiser steps at least over the run: small data sets get longer epochs
     batch_size: int
@@ -121,6 +123,8 @@ class TrainConfig:
             raise ParamsError(f"train.image_size must be between 16 and 1024 px, got {self.image_size}.")
         if self.epochs < 1:
             raise ParamsError(f"train.epochs must be >= 1, got {self.epochs}.")
+        if not 1 <= self.ensemble <= 32:
+            raise ParamsError(f"train.ensemble must be between 1 (one network) and 32 members, got {self.ensemble}.")
         if self.batch_size < 2:
             raise ParamsError(
                 f"train.batch_size must be >= 2 (BatchNorm needs two images per batch), got {self.batch_size}."
@@ -416,7 +420,10 @@ def _start(
     seed_everything(config.seed)
     channels_last = uses_channels_last(config.model, device)
     num_classes = label_space.num_classes
-    model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "train").to(device)
+    model = build_ensemble(
+        lambda: build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "train"),
+        config.ensemble,
+    ).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = wrap_model(model, world, device)

@@ -146,6 +146,7 @@ def checkpoint_payload(
         "version": CHECKPOINT_VERSION,
         "model": state,
         "model_name": config.model,
+        "ensemble": config.ensemble,  # members averaged in probability (entromix.modeling.ensemble); 1 = one network
         "num_classes": len(labels),
         "image_size": config.image_size,
         "labels": list(labels),
