@@ -110,9 +110,9 @@ bench: $(STAMP)
 # How much do the demo's results depend on the CPU, the thread count and the seed? Reruns the whole
 # pipeline 8 times (oneDNN AVX2 / AVX512_CORE x 1 / 2 threads x seeds 0, 1) in scratch copies of the
 # working tree, about 25 min on 2 cores; ARGS="--seeds 0-3 -S key=value ..." for other runs or data.
-# Writes results/stability/demo.json and .md (BENCHMARKS.md, "Stability").
+# Writes results/stability/demo/stability.json and .md (BENCHMARKS.md, "Stability").
 stability: $(STAMP)
-	$(BIN)/python benchmarks/bench_stability.py --out results/stability/demo.json $(ARGS)
+	$(BIN)/python benchmarks/bench_stability.py --out results/stability/demo/stability.json $(ARGS)
 
 # Copy the pipeline's figures (DVC outputs, not in git) to docs/figures/ and regenerate the
 # README's results section from the metrics files.

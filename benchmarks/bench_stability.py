@@ -6,7 +6,7 @@ sd), what a user reads: the test ROC-AUC, sensitivity and specificity at 0.5 and
 threshold, the threshold, the Brier score, the evaluated epoch, and how far the scorer's JSD of
 the same images drifts between runs that differ only in the machine (same seeds).
 
-    python benchmarks/bench_stability.py --out results/stability/demo.json        # the demo, 8 runs
+    python benchmarks/bench_stability.py --out results/stability/demo/stability.json   # the demo, 8 runs
     python benchmarks/bench_stability.py --isa AVX2 --threads 1 --seeds 0-7 --seed-keys train.seed \\
         -S ingest.data_root=/data/leukemia_dev -S ingest.scarce_train_images=10 ...  # any data via params
 
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("results/stability/stability.json"),
+        default=Path("results/stability/demo/stability.json"),
         help="the JSON report (the Markdown table goes beside it, .md)",
     )
     parser.add_argument("--keep", type=Path, default=None, help="keep the scratch copies and every run's files here")

@@ -17,8 +17,8 @@ two runs of a (T, C, D) triple), the spread over each factor with the other two 
 each as n, mean, sd and range of the test ROC-AUC (``--metric``), the validation ROC-AUC beside it.
 
     python scripts/stability_decomposition.py --repo ../lk --prefix after \
-        --export results/leukemia_dev/stability_after.json
-    python scripts/stability_decomposition.py --from results/leukemia_dev/stability_after.json   # the table again
+        --export results/stability/leukemia_dev/decomposition_after.json
+    python scripts/stability_decomposition.py --from results/stability/leukemia_dev/decomposition_after.json
 
 The export holds one row per experiment (name, seeds, variant and its metrics), so the tables can
 be remade without the repository that ran them.
