@@ -62,7 +62,10 @@ def read_experiments(repo: Path, prefix: str) -> list[dict]:
         match = NAME.match(str(row.get("Experiment") or ""))
         if not match or match["prefix"] != prefix:
             continue
-        values = {key: row.get(column) for key, column in METRICS.items()}
+        if row.get("State") not in (None, "Success"):  # queued or running rows show the baseline's metrics
+            continue
+        # dvc shows "!" where a metric could not be read: kept as missing
+        values = {key: _number(row.get(column)) for key, column in METRICS.items()}
         if values["test_auc"] is None:  # queued, running or failed
             continue
         rows.append(
@@ -76,6 +79,10 @@ def read_experiments(repo: Path, prefix: str) -> list[dict]:
             }
         )
     return sorted(rows, key=lambda r: r["name"])
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def stats(values: list[float]) -> dict:
