@@ -496,3 +496,33 @@ def test_early_stopping_cuts_the_planned_run_and_resumes_as_finished(data, tmp_p
     again = train_curriculum(config, curriculum, table, val_x, val_y, CPU, log=lines.append, resume_path=path)
     assert any("holds a finished run; training afresh" in line for line in lines)
     assert train_metrics(again, config) == train_metrics(early, config)
+
+
+@pytest.mark.slow  # trains a network for more than one epoch
+def test_an_ensemble_with_averaged_weights_resumes_exactly(data, tmp_path):
+    """train.ensemble and train.ema_half_life: the kept weights are the members' moving average,
+    and a run stopped after epoch 2 continues from its resume state to the uninterrupted result."""
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_second(history, model, is_best):
+        if len(history) == 2:
+            raise Stop
+
+    config = make_config(epochs=4, ensemble=2, ema_half_life=1.0)
+    table, val_x, val_y = data
+    args = (config, make_curriculum(), table, val_x, val_y, CPU)
+    whole = train_curriculum(*args, log=lambda s: None)
+    path = tmp_path / "resume.pt"
+    with pytest.raises(Stop):
+        train_curriculum(*args, log=lambda s: None, resume_path=path, fingerprint="f", on_epoch=stop_after_second)
+    lines = []
+    resumed = train_curriculum(*args, log=lines.append, resume_path=path, fingerprint="f")
+    assert any("after epoch 2/4" in line for line in lines)
+    assert set(whole.last_state) == set(resumed.last_state) and any(
+        k.startswith("members.1.") for k in whole.last_state
+    )
+    for key in whole.last_state:
+        assert torch.equal(whole.last_state[key], resumed.last_state[key]), key
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in whole.history]
