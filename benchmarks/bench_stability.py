@@ -178,9 +178,17 @@ def run_one(copy: Path, params: dict, seed_keys: list[str], p: Perturbation, out
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise RuntimeError(f"{p.name}: dvc repro failed (exit {proc.returncode}); log in {out}/repro.log\n{tail}")
-    for name in ("metrics/evaluate.json", "metrics/train.json", "metrics/score.json", "data/dataset.csv"):
+    for name in (
+        "metrics/evaluate.json",
+        "metrics/train.json",
+        "metrics/score.json",
+        "data/dataset.csv",
+        "data/predictions/val.csv",
+        "data/predictions/test.csv",
+    ):
         if (copy / name).exists():
-            shutil.copy(copy / name, out / Path(name).name)
+            target = out / (f"predictions_{Path(name).name}" if "predictions" in name else Path(name).name)
+            shutil.copy(copy / name, target)
     return {"seconds": round(seconds, 1), **run_figures(out)}
 
 

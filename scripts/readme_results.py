@@ -48,7 +48,7 @@ def results_section(root: Path) -> str:
         chosen = f"epoch {train['best_epoch'] + 1} by {train['select_metric']}"
     else:
         chosen = f"epoch {ev.get('evaluated_epoch', train['epochs'])}, the last"
-    method = {"bootstrap_median": "median over val resamples, ", "single": ""}.get(thr.get("method", "single"), "")
+    method = {"quantile": "quantile of the malignant val probabilities, "}.get(thr.get("method", "single"), "")
     flags = []
     if thr.get("reliable") is False and thr.get("reached_on_val"):
         flags.append(f"rests on {thr.get('n_malignant_val')} malignant val images: unreliable, see below")

@@ -31,13 +31,7 @@ from entromix.common.errors import ParamsError
 from entromix.common.labels import LabelSpace
 from entromix.common.rounding import round_floats
 from entromix.evaluation.bootstrap import bootstrap_intervals
-from entromix.evaluation.threshold import (
-    THRESHOLD_RESAMPLES,
-    ThresholdMethod,
-    TunedThreshold,
-    tune_threshold,
-    tune_threshold_bootstrap,
-)
+from entromix.evaluation.threshold import ThresholdMethod, TunedThreshold, tune_threshold, tune_threshold_quantile
 from entromix.modeling.metrics import threshold_free_metrics, threshold_metrics
 
 
@@ -47,7 +41,7 @@ class EvaluateConfig:
 
     checkpoint: Literal["best", "last"]  # best: train.select_metric on val | last: the final epoch
     target_sensitivity: float  # the tuned threshold reaches this sensitivity on val
-    threshold_method: ThresholdMethod  # single: next to one val image | bootstrap_median: median over val resamples
+    threshold_method: ThresholdMethod  # single: next to one val image | quantile: of the malignant val probabilities
     bootstrap_resamples: int  # for the 95% intervals; 0 = none
     calibration_bins: int  # equal-width probability bins of the calibration curve
     seed: int  # bootstrap resampling and the figures' random samples
@@ -60,10 +54,8 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.target_sensitivity < 1.0:
             raise ParamsError(f"evaluate.target_sensitivity must be in (0, 1), got {self.target_sensitivity}.")
-        if self.threshold_method not in ("single", "bootstrap_median"):
-            raise ParamsError(
-                f"evaluate.threshold_method is {self.threshold_method!r}; choose single or bootstrap_median."
-            )
+        if self.threshold_method not in ("single", "quantile"):
+            raise ParamsError(f"evaluate.threshold_method is {self.threshold_method!r}; choose quantile or single.")
         if self.bootstrap_resamples < 0:
             raise ParamsError(f"evaluate.bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
         if self.calibration_bins < 2:
@@ -127,8 +119,8 @@ def evaluation_report(
         y_val, p_val: validation labels and malignant probabilities.
         test: one row per test image with columns ``class``, ``label``, ``probability``.
     """
-    if config.threshold_method == "bootstrap_median":
-        tuned = tune_threshold_bootstrap(y_val, p_val, config.target_sensitivity, THRESHOLD_RESAMPLES, config.seed)
+    if config.threshold_method == "quantile":
+        tuned = tune_threshold_quantile(y_val, p_val, config.target_sensitivity)
     else:
         tuned = tune_threshold(y_val, p_val, config.target_sensitivity)
     y, p = test["label"].to_numpy(), test["probability"].to_numpy(dtype=np.float64)
@@ -143,7 +135,6 @@ def evaluation_report(
             "val_specificity": val_at_tuned["specificity"],
             "method": tuned.method,
             "single_image": tuned.single_image,
-            "resamples_iqr": list(tuned.spread) if tuned.spread is not None else None,
             "n_malignant_val": tuned.n_malignant_val,
             "reliable": tuned.reliable,
             "degenerate": tuned.degenerate,
