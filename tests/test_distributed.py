@@ -108,7 +108,8 @@ STAGES = {
     },
     "score": {"image_size": 32, "epochs": 2, "folds": 2, "batch_size": 16, "device": "cpu", "min_steps": 0},
     "curriculum": {"warmup_epochs": 2, "jsd_start": 0.1, "jsd_end": 0.311, "strategy": "curriculum"},
-    "train": {"image_size": 32, "epochs": 8, "batch_size": 16, "min_steps": 0, "device": "cpu", "resume": True},
+    "train": {"image_size": 32, "ensemble": 1, "epochs": 8, "batch_size": 16, "min_steps": 0, "device": "cpu"}
+    | {"resume": True},
 }
 
 

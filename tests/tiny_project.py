@@ -68,6 +68,8 @@ def write_params(project: Path, changes: dict | None = None) -> None:
     params = committed_params()
     for section, values in OVERRIDES.items():
         params[section].update(values)
+    if "ensemble" in params["train"]:  # where the code has it: predict, export and Grad-CAM of an ensemble
+        params["train"]["ensemble"] = 2
     for section, values in (changes or {}).items():
         params[section].update(values)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
