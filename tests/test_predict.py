@@ -212,8 +212,9 @@ def test_gradcam_explains_the_model_evaluate_scored(project):
     evaluated = pd.read_csv(project / "data/predictions/test.csv")["probability"].to_numpy()
     assert np.abs(trained.malignant_probability(images) - evaluated).max() < 1e-5  # the same model and input
     target = cam_layer(trained.model, "resnet18", trained.image_size, CPU)
-    assert (target.name, target.side) == ("layer1[-1]", 4)  # 16 px: the deepest stage with a 4x4 map
-    maps, shown = gradcam_maps(trained.model, target.layer, images, [1] * len(images), 16, trained.channels_last, CPU)
+    # 16 px: the deepest stage with a 4x4 map, in each of the tiny project's 2 members
+    assert (target.name, target.side, len(target.targets)) == ("layer1[-1] of each of 2 members", 4, 2)
+    maps, shown = gradcam_maps(trained.model, target.targets, images, [1] * len(images), 16, trained.channels_last, CPU)
     assert maps.shape == (len(images), 16, 16) and shown.shape == (len(images), 16, 16, 3)
     assert sum(m.std() > 0.01 for m in maps) >= len(images) - 1
     assert np.abs(trained.malignant_probability(images) - evaluated).max() < 1e-5  # Grad-CAM changed nothing

@@ -43,12 +43,14 @@ class Ensemble(nn.Module):
         logits = torch.stack([member(batch) for member, batch in zip(self.members, inputs)])
         if self.training:
             return logits
-        return mean_probability_logits(logits)
+        return mean_probability_logits(logits, len(self.members))
 
 
-def mean_probability_logits(logits: torch.Tensor) -> torch.Tensor:
-    """(K, B, C) member logits -> (B, C) ``log(mean_k softmax)``: softmax of the result is the mean probability."""
-    return torch.logsumexp(torch.log_softmax(logits.float(), dim=-1), dim=0) - math.log(logits.shape[0])
+def mean_probability_logits(logits: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """(K, B, C) member logits -> (B, C) ``log(mean_k softmax)``: softmax of the result is the mean
+    probability. ``k``: K as a Python int (a constant when the module is traced for export)."""
+    k = int(logits.shape[0]) if k is None else k
+    return torch.logsumexp(torch.log_softmax(logits.float(), dim=-1), dim=0) - math.log(k)
 
 
 def build_ensemble(build: Callable[[], nn.Module], size: int) -> nn.Module:
