@@ -20,6 +20,10 @@ Perturbations (every combination is one run):
 * ``--seeds``: each value goes into every key of ``--seed-keys`` (default ``train.seed`` and
   ``score.seed``).
 
+``--scorer-only`` runs the score stage (and what it needs) and reports the scorer's own figures
+and its JSD drift: the cheap way to compare scorer recipes (``-S score.tta=true`` ...) for how
+much their scores move with the machine.
+
 Every run starts from the same copy of the working tree (code, dvc.yaml, params.yaml; outputs and
 DVC cache left behind) with ``-S`` overrides applied to params.yaml, so uncommitted changes are
 measured too. ``--jobs N`` runs N at a time, each in its own copy (their thread counts add up:
@@ -157,9 +161,12 @@ def first_varying_stage(seed_keys: list[str], machine_varies: bool) -> str:
     return "evaluate"
 
 
-def run_one(copy: Path, params: dict, seed_keys: list[str], p: Perturbation, out: Path, rerun_from: str) -> dict:
+def run_one(
+    copy: Path, params: dict, seed_keys: list[str], p: Perturbation, out: Path, rerun_from: str, scorer_only: bool
+) -> dict:
     """One `dvc repro` of the copy under perturbation ``p``, forced from ``rerun_from`` on (the
-    whole pipeline in a fresh copy); its outputs saved under ``out``."""
+    whole pipeline in a fresh copy; with ``scorer_only`` the score stage and what it needs, then
+    the score stage alone); its outputs saved under ``out``."""
     run_params = json.loads(json.dumps(params))
     for key in seed_keys:
         section, name = key.split(".")
@@ -167,7 +174,10 @@ def run_one(copy: Path, params: dict, seed_keys: list[str], p: Perturbation, out
     (copy / "params.yaml").write_text(yaml.safe_dump(run_params, sort_keys=False, allow_unicode=True))
     start = time.perf_counter()
     fresh = not (copy / "dvc.lock").exists()
-    command = ["dvc", "repro", "-f"] + ([] if fresh else ["--downstream", rerun_from])
+    if scorer_only:
+        command = ["dvc", "repro", "-f", "score"] if fresh else ["dvc", "repro", "-f", "-s", "score"]
+    else:
+        command = ["dvc", "repro", "-f"] + ([] if fresh else ["--downstream", rerun_from])
     env = p.env()
     # the copy's own code, also where entromix is installed in editable mode from another checkout
     env["PYTHONPATH"] = os.pathsep.join([str(copy / "src"), *filter(None, [env.get("PYTHONPATH")])])
@@ -189,7 +199,42 @@ def run_one(copy: Path, params: dict, seed_keys: list[str], p: Perturbation, out
         if (copy / name).exists():
             target = out / (f"predictions_{Path(name).name}" if "predictions" in name else Path(name).name)
             shutil.copy(copy / name, target)
-    return {"seconds": round(seconds, 1), **run_figures(out)}
+    return {"seconds": round(seconds, 1), **(score_figures(out) if scorer_only else run_figures(out))}
+
+
+def score_figures(out: Path) -> dict:
+    """The scorer's own figures of one run (``--scorer-only``)."""
+    score = json.loads((out / "score.json").read_text())["score"]
+    keys = ("oof_auc", "tier_auroc_hallucinated_vs_good", "tier_auroc_degraded_vs_good", "synthetic_jsd_below_0311")
+    return {key: score.get(key) for key in keys}
+
+
+def scorer_markdown(result: dict) -> str:
+    lines = [
+        "| run | ISA | threads | seed | OOF ROC-AUC | AUROC halluc. | AUROC degraded | JSD drift max | JSD drift mean "
+        "| gate flips | s |",
+        "|" + "---|" * 11,
+    ]
+    for r in result["runs"]:
+        cells = [
+            r["name"],
+            r["isa"],
+            r["threads"],
+            r["seed"],
+            fmt(r["oof_auc"]),
+            fmt(r["tier_auroc_hallucinated_vs_good"]),
+        ]
+        cells += [fmt(r["tier_auroc_degraded_vs_good"]), fmt(r["jsd_drift_max"]), fmt(r["jsd_drift_mean"])]
+        cells += [r["gate_flips_at_0311"], f"{r['seconds']:.0f}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines + spread_table(result))
+
+
+def spread_table(result: dict) -> list[str]:
+    lines = ["", "| figure | min | max | range | mean | sd |", "|---|---|---|---|---|---|"]
+    for key, v in result["spread"].items():
+        lines.append(f"| {key} | {v['min']} | {v['max']} | {v['range']} | {v['mean']} | {v['sd']} |")
+    return lines + [""]
 
 
 def run_figures(out: Path) -> dict:
@@ -233,7 +278,7 @@ def jsd_drift(runs: list[dict], out_dir: Path) -> None:
 
 def spreads(runs: list[dict]) -> dict[str, dict[str, float]]:
     out = {}
-    for key in (*METRICS, "jsd_drift_max", "seconds"):
+    for key in (*METRICS, "oof_auc", "jsd_drift_max", "jsd_drift_mean", "gate_flips_at_0311", "seconds"):
         values = np.array([r[key] for r in runs if r.get(key) is not None], dtype=np.float64)
         if len(values):
             out[key] = {
@@ -298,13 +343,7 @@ def markdown(result: dict) -> str:
         cells += [f"{r['threshold']:.4f}", f"{r['brier']:.4f}", r["epoch"], f"{r['jsd_drift_max']:.4f}"]
         cells += [r["gate_flips_at_0311"], f"{r['seconds']:.0f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    s = result["spread"]
-    lines.append("")
-    lines.append("| figure | min | max | range | mean | sd |")
-    lines.append("|---|---|---|---|---|---|")
-    for key, v in s.items():
-        lines.append(f"| {key} | {v['min']} | {v['max']} | {v['range']} | {v['mean']} | {v['sd']} |")
-    lines.append("")
+    lines += spread_table(result)
     for text, ok in result["checks"]:
         lines.append(f"- [{'x' if ok else ' '}] {text}")
     return "\n".join(lines)
@@ -335,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="rerun from this stage on in every run after a copy's first (default: the first stage\n"
         "a perturbation can change: score when the ISA or threads vary, else the seed keys' stage)",
+    )
+    parser.add_argument(
+        "--scorer-only",
+        action="store_true",
+        help="run the score stage (and what it needs) only, and report the scorer's JSD drift\nand its own figures",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own copy")
     parser.add_argument(
@@ -386,14 +430,19 @@ def main(argv: list[str] | None = None) -> int:
     def job(j: int) -> None:
         for i in range(j, len(runs), len(copies)):
             p = runs[i]
-            figures = run_one(copies[j], params, seed_keys, p, work / "runs" / p.name, rerun_from)
+            figures = run_one(copies[j], params, seed_keys, p, work / "runs" / p.name, rerun_from, args.scorer_only)
             results[i] = {"name": p.name, "isa": p.isa, "threads": p.threads, "seed": p.seed, **figures}
             done = sum(1 for r in results if r)
             elapsed = time.perf_counter() - started
+            summary = (
+                f"out-of-fold ROC-AUC {fmt(figures['oof_auc'])}"
+                if args.scorer_only
+                else f"ROC-AUC {figures['roc_auc']:.4f}, sensitivity at 0.5 {figures['sensitivity_050']:.3f}, "
+                f"threshold {figures['threshold']:.4f}, epoch {figures['epoch']}"
+            )
             print(
-                f"bench_stability: {done}/{len(runs)} {p.name}: ROC-AUC {figures['roc_auc']:.4f}, sensitivity at 0.5 "
-                f"{figures['sensitivity_050']:.3f}, threshold {figures['threshold']:.4f}, epoch {figures['epoch']} "
-                f"({figures['seconds']:.0f} s; about {elapsed / done * (len(runs) - done) / 60:.0f} min left)",
+                f"bench_stability: {done}/{len(runs)} {p.name}: {summary} ({figures['seconds']:.0f} s; "
+                f"about {elapsed / done * (len(runs) - done) / 60:.0f} min left)",
                 flush=True,
             )
 
@@ -414,10 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         "runs": results,
         "spread": spreads(results),
     }
-    result["checks"] = checks(results, args)
+    result["checks"] = [] if args.scorer_only else checks(results, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
+    table = scorer_markdown(result) if args.scorer_only else markdown(result)
     args.out.with_suffix(".md").write_text(table + "\n")
     print(table)
     print(f"bench_stability: {len(runs)} runs in {(time.perf_counter() - started) / 60:.1f} min; wrote {args.out}")

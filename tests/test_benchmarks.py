@@ -110,3 +110,27 @@ def test_bench_stability_reruns_the_pipeline_under_each_perturbation(tmp_path):
     second = (tmp_path / "work" / "runs" / "isa-default-t1-s0" / "repro.log").read_text()
     assert "Running stage 'ingest'" in first and "Running stage 'ingest'" not in second
     assert "Running stage 'score'" in second and "Running stage 'evaluate'" in second
+
+
+def test_bench_stability_scorer_only_reruns_the_score_stage_alone(tmp_path):
+    import json
+    import os
+
+    out = tmp_path / "scorer.json"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_stability.py"), "--scorer-only", "--isa", "DEFAULT"]
+        + ["--threads", "1,2", "--seeds", "0", "--out", str(out), "--keep", str(tmp_path / "work"), *TINY_PIPELINE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    report = json.loads(out.read_text())
+    assert [r["name"] for r in report["runs"]] == ["isa-default-t1-s0", "isa-default-t2-s0"]
+    assert report["checks"] == [] and "oof_auc" in report["runs"][1] and "roc_auc" not in report["runs"][1]
+    assert report["runs"][1]["jsd_drift_max"] >= 0.0 and "jsd_drift_max" in report["spread"]
+    second = (tmp_path / "work" / "runs" / "isa-default-t2-s0" / "repro.log").read_text()
+    assert "Running stage 'score'" in second and "Running stage 'train'" not in second
