@@ -97,7 +97,9 @@ def test_the_single_image_rule_on_one_outlying_malignant_image_is_flagged_and_th
     assert "unreliable" in text and "20 malignant val images" in text and "degenerate" in text
     quantile = tune_threshold_quantile(y, p, 0.9)
     low, second = np.sort(p[y == 1])[:2]
-    assert quantile.threshold == pytest.approx(low + 0.7 * (second - low))  # (n - 1) * 0.1 = 0.7 of the way
+    q = low + 0.7 * (second - low)  # the 0.1 quantile: (n - 1) * 0.1 = 0.7 of the way from the lowest to the next
+    gap_floor = p[(y == 0) & (p < q)].max()  # the highest benign val probability below it
+    assert quantile.threshold == pytest.approx((q + gap_floor) / 2)
     assert quantile.method == "quantile" and quantile.single_image == single.threshold
     assert not quantile.degenerate and not quantile.reliable
     assert [w for w in quantile.warnings() if "degenerate" in w] == [] and "unreliable" in quantile.warnings()[0]
@@ -107,12 +109,17 @@ def test_the_single_image_rule_on_one_outlying_malignant_image_is_flagged_and_th
         assert 0.3 < tuned.threshold < 0.7 and tuned.reliable and tuned.warnings() == []
 
 
-def test_the_quantile_reaches_about_the_target_on_val():
+def test_the_quantile_moves_into_the_gap_below_it_and_keeps_every_val_image_on_its_side():
+    """Separable val (the demo's case): the quantile lies inside the malignant cluster; lowered to the
+    middle of the gap down to the highest benign image, it keeps val specificity 1 and calls every
+    malignant val image, as the single-image rule's midpoint does."""
     y = np.array([0] * 30 + [1] * 20)
     p = np.concatenate([np.linspace(0.01, 0.2, 30), np.linspace(0.5, 0.99, 20)])
     tuned = tune_threshold_quantile(y, p, 0.9)
-    sens = threshold_metrics(y, p, tuned.threshold)["sensitivity"]
-    assert 0.85 <= sens <= 0.95 and threshold_metrics(y, p, tuned.threshold)["specificity"] == 1.0
+    q = np.quantile(p[y == 1], 0.1)
+    assert tuned.threshold == pytest.approx((q + 0.2) / 2) and tuned.threshold < 0.5
+    m = threshold_metrics(y, p, tuned.threshold)
+    assert m["sensitivity"] == 1.0 and m["specificity"] == 1.0
     assert "quantile of the malignant val probabilities" in tuned.note
 
 

@@ -115,22 +115,26 @@ def tune_threshold(y_val: np.ndarray, p_val: np.ndarray, target: float, fallback
 def tune_threshold_quantile(
     y_val: np.ndarray, p_val: np.ndarray, target: float, fallback: float = 0.5
 ) -> TunedThreshold:
-    """The ``1 - target`` quantile of the malignant val probabilities, interpolated linearly between
-    the two order statistics around it (numpy's default quantile): a sensitivity-``target`` cut
-    estimated from the malignant scores' distribution rather than set next to one image. With few
-    malignant images it sits between the lowest two instead of at the lowest (val sensitivity
-    may then fall just below the target)."""
+    """A sensitivity-``target`` cut estimated from the malignant scores' distribution rather than
+    set next to one image: ``q``, the ``1 - target`` quantile of the malignant val probabilities
+    (interpolated linearly between the two order statistics around it, numpy's default), then
+    lowered to the middle of the gap between ``q`` and the highest benign val probability below it
+    (every val image keeps its side, as with the single-image rule's midpoint, and a malignant
+    image inside the gap is caught). With few malignant images ``q`` sits between the lowest two
+    instead of at the lowest, so one outlying malignant image does not drag the threshold down."""
     single = tune_threshold(y_val, p_val, target, fallback)
     if not single.reached:
         return replace(single, method="quantile")
     y = np.asarray(y_val).astype(bool)
     p = np.asarray(p_val, dtype=np.float64)
-    t = float(np.quantile(p[y], 1.0 - target))
+    q = float(np.quantile(p[y], 1.0 - target))
+    benign_below = p[~y][p[~y] < q]
+    t = (q + float(benign_below.max())) / 2 if len(benign_below) else q
     reached_sens = float((p[y] >= t).mean())
     spec = float((p[~y] < t).mean()) if (~y).any() else float("nan")
     note = (
-        f"threshold {t:.4f} (the {1 - target:.2f} quantile of the malignant val probabilities; the single-image rule "
-        f"gives {single.threshold:.4f}) reaches val sensitivity {reached_sens:.3f} (target {target}) at val "
-        f"specificity {spec:.3f}"
+        f"threshold {t:.4f} (the {1 - target:.2f} quantile of the malignant val probabilities, {q:.4f}, lowered to "
+        f"the middle of the gap below it; the single-image rule gives {single.threshold:.4f}) reaches val "
+        f"sensitivity {reached_sens:.3f} (target {target}) at val specificity {spec:.3f}"
     )
     return TunedThreshold(t, target, True, note, "quantile", single.threshold, int(y.sum()))
