@@ -210,7 +210,7 @@ def test_unknown_revision_or_experiment(repo, tmp_path):
 
 def test_revision_without_predictions(repo, tmp_path):
     err = bad(repo, tmp_path, "no-predictions", "strong")
-    assert "'no-predictions' (" in err and "has no data/predictions/test.csv" in err
+    assert "'no-predictions' (" in err and "has no data/predictions/test.csv" in err and "never ran there" in err
 
 
 def test_test_sets_that_differ(repo, tmp_path):
@@ -260,3 +260,23 @@ def test_compare_does_not_import_torch():
     from entromix.common.device import DEVICE_NAMES
 
     assert out[0] == "False" and out[1].strip() == str(DEVICE_NAMES)
+
+
+def test_a_revision_whose_predictions_are_not_in_this_clones_dvc_cache(repo, tmp_path):
+    """A fresh clone of a project whose revisions kept test.csv in DVC's cache: the evaluate stage
+    ran there, but its output is not here. The message says so and what to run, not that the
+    stage never ran."""
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    err = bad(clone, tmp_path, "weak", "strong")
+    assert "'weak' (" in err and "ran the evaluate stage" in err and "dvc pull" in err
+    err = bad(clone, tmp_path, "no-predictions", "strong")
+    assert "the evaluate stage never ran there" in err
+
+
+def test_one_pair_says_it_is_one_draw_per_side(repo):
+    out = compare(repo, "weak", "strong").stdout
+    assert "**One draw per side**" in out and "entromix review -S key=value --seeds 5" in out
+    assert "Seed-to-seed spread" not in out  # none recorded in this project
+    several = compare(repo, "weak-s0,weak-s1", "strong-s0,strong-s1").stdout
+    assert "One draw per side" not in several

@@ -212,6 +212,31 @@ def test_fresh_clone_reproduces_the_committed_results(repo, tmp_path):
         env=dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"),
     )
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", (proc.stdout, proc.stderr)
+    # the README's review command works in the fresh clone: HEAD's predictions are in git
+    compared = sh([sys.executable, "-m", "entromix.cli", "compare"], clone)
+    assert "## entromix compare" in compared and "One draw per side" in compared
+
+
+def test_a_fresh_clone_on_another_cpu_compares_its_run_with_the_committed_one(repo, tmp_path):
+    """A clone whose run produces other bytes (oneDNN capped at AVX2, as on a CPU without AVX-512;
+    no DVC cache of the committed run): `entromix compare` (HEAD against the workspace) still reads
+    HEAD's test predictions, from git, and prints the table."""
+    sh(GIT + ["add", "-A"], repo)
+    subprocess.run(GIT + ["commit", "-qm", "pipeline outputs"], cwd=repo, capture_output=True)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    assert not (clone / ".dvc/cache").exists()
+    env = dict(
+        os.environ,
+        ONEDNN_MAX_CPU_ISA="AVX2",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    for command in (["dvc", "repro"], [sys.executable, "-m", "entromix.cli", "compare", "--out", "review.md"]):
+        proc = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
+    assert "## entromix compare" in proc.stdout and "| ROC-AUC (DeLong) |" in proc.stdout
+    assert "A = `HEAD`" in proc.stdout and "B = `workspace`" in proc.stdout
+    assert (clone / "review.md").read_text() == proc.stdout
 
 
 def test_training_killed_under_dvc_resumes_on_the_next_repro(repo):

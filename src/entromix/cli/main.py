@@ -3,6 +3,8 @@
     entromix predict <folder or files> [--model models/deploy/model.pt] [--out predictions.csv]
     entromix export --format onnx|torchscript [--model models/deploy/model.pt] [--out model.onnx]
     entromix compare [A [B]] [--seeds 0-7] [--json] [--out FILE]   (A: HEAD, B: workspace by default)
+    entromix review -S key=value [-S ...] [--seeds 5] [--jobs 2]   (the change against the workspace's
+                                                                    params, seed-paired, as DVC experiments)
 
 Exit codes as the pipeline's stages: 0 done, 2 bad input (one message naming the file or
 option), 130 / 143 interrupted; nothing is written unless the whole command succeeds.
@@ -18,6 +20,7 @@ from entromix.common.atomic import atomic_path
 from entromix.common.errors import DataError
 from entromix.common.stage import run_stage
 from entromix.comparison.report import Settings, compare_seeds, to_markdown
+from entromix.comparison.review import read_seed_spread
 from entromix.comparison.revisions import WORKSPACE, RevisionReader
 
 DEFAULT_MODEL = "models/deploy/model.pt"
@@ -54,6 +57,27 @@ def parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
+    review = sub.add_parser(
+        "review",
+        help="run a change and its baseline at N seeds as DVC experiments and compare them seed by seed",
+        description="Queue the baseline (the workspace's params.yaml) and the change (-S overrides) at the "
+        "same seeds as DVC experiments, run them with dvc queue start -j JOBS, and print entromix compare's "
+        "seed-paired table. Experiments that already ran are reused; all stay in dvc exp show. The baseline's "
+        "seed-to-seed spread is recorded in results/review/seed_spread.json for later one-pair comparisons.",
+    )
+    review.add_argument(
+        "-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="the change (dvc's -S)"
+    )
+    review.add_argument("--seeds", default="3", help="a count N (seeds 0..N-1; default 3) or a list: 0,3,7 or 0-4")
+    review.add_argument(
+        "--seed-keys", default="train.seed,score.seed", help="params keys each seed goes into (default: these two)"
+    )
+    review.add_argument("--jobs", type=int, default=1, help="experiments run at once (dvc queue start -j; default 1)")
+    review.add_argument("--out", default=None, help="also write the comparison to this file")
+    review.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
+    review.add_argument("--dry-run", action="store_true", help="print the dvc commands and exit")
+    review.add_argument("--poll", type=float, default=10.0, help=argparse.SUPPRESS)
+    review.add_argument("--repo", default=".", help="the project (default: the current folder)")
     export = sub.add_parser("export", help="write the model as ONNX or TorchScript with its preprocessing")
     export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     export.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint (default {DEFAULT_MODEL})")
@@ -137,8 +161,74 @@ def run_compare(args: argparse.Namespace) -> None:
         return cache[name]
 
     pairs = [(revision(a), revision(b)) for a, b in zip(names_a, names_b)]
-    report = compare_seeds(pairs, Settings(args.resamples, args.seed, args.level))
+    spread = read_seed_spread(Path(args.repo)) if len(pairs) == 1 else None
+    report = compare_seeds(pairs, Settings(args.resamples, args.seed, args.level), spread)
     text = json.dumps(report, indent=1, default=float) + "\n" if args.json else to_markdown(report)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    sys.stdout.write(text)
+
+
+def parse_review_seeds(spec: str) -> list[int]:
+    """``5`` -> seeds 0..4; ``0,3,7`` or ``0-4`` -> those seeds."""
+    spec = spec.strip()
+    if spec.isdigit():
+        count = int(spec)
+        if count < 1:
+            raise DataError(f"--seeds {spec}: review at least 1 seed (3 or more to see the spread), e.g. --seeds 5.")
+        return list(range(count))
+    return parse_seeds(spec) or []
+
+
+def run_review(args: argparse.Namespace) -> None:
+    import json
+
+    from entromix.comparison import review
+
+    root = Path(args.repo).resolve()
+    if not (root / "dvc.yaml").is_file() or not (root / "params.yaml").is_file():
+        raise DataError(f"{root} has no dvc.yaml and params.yaml: run entromix review from the project's root.")
+    if args.jobs < 1:
+        raise DataError(f"--jobs {args.jobs}: run at least 1 experiment at a time.")
+    seed_keys = tuple(k.strip() for k in args.seed_keys.split(",") if k.strip())
+    plan = review.plan_review(
+        (root / "params.yaml").read_text(encoding="utf-8"), args.overrides, parse_review_seeds(args.seeds), seed_keys
+    )
+    if args.dry_run:
+        for command in plan.commands():
+            print("dvc " + " ".join(command))
+        return
+    reader = RevisionReader(root)  # a DVC project in git, before anything is queued
+    seconds = review.run_plan(plan, root, args.jobs, args.poll, review.log_to_stderr)
+    pairs = [(reader.revision(a), reader.revision(b)) for a, b in zip(plan.base, plan.change)]
+    report = compare_seeds(pairs)
+    report["review"] = {
+        "overrides": [o.argument for o in plan.overrides],
+        "seeds": plan.seeds,
+        "seed_keys": list(plan.seed_keys),
+        "experiments": {"baseline": plan.base, "change": plan.change},
+        "wall_seconds": round(seconds, 1),
+    }
+    spread_path = root / review.SPREAD_FILE
+    if len(pairs) > 1:
+        spread = review.seed_spread([a for a, _ in pairs], report["pairs"], plan.seed_keys)
+        spread_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(spread_path) as tmp:
+            tmp.write_text(json.dumps(spread, indent=1) + "\n", encoding="utf-8")
+    if args.json:
+        text = json.dumps(report, indent=1, default=float) + "\n"
+    else:
+        text = to_markdown(report).replace(
+            "## entromix compare",
+            f"## entromix review: {' '.join('-S ' + o.argument for o in plan.overrides)}, {len(plan.seeds)} seed(s)",
+            1,
+        )
+        text += (
+            f"\n_Baseline: the workspace's params.yaml; experiments {plan.base[0]}.. and {plan.change[0]}.. "
+            f"(dvc exp show); wall time {review.format_seconds(seconds)}."
+            + (f" The baseline's seed spread is in {review.SPREAD_FILE}._\n" if len(pairs) > 1 else "_\n")
+        )
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(text, encoding="utf-8")
@@ -191,8 +281,8 @@ def run_export(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    action = {"predict": run_predict, "export": run_export, "compare": run_compare}[args.command]
-    run_stage(args.command, lambda: action(args), report_to_stderr=args.command == "compare")
+    action = {"predict": run_predict, "export": run_export, "compare": run_compare, "review": run_review}[args.command]
+    run_stage(args.command, lambda: action(args), report_to_stderr=args.command in ("compare", "review"))
 
 
 if __name__ == "__main__":

@@ -103,10 +103,17 @@ def _revision_json(r: Revision) -> dict:
     return {"name": r.name, "sha": r.sha, "threshold": r.threshold, "seeds": r.seeds()}
 
 
-def compare_seeds(pairs: list[tuple[Revision, Revision]], settings: Settings = Settings()) -> dict:
+def compare_seeds(
+    pairs: list[tuple[Revision, Revision]], settings: Settings = Settings(), spread: dict | None = None
+) -> dict:
     """The per-pair comparisons and, per metric, the mean of the per-seed differences with its
     t-interval. With several pairs each must share its seeds and no two pairs the same ones (one
-    pair may differ in its seeds: its params difference then lists them)."""
+    pair may differ in its seeds: its params difference then lists them).
+
+    ``spread``: a recorded seed-to-seed spread (:func:`entromix.comparison.review.seed_spread`).
+    When it was measured on the same test set, a single pair's differences are set against it: a
+    difference within 2 sd of a difference of two seeds (2 x sqrt(2) x sd) is "within seed spread",
+    not a finding, whatever the test images' interval says."""
     for i, (a, b) in enumerate(pairs, 1):
         sa, sb = a.seeds(), b.seeds()
         if len(pairs) > 1 and sa != sb:
@@ -123,6 +130,20 @@ def compare_seeds(pairs: list[tuple[Revision, Revision]], settings: Settings = S
             "Give each pair its own train.seed / score.seed."
         )
     results = [compare_pair(a, b, settings) for a, b in pairs]
+    applied = None
+    if spread is not None and len(pairs) == 1:
+        from entromix.comparison.review import test_set_id
+
+        if spread.get("test_set") == test_set_id(pairs[0][0]):
+            applied = spread
+            for name, row in results[0]["metrics"].items():
+                sd = (spread["metrics"].get(name) or {}).get("sd")
+                if sd is None:
+                    continue
+                row["seed_sd"] = sd
+                row["within_seed_spread"] = bool(abs(row["difference"]) <= 2 * np.sqrt(2) * sd)
+                if row["verdict"] != "within noise" and row["within_seed_spread"]:
+                    row["verdict"] = "within seed spread"
     summary = {}
     for name in METRICS:
         diffs = np.array([r["metrics"][name]["difference"] for r in results])
@@ -139,6 +160,9 @@ def compare_seeds(pairs: list[tuple[Revision, Revision]], settings: Settings = S
     return {
         "pairs": results,
         "seeds": summary,
+        "seed_spread": None
+        if applied is None
+        else {k: applied[k] for k in ("n", "experiments", "recorded", "test_images") if k in applied},
         "settings": {"resamples": settings.resamples, "seed": settings.seed, "level": settings.level},
     }
 
@@ -163,33 +187,52 @@ def _p(p: float | None) -> str:
 
 
 def _verdict(v: str) -> str:
-    return v if v == "within noise" else f"**{v}**"
+    return v if v.startswith("within") else f"**{v}**"
 
 
-def pair_markdown(result: dict, level: float) -> list[str]:
+def pair_markdown(result: dict, level: float, single: bool = False) -> list[str]:
+    """One pair's table. ``single``: the whole comparison is this one pair, one training run per
+    side, and the table says so (and sets the differences against a recorded seed spread)."""
     a, b = result["a"], result["b"]
     t = result["test_set"]
     pct = f"{level:.0%}"
+    spread = single and any("seed_sd" in r for r in result["metrics"].values())
     lines = [
         f"A = `{a['name']}`{_sha(a)}, B = `{b['name']}`{_sha(b)}; {t['images']} test images "
         f"({t['malignant']} malignant, {t['benign']} benign), the same in both. Thresholds (tuned on val): "
         f"A {_f(a['threshold'])}, B {_f(b['threshold'])}.",
         "",
-        f"| metric | A | B | B - A | {pct} CI | p | |",
-        "|---|---|---|---|---|---|---|",
+        f"| metric | A | B | B - A | {pct} CI (test images) | p |"
+        + (" seed sd of one config |" if spread else "")
+        + " |",
+        "|---|---|---|---|---|---|---|" + ("---|" if spread else ""),
     ]
     for key, title in METRICS.items():
         r = result["metrics"][key]
         lines.append(
             f"| {title} | {_f(r['a'])} | {_f(r['b'])} | {_f(r['difference'], True)} | {_ci(r['ci'])} | "
-            f"{_p(r['p_value'])} | {_verdict(r['verdict'])} |"
+            f"{_p(r['p_value'])} |" + (f" {_f(r.get('seed_sd'))} |" if spread else "") + f" {_verdict(r['verdict'])} |"
         )
     mc = result["at_050"]
     lines.append(
         f"| errors at threshold 0.5 (McNemar exact; only A wrong {mc['only_a_wrong']}, only B wrong "
         f"{mc['only_b_wrong']}) | {mc['errors_a']} | {mc['errors_b']} | {mc['errors_b'] - mc['errors_a']:+d} | - | "
-        f"{_p(mc['p_value'])} | {_verdict(mc['verdict'])} |"
+        f"{_p(mc['p_value'])} |" + (" - |" if spread else "") + f" {_verdict(mc['verdict'])} |"
     )
+    if single:
+        lines += [
+            "",
+            "**One draw per side**: A and B are one training run each, so these tests say whether the two trained "
+            "models differ on these test images, not whether the change helps: two seeds of one configuration "
+            "differ as well. For that, review at several seeds: `entromix review -S key=value --seeds 5`.",
+        ]
+    if spread:
+        lines += [
+            "",
+            "Seed-to-seed spread of the same config on this data (`results/review/seed_spread.json`, "
+            f"{result.get('spread_note', 'recorded by entromix review')}): a difference within 2 sqrt(2) sd "
+            "(what two seeds of one configuration differ by) is **within seed spread**, not a finding.",
+        ]
     if result["params_differ"]:
         shown = [f"`{k}`: {va!r} -> {vb!r}" for k, (va, vb) in result["params_differ"].items()]
         lines += ["", "Params that differ (A -> B): " + "; ".join(shown) + "."]
@@ -206,20 +249,15 @@ def to_markdown(report: dict) -> str:
     pairs = report["pairs"]
     out = ["## entromix compare", ""]
     if len(pairs) == 1:
-        out += pair_markdown(pairs[0], level)
+        spread = report.get("seed_spread")
+        if spread:
+            pairs[0]["spread_note"] = f"{spread['n']} seeds, recorded {spread['recorded']}"
+        out += pair_markdown(pairs[0], level, single=True)
     else:
+        # the seed-level answer first: it is the one a review rests on
         out += [
-            f"{len(pairs)} seed-paired runs, B - A per seed (each pair shares its seeds and test set; "
-            f"{pct} CI over the test images in brackets), then the mean over seeds with its t-interval.",
-            "",
-        ]
-        head = "| seed | A | B | " + " | ".join(f"{_short(k)}: B - A [{pct} CI]" for k in METRICS) + " |"
-        out += [head, "|" + "---|" * (3 + len(METRICS))]
-        for r in pairs:
-            seeds = ", ".join(f"{k.split('.')[0]} {v}" for k, v in r["a"]["seeds"].items()) or "-"
-            cells = [f"{_f(r['metrics'][k]['difference'], True)} {_ci(r['metrics'][k]['ci'])}" for k in METRICS]
-            out.append(f"| {seeds} | `{r['a']['name']}` | `{r['b']['name']}` | " + " | ".join(cells) + " |")
-        out += [
+            f"**{len(pairs)} seed-paired runs per side**: the mean of the per-seed differences B - A with its "
+            f"t-interval over seeds (the spread between training runs, which one test set's interval does not hold).",
             "",
             f"| metric | mean A | mean B | mean B - A | sd | {pct} t-interval (seeds) | p | pairs beyond noise | |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -231,6 +269,17 @@ def to_markdown(report: dict) -> str:
                 f"{_ci(s['ci'])} | {_p(s['p_value'])} | {s['pairs_beyond_noise']} of {s['n']} | "
                 f"{_verdict(s['verdict'])} |"
             )
+        out += [
+            "",
+            f"Per seed, B - A ({pct} CI over the test images in brackets; each pair shares its seeds and test set):",
+            "",
+        ]
+        head = "| seed | A | B | " + " | ".join(f"{_short(k)}: B - A [{pct} CI]" for k in METRICS) + " |"
+        out += [head, "|" + "---|" * (3 + len(METRICS))]
+        for r in pairs:
+            seeds = ", ".join(f"{k.split('.')[0]} {v}" for k, v in r["a"]["seeds"].items()) or "-"
+            cells = [f"{_f(r['metrics'][k]['difference'], True)} {_ci(r['metrics'][k]['ci'])}" for k in METRICS]
+            out.append(f"| {seeds} | `{r['a']['name']}` | `{r['b']['name']}` | " + " | ".join(cells) + " |")
         if pairs[0]["params_differ"]:
             diff = pairs[0]["params_differ"]
             shown = [f"`{k}`: {va!r} -> {vb!r}" for k, (va, vb) in diff.items()]

@@ -6,9 +6,9 @@ A revision is anything ``dvc metrics diff`` takes: a branch, tag or commit (``ma
 
 From each revision three files are read:
 
-* ``data/predictions/test.csv`` (the evaluate stage's per-image output; DVC-cached, so read from
-  the local DVC cache through ``dvc.api``: an experiment's or a colleague's commit needs its
-  cache here, ``dvc exp pull`` / ``dvc pull``),
+* ``data/predictions/test.csv`` (the evaluate stage's per-image output, committed to git like the
+  metrics, so every clone reads HEAD's; revisions made before it was, kept it in DVC's cache, which
+  an experiment's or a colleague's commit needs here: ``dvc exp pull`` / ``dvc pull``),
 * ``metrics/evaluate.json`` for the tuned threshold (optional: only shown),
 * ``params.yaml`` for the seeds that pair revisions and the settings that differ (optional).
 
@@ -33,6 +33,7 @@ WORKSPACE = "workspace"
 PREDICTIONS = "data/predictions/test.csv"
 EVALUATE_METRICS = "metrics/evaluate.json"
 PARAMS = "params.yaml"
+LOCK = "dvc.lock"
 REQUIRED_COLUMNS = ["filename", "label", "probability", "prediction"]
 # the keys that make two runs replicates of each other when everything else is equal
 SEED_KEYS = ("train.seed", "score.seed", "ingest.scarce_seed")
@@ -120,15 +121,45 @@ class RevisionReader:
                 f"{name} for an experiment) or rerun it (dvc exp run)."
             ) from None
 
+    def missing_predictions(self, name: str, sha: str | None, where: str) -> str:
+        """Why the revision has no readable test predictions, and what to run: the evaluate stage
+        never ran there, or it ran but its DVC-cached output is not in this clone's cache."""
+        lock_text = None
+        try:
+            lock_text = self.read_text(name, sha, LOCK)
+        except DataError:
+            pass
+        outs: list[str] = []
+        if lock_text:
+            try:
+                stage = (yaml.safe_load(lock_text) or {}).get("stages", {}).get("evaluate") or {}
+                outs = [o.get("path") for o in stage.get("outs", []) if isinstance(o, dict)]
+            except (yaml.YAMLError, AttributeError):
+                outs = []
+        if PREDICTIONS in outs:
+            return (
+                f"{where} ran the evaluate stage (its dvc.lock records {PREDICTIONS}), but that revision kept the "
+                "file in DVC's cache and this clone's cache does not hold it (another machine's run, no remote). "
+                f"Fetch it (dvc pull, or dvc exp pull <remote> {name}), or rerun it: git stash; git checkout {name}; "
+                "dvc repro evaluate. Revisions from this version on commit the file to git, so any clone reads it."
+            )
+        if sha is None:
+            return (
+                f"the workspace has no {PREDICTIONS}: the evaluate stage has not run here. Run it: dvc repro "
+                "(or make run)."
+            )
+        return (
+            f"{where} has no {PREDICTIONS}: the evaluate stage never ran there (its dvc.lock has no evaluate "
+            "stage with that output). Run it (git checkout it, then dvc repro evaluate; dvc exp run for an "
+            "experiment), or compare revisions that have it (git log --oneline, dvc exp show)."
+        )
+
     def revision(self, name: str) -> Revision:
         sha = self.resolve(name)
         where = f"'{name}'" + (f" ({sha[:7]})" if sha else "")
         text = self.read_text(name, sha, PREDICTIONS)
         if text is None:
-            raise DataError(
-                f"{where} has no {PREDICTIONS}: the evaluate stage did not run there. Run it (dvc repro evaluate, "
-                "or dvc exp run for an experiment), or compare revisions that have it."
-            )
+            raise DataError(self.missing_predictions(name, sha, where))
         predictions = parse_predictions(text, f"{PREDICTIONS} at {where}")
         threshold = None
         metrics_text = self.read_text(name, sha, EVALUATE_METRICS)

@@ -1,0 +1,322 @@
+"""A change reviewed at several seeds, in one command: ``entromix review -S key=value --seeds 5``.
+
+For seeds 0..N-1 it queues two DVC experiments per seed, the baseline (the workspace's params as
+they are) and the change (the same plus the ``-S`` overrides), each with the seed in
+``train.seed`` and ``score.seed`` (``--seed-keys``)::
+
+    dvc exp run --queue -n review-<params hash>-base-s<k>    -S train.seed=<k> -S score.seed=<k>
+    dvc exp run --queue -n review-<params hash>-<change>-s<k> -S <overrides> -S train.seed=<k> ...
+
+runs the queue with ``dvc queue start -j JOBS`` (printing a progress line with an ETA), and then
+compares the two sides seed by seed (:func:`entromix.comparison.report.compare_seeds`). What DVC
+already has is reused: an experiment of the same name on the same commit (the name carries a hash
+of params.yaml, so an edited params.yaml gets new names) is not queued again, and stages whose
+inputs an experiment does not change come from DVC's run cache. The experiments stay in
+``dvc exp show`` / ``make exp-show``.
+
+The baseline's seed-to-seed spread is recorded in ``results/review/seed_spread.json`` (commit it):
+a later one-pair ``entromix compare`` on the same test set prints it next to its difference, so a
+difference that two seeds of one configuration also show is not read as a finding.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from entromix.common.errors import DataError, listing
+from entromix.comparison.revisions import PARAMS, Revision, flatten
+
+SPREAD_FILE = Path("results/review/seed_spread.json")
+DEFAULT_SEED_KEYS = ("train.seed", "score.seed")
+_OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w.\-]*)=(?P<value>.*)$")
+
+
+@dataclass(frozen=True)
+class Override:
+    key: str
+    value: str  # as written after '=' (DVC/Hydra override grammar)
+
+    @property
+    def argument(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+@dataclass
+class ReviewPlan:
+    """Which experiments a review needs: ``base[k]`` and ``change[k]`` for each seed ``k``."""
+
+    overrides: list[Override]
+    seeds: list[int]
+    seed_keys: tuple[str, ...]
+    params_hash: str
+    base: list[str] = field(default_factory=list)
+    change: list[str] = field(default_factory=list)
+
+    def commands(self) -> list[list[str]]:
+        """The ``dvc exp run --queue`` argument lists, baseline and change per seed."""
+        out = []
+        for k, base, change in zip(self.seeds, self.base, self.change):
+            seeds = [a for key in self.seed_keys for a in ("-S", f"{key}={k}")]
+            out.append(["exp", "run", "--queue", "-n", base, *seeds])
+            sets = [a for o in self.overrides for a in ("-S", o.argument)]
+            out.append(["exp", "run", "--queue", "-n", change, *sets, *seeds])
+        return out
+
+    @property
+    def names(self) -> list[str]:
+        return [n for pair in zip(self.base, self.change) for n in pair]
+
+
+def parse_overrides(items: list[str], params: dict) -> list[Override]:
+    """``-S key=value`` items checked against params.yaml: the key must exist there (a misspelt key
+    is refused with the nearest names, before anything is queued or written)."""
+    if not items:
+        raise DataError("give the change to review with -S key=value (e.g. -S curriculum.jsd_start=0.05).")
+    known = flatten(params)
+    prefixes = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
+    out = []
+    for item in items:
+        match = _OVERRIDE.match(item.strip())
+        if not match:
+            raise DataError(f"-S '{item}' is not key=value (e.g. -S curriculum.jsd_start=0.05).")
+        key = match["key"]
+        if key not in known and not ("." in key and key in prefixes):  # a mapping value: ingest.class_map
+            if key in prefixes:
+                raise DataError(
+                    f"-S '{item}': {key} is a section of {PARAMS}, not a value; name one key in it "
+                    f"(e.g. {sorted(k for k in known if k.startswith(key + '.'))[0]})."
+                )
+            near = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(near)}?" if near else ""
+            stage = key.split(".")[0]
+            where = "" if stage in params else f" ({stage} is not a section of {PARAMS}: {', '.join(params)})"
+            raise DataError(f"-S '{item}': {PARAMS} has no key {key}{where}.{hint}")
+        out.append(Override(key, match["value"]))
+    keys = [o.key for o in out]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise DataError(f"-S sets {listing(repeated)} more than once; give each key once.")
+    return out
+
+
+def plan_review(
+    params_text: str, overrides: list[str], seeds: list[int], seed_keys: tuple[str, ...] = DEFAULT_SEED_KEYS
+) -> ReviewPlan:
+    """The experiments to queue for ``overrides`` at ``seeds`` on the project whose params.yaml
+    reads ``params_text``. Bad input (no seeds, an unknown key, a seed key the change also sets)
+    is a DataError before anything runs."""
+    if not seeds:
+        raise DataError("--seeds must name at least one seed (e.g. --seeds 5 for seeds 0-4, or --seeds 0,3,7).")
+    if len(set(seeds)) != len(seeds):
+        raise DataError(f"--seeds lists a seed twice ({seeds}); each seed is one paired draw.")
+    try:
+        params = yaml.safe_load(params_text) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"{PARAMS} is not valid YAML ({exc}); fix it before reviewing a change.") from None
+    if not isinstance(params, dict):
+        raise DataError(f"{PARAMS} must be a mapping of stage sections; fix it before reviewing a change.")
+    known = flatten(params)
+    missing = [k for k in seed_keys if k not in known]
+    if missing:
+        raise DataError(f"--seed-keys: {PARAMS} has no key {listing(missing)}; give keys it has (train.seed).")
+    parsed = parse_overrides(overrides, params)
+    clash = [o.key for o in parsed if o.key in seed_keys]
+    if clash:
+        raise DataError(
+            f"-S sets {listing(clash)}, which the review varies itself (--seed-keys {','.join(seed_keys)}); "
+            "leave it out, or review with other --seed-keys."
+        )
+    unchanged = [o.argument for o in parsed if o.key in known and _same_value(o.value, known[o.key])]
+    if unchanged and len(unchanged) == len(parsed):
+        raise DataError(
+            f"-S {' '.join(unchanged)}: {PARAMS} already has that value, so the change is the baseline. "
+            "Review a value that differs."
+        )
+    digest = hashlib.sha1(params_text.encode("utf-8")).hexdigest()[:6]
+    slug = "-".join(f"{o.key.split('.')[-1]}-{o.value}" for o in parsed)
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", slug).strip("-")[:40].rstrip("-.")
+    change_id = hashlib.sha1(" ".join(o.argument for o in parsed).encode()).hexdigest()[:4]
+    plan = ReviewPlan(parsed, list(seeds), tuple(seed_keys), digest)
+    plan.base = [f"review-{digest}-base-s{k}" for k in seeds]
+    plan.change = [f"review-{digest}-{slug}-{change_id}-s{k}" for k in seeds]
+    return plan
+
+
+def _same_value(text: str, value: object) -> bool:
+    try:
+        return yaml.safe_load(text) == value
+    except yaml.YAMLError:
+        return False
+
+
+# ---------------------------------------------------------------- running through DVC's queue
+
+
+def dvc(args: list[str], cwd: Path) -> str:
+    proc = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = " ".join((proc.stderr or proc.stdout or "").split())[-600:]
+        raise DataError(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}): {detail}")
+    return proc.stdout
+
+
+def queue_states(cwd: Path) -> dict[str, str]:
+    """``dvc queue status`` as {experiment name: Queued | Running | Success | Failed}."""
+    states: dict[str, str] = {}
+    for line in dvc(["queue", "status"], cwd).splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
+            states[parts[1]] = parts[-1]
+    return states
+
+
+def existing_experiments(cwd: Path) -> set[str]:
+    """The experiments of the current commit that finished (``dvc exp list --name-only``)."""
+    return set(dvc(["exp", "list", "--name-only"], cwd).split())
+
+
+def start_workers(jobs: int, cwd: Path) -> None:
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", str(jobs)],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _active_workers(cwd: Path) -> int:
+    match = re.search(r"Worker status: (\d+) active", dvc(["queue", "status"], cwd))
+    return int(match.group(1)) if match else 0
+
+
+def format_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
+
+
+def progress_line(done: int, running: int, total: int, elapsed: float, pending_at_start: int) -> str:
+    """``review: 3/10 done, 2 running; 4 min 10 s elapsed, ETA 9 min 40 s`` (the ETA from the runs
+    this review ran itself; none before the first one ends)."""
+    ran = done - (total - pending_at_start)
+    eta = "ETA after the first run ends"
+    if ran > 0:
+        eta = f"ETA {format_seconds(elapsed / ran * (total - done))}"
+    return f"review: {done}/{total} done, {running} running; {format_seconds(elapsed)} elapsed, {eta}"
+
+
+def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=print) -> float:
+    """Queue what is missing, run it with ``jobs`` workers, wait; returns the wall seconds. A failed
+    experiment of the review is a DataError naming it and the command that shows its log."""
+    start = time.monotonic()
+    done_before = existing_experiments(cwd)
+    states = queue_states(cwd)
+    pending = []
+    for cmd, name in zip(plan.commands(), plan.names):
+        if name in done_before:
+            continue
+        if states.get(name) in ("Queued", "Running"):
+            pending.append(name)
+            continue
+        if states.get(name) in ("Failed", "Success"):  # a failed earlier try, or one since removed
+            dvc(["queue", "remove", name], cwd)
+        dvc(cmd, cwd)
+        pending.append(name)
+    total = len(plan.names)
+    log(
+        f"review: {total} experiments ({len(plan.seeds)} seeds x baseline and change); "
+        f"{total - len(pending)} already run, {len(pending)} queued; {jobs} worker(s)"
+    )
+    if pending:
+        start_workers(jobs, cwd)
+    last = ""
+    while pending:
+        time.sleep(poll_s)
+        states = queue_states(cwd)
+        finished = existing_experiments(cwd)
+        failed = [n for n in pending if states.get(n) == "Failed"]
+        if failed:
+            # the review stops here; its other runs would have no comparison to go into
+            running = [n for n in pending if states.get(n) == "Running"]
+            queued = [n for n in pending if states.get(n) == "Queued"]
+            if queued:
+                dvc(["queue", "remove", *queued], cwd)
+            if running:
+                dvc(["queue", "kill", *running], cwd)
+            raise DataError(
+                f"experiment(s) {listing(failed)} failed, so the review has no result for them. See why with "
+                f"`dvc queue logs {failed[0]}`; fix the cause (a bad -S value is the usual one), then rerun the "
+                "review: what finished is reused."
+            )
+        done = sum(n in finished or states.get(n) == "Success" for n in plan.names)
+        running = sum(states.get(n) == "Running" for n in pending)
+        line = progress_line(done, running, total, time.monotonic() - start, len(pending))
+        if line != last:
+            log(line)
+            last = line
+        if done == total:
+            break
+        if any(states.get(n) == "Queued" for n in pending) and _active_workers(cwd) < jobs:
+            start_workers(jobs, cwd)  # a worker that exited early (seen with DVC 3.x) is started again
+    return time.monotonic() - start
+
+
+# ---------------------------------------------------------------- the seed spread on this data
+
+
+def test_set_id(revision: Revision) -> str:
+    """A short hash of the test images and their labels: a spread recorded for one test set is
+    shown only next to comparisons on the same one."""
+    rows = revision.predictions[["filename", "label"]].astype(str).agg(",".join, axis=1)
+    return hashlib.sha1("\n".join(rows).encode("utf-8")).hexdigest()[:12]
+
+
+def seed_spread(revisions: list[Revision], report_pairs: list[dict], seed_keys: tuple[str, ...]) -> dict:
+    """The baseline's per-seed figures and their spread (sd, range), per compare metric."""
+    from entromix.comparison.report import METRICS
+
+    figures = {k: [pair["metrics"][k]["a"] for pair in report_pairs] for k in METRICS}
+    return {
+        "test_set": test_set_id(revisions[0]),
+        "test_images": int(len(revisions[0].predictions)),
+        "experiments": [r.name for r in revisions],
+        "seed_keys": list(seed_keys),
+        "n": len(revisions),
+        "recorded": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "metrics": {
+            k: {
+                "values": [float(v) for v in values],
+                "mean": float(np.mean(values)),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "range": float(np.max(values) - np.min(values)),
+            }
+            for k, values in figures.items()
+        },
+    }
+
+
+def read_seed_spread(root: Path) -> dict | None:
+    """The recorded spread (``results/review/seed_spread.json``), None when absent or unreadable."""
+    path = root / SPREAD_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "metrics" in data and "test_set" in data else None
+
+
+def log_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
