@@ -29,7 +29,7 @@ endif
 STAMP  := $(VENV)/.entromix-installed-$(TORCH)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run repro exp metrics-diff compare plots test test-fast lint format install lock bench stability figures results clean-env
+.PHONY: run repro exp metrics-diff compare review exp-show plots test test-fast lint format install lock bench stability figures results clean-env
 
 install: $(STAMP)
 
@@ -69,6 +69,20 @@ metrics-diff: $(STAMP)
 # ARGS="paired-real-only-n10-s{seed} paired-capped-n10-s{seed} --seeds 0-7"; --json for the JSON.
 compare: $(STAMP)
 	$(BIN)/entromix compare $(ARGS)
+
+# Is the change a finding, or a seed's? The change (ARGS, dvc's -S) and the workspace's params as the baseline,
+# each at SEEDS seeds (train.seed and score.seed), as DVC experiments run JOBS at a time, then compared seed by
+# seed (docs/reviewing.md):  make review ARGS="-S curriculum.jsd_start=0.05" SEEDS=5 JOBS=2
+SEEDS ?= 3
+JOBS  ?= 1
+review: $(STAMP)
+	$(BIN)/entromix review $(ARGS) --seeds $(SEEDS) --jobs $(JOBS)
+
+# dvc exp show cut to a review's columns: the params that differ between the rows, test ROC-AUC, sensitivity
+# and specificity at the tuned threshold, threshold, Brier, synthetic admitted. ARGS="-A" for every commit,
+# ARGS="--filter review-" for some experiments.
+exp-show: $(STAMP)
+	$(BIN)/entromix exp-show $(ARGS)
 
 # The pipeline's plots as one HTML page (dvc_plots/index.html); ARGS="main" to overlay a revision.
 plots: $(STAMP)

@@ -174,3 +174,30 @@ def test_progress_line_eta():
     assert progress_line(2, 2, 6, 120, 6) == "review: 2/6 done, 2 running; 2 min 00 s elapsed, ETA 4 min 00 s"
     # runs reused from before do not count in the ETA
     assert progress_line(3, 1, 6, 60, 4) == "review: 3/6 done, 1 running; 1 min 00 s elapsed, ETA 3 min 00 s"
+
+
+def test_exp_show_lists_the_review_with_its_changed_params_and_the_review_metrics(reviewed):
+    repo, _, _ = reviewed
+    proc = cli_in_process(repo, "exp-show", "--filter", "review-")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    # the params that differ between the experiments, then the metrics a reviewer reads; nothing else
+    assert head == [
+        "experiment",
+        "rev",
+        "state",
+        "curriculum.strategy",
+        "score.seed",
+        "train.seed",
+        "test ROC-AUC",
+        "sens (tuned)",
+        "spec (tuned)",
+        "threshold",
+        "Brier",
+        "synthetic admitted",
+    ]
+    rows = [line for line in lines[2:] if line.startswith("| review-")]
+    assert len(rows) == 6 and all("| done |" in row for row in rows)
+    assert all("| 0.4000 |" in row for row in rows)  # the stage's tuned threshold, read from evaluate.json
+    assert "6 row(s); params shown: those that differ between them (3)" in proc.stdout

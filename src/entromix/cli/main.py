@@ -3,6 +3,7 @@
     entromix predict <folder or files> [--model models/deploy/model.pt] [--out predictions.csv]
     entromix export --format onnx|torchscript [--model models/deploy/model.pt] [--out model.onnx]
     entromix compare [A [B]] [--seeds 0-7] [--json] [--out FILE]   (A: HEAD, B: workspace by default)
+    entromix exp-show [-A] [--filter TEXT]                          (dvc exp show, the columns a review reads)
     entromix review -S key=value [-S ...] [--seeds 5] [--jobs 2]   (the change against the workspace's
                                                                     params, seed-paired, as DVC experiments)
 
@@ -78,6 +79,16 @@ def parser() -> argparse.ArgumentParser:
     review.add_argument("--dry-run", action="store_true", help="print the dvc commands and exit")
     review.add_argument("--poll", type=float, default=10.0, help=argparse.SUPPRESS)
     review.add_argument("--repo", default=".", help="the project (default: the current folder)")
+    exp_show = sub.add_parser(
+        "exp-show",
+        help="DVC's experiments with the params that differ and the metrics a review reads",
+        description="dvc exp show, cut to what a reviewer reads: each experiment's state, the params whose "
+        "values differ between the rows, test ROC-AUC, sensitivity and specificity at the tuned threshold, the "
+        "threshold, Brier and the synthetic images admitted.",
+    )
+    exp_show.add_argument("--all-commits", "-A", action="store_true", help="experiments of every commit (dvc's -A)")
+    exp_show.add_argument("--filter", default=None, help="only experiments whose name contains this text")
+    exp_show.add_argument("--repo", default=".", help="the project (default: the current folder)")
     export = sub.add_parser("export", help="write the model as ONNX or TorchScript with its preprocessing")
     export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     export.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint (default {DEFAULT_MODEL})")
@@ -235,6 +246,29 @@ def run_review(args: argparse.Namespace) -> None:
     sys.stdout.write(text)
 
 
+def run_exp_show(args: argparse.Namespace) -> None:
+    import json
+    import subprocess
+    import time
+
+    from entromix.comparison.experiments import rows_from_exp_show, to_markdown
+
+    command = ["dvc", "exp", "show", "--json", *(["-A"] if args.all_commits else [])]
+    for _attempt in range(3):  # a queue worker setting up its temporary copy makes dvc fail for a moment
+        proc = subprocess.run(command, cwd=args.repo, capture_output=True, text=True)
+        if proc.returncode == 0 or "does not exist" not in proc.stderr:
+            break
+        time.sleep(2)
+    if proc.returncode != 0:
+        detail = " ".join((proc.stderr or proc.stdout).split())[-400:]
+        raise DataError(f"`{' '.join(command)}` failed in {args.repo} (exit {proc.returncode}): {detail}")
+    try:
+        shown = json.loads(proc.stdout)
+    except ValueError:
+        raise DataError(f"`{' '.join(command)}` printed no JSON; is this DVC 3? ({proc.stdout[:200]!r})") from None
+    sys.stdout.write(to_markdown(rows_from_exp_show(shown), args.filter))
+
+
 def run_predict(args: argparse.Namespace) -> None:
     # the model's modules (torch) are imported here, not at the top: `entromix compare` needs none of them
     from entromix.common.device import describe, resolve_device
@@ -281,8 +315,14 @@ def run_export(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    action = {"predict": run_predict, "export": run_export, "compare": run_compare, "review": run_review}[args.command]
-    run_stage(args.command, lambda: action(args), report_to_stderr=args.command in ("compare", "review"))
+    action = {
+        "predict": run_predict,
+        "export": run_export,
+        "compare": run_compare,
+        "review": run_review,
+        "exp-show": run_exp_show,
+    }[args.command]
+    run_stage(args.command, lambda: action(args), report_to_stderr=args.command in ("compare", "review", "exp-show"))
 
 
 if __name__ == "__main__":
