@@ -54,13 +54,17 @@ FACTORS = {
 }
 
 
-def read_experiments(repo: Path, prefix: str) -> list[dict]:
+def read_experiments(repo: Path, prefix: str, commits: int = 1) -> list[dict]:
+    """The experiments named ``<prefix>-...`` (``prefix`` may list several: ``ra,a`` reads both as
+    one set, e.g. real_only runs kept from an earlier commit whose training code is unchanged) of
+    the last ``commits`` commits."""
     import dvc.api
 
+    prefixes = set(prefix.split(","))
     rows = []
-    for row in dvc.api.exp_show(str(repo)):
+    for row in dvc.api.exp_show(str(repo), num=commits):
         match = NAME.match(str(row.get("Experiment") or ""))
-        if not match or match["prefix"] != prefix:
+        if not match or match["prefix"] not in prefixes:
             continue
         if row.get("State") not in (None, "Success"):  # queued or running rows show the baseline's metrics
             continue
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--repo", type=Path, help="the DVC repository whose experiments to read")
     source.add_argument("--from", dest="export_in", type=Path, help="an export written by --export")
     parser.add_argument("--prefix", default="after", help="the experiments' name prefix")
+    parser.add_argument("--commits", type=int, default=1, help="read the experiments of this many commits")
     parser.add_argument("--baseline", default="real", help="the variant the paired differences are taken to")
     parser.add_argument("--metric", default="test_auc", choices=sorted(METRICS))
     parser.add_argument("--export", type=Path, help="write the rows and the table here (JSON)")
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(args.export_in.read_text())
         rows, prefix = data["rows"], data["prefix"]
     else:
-        rows, prefix = read_experiments(args.repo, args.prefix), args.prefix
+        rows, prefix = read_experiments(args.repo, args.prefix, args.commits), args.prefix
     if not rows:
         sys.exit(f"stability_decomposition: no finished experiments named {prefix}-<variant>-t<T>-c<C>-d<D>")
     table = decomposition(rows, args.baseline, args.metric)
