@@ -82,7 +82,12 @@ def read_experiments(repo: Path, prefix: str, commits: int = 1) -> list[dict]:
                 **values,
             }
         )
-    return sorted(rows, key=lambda r: r["name"])
+    # the same (variant, seeds) under two prefixes: the later prefix in the list wins (the newer run)
+    order = {p: i for i, p in enumerate(prefix.split(","))}
+    unique: dict[tuple, dict] = {}
+    for row in sorted(rows, key=lambda r: order[r["name"].split("-")[0]]):
+        unique[(row["variant"], row["t"], row["c"], row["d"])] = row
+    return sorted(unique.values(), key=lambda r: r["name"])
 
 
 def _number(value: object) -> float | None:

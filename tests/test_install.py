@@ -91,6 +91,11 @@ def test_make_installs_the_lock_of_the_chosen_torch_build():
         (["plots", "ARGS=main"], ".venv/bin/dvc plots diff main"),
         (["compare"], ".venv/bin/entromix compare"),
         (["compare", "ARGS=main HEAD"], ".venv/bin/entromix compare main HEAD"),
+        (
+            ["review", "ARGS=-S curriculum.jsd_start=0.05", "SEEDS=3", "JOBS=2"],
+            ".venv/bin/entromix review -S curriculum.jsd_start=0.05 --seeds 3 --jobs 2",
+        ),
+        (["exp-show"], ".venv/bin/entromix exp-show"),
     ],
 )
 def test_dvc_targets_call_the_environments_dvc(target, expected):

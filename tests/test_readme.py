@@ -65,6 +65,13 @@ COVERAGE: list[tuple[str, str, str]] = [
         '(["compare", "ARGS=main HEAD"], ".venv/bin/entromix compare main HEAD")',
     ),
     (r"dvc exp branch ", "tests/test_compare_cli.py", '["dvc", "exp", "branch"'),
+    (r"make review ", "tests/test_install.py", '".venv/bin/entromix review -S curriculum.jsd_start=0.05 --seeds 3'),
+    (r"make exp-show$", "tests/test_install.py", '(["exp-show"], ".venv/bin/entromix exp-show")'),
+    (r"entromix review ", "tests/test_review.py", 'review(repo, "-S", "curriculum.strategy=strong", "--seeds", "3"'),
+    (r"entromix exp-show", "tests/test_review.py", 'cli_in_process(repo, "exp-show"'),
+    (r"make install$", ".ci/run", "make test"),  # make test installs .venv first (its prerequisite)
+    # the GPU check: its dry run on the CPU; the real run needs a CUDA machine (BENCHMARKS.md, "GPU")
+    (r"\.venv/bin/python benchmarks/gpu_check\.py ", "tests/test_benchmarks.py", '"gpu_check.py"), "--dry-run"'),
     (r"python scripts/run_experiments\.py ", "tests/test_experiments.py", '"run_experiments.py"'),
     # the user's own shell and git steps around the commands above
     (r"source \.venv/bin/activate$", "tests/test_readme.py", "source {venv_bin}/activate"),

@@ -58,6 +58,39 @@ def parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_review_parsers(sub)
+    export = sub.add_parser("export", help="write the model as ONNX or TorchScript with its preprocessing")
+    export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    export.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint (default {DEFAULT_MODEL})")
+    export.add_argument("--out", default=None, help="file to write (default model.onnx / model.torchscript.pt)")
+    compare = sub.add_parser(
+        "compare",
+        help="paired tests of two revisions' test predictions: is a metrics diff beyond noise?",
+        description="Compare the test predictions (data/predictions/test.csv) of two revisions on the same test "
+        "images: ROC-AUC by DeLong's test, sensitivity/specificity/balanced accuracy at each revision's tuned "
+        "threshold by a paired bootstrap, the 0.5 decisions by McNemar's exact test. With lists of revisions "
+        "(or a {seed} pattern and --seeds), the per-seed paired differences, their mean and t-interval.",
+    )
+    compare.add_argument(
+        "a",
+        nargs="?",
+        default="HEAD",
+        help="the baseline: a git revision, an experiment name or 'workspace'; a comma-separated list for several "
+        "seeds; '{seed}' in a name is replaced by each of --seeds (default HEAD)",
+    )
+    compare.add_argument("b", nargs="?", default=WORKSPACE, help=f"the candidate, as A (default {WORKSPACE})")
+    compare.add_argument("--seeds", default=None, help="seeds for a {seed} pattern: 0,1,2 or 0-7")
+    compare.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
+    compare.add_argument("--out", default=None, help="also write the output to this file")
+    compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    compare.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+    compare.add_argument("--repo", default=".", help="the project (default: the current folder)")
+    return top
+
+
+def add_review_parsers(sub) -> None:
+    """``entromix review`` and ``entromix exp-show``."""
     review = sub.add_parser(
         "review",
         help="run a change and its baseline at N seeds as DVC experiments and compare them seed by seed",
@@ -89,34 +122,6 @@ def parser() -> argparse.ArgumentParser:
     exp_show.add_argument("--all-commits", "-A", action="store_true", help="experiments of every commit (dvc's -A)")
     exp_show.add_argument("--filter", default=None, help="only experiments whose name contains this text")
     exp_show.add_argument("--repo", default=".", help="the project (default: the current folder)")
-    export = sub.add_parser("export", help="write the model as ONNX or TorchScript with its preprocessing")
-    export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
-    export.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint (default {DEFAULT_MODEL})")
-    export.add_argument("--out", default=None, help="file to write (default model.onnx / model.torchscript.pt)")
-    compare = sub.add_parser(
-        "compare",
-        help="paired tests of two revisions' test predictions: is a metrics diff beyond noise?",
-        description="Compare the test predictions (data/predictions/test.csv) of two revisions on the same test "
-        "images: ROC-AUC by DeLong's test, sensitivity/specificity/balanced accuracy at each revision's tuned "
-        "threshold by a paired bootstrap, the 0.5 decisions by McNemar's exact test. With lists of revisions "
-        "(or a {seed} pattern and --seeds), the per-seed paired differences, their mean and t-interval.",
-    )
-    compare.add_argument(
-        "a",
-        nargs="?",
-        default="HEAD",
-        help="the baseline: a git revision, an experiment name or 'workspace'; a comma-separated list for several "
-        "seeds; '{seed}' in a name is replaced by each of --seeds (default HEAD)",
-    )
-    compare.add_argument("b", nargs="?", default=WORKSPACE, help=f"the candidate, as A (default {WORKSPACE})")
-    compare.add_argument("--seeds", default=None, help="seeds for a {seed} pattern: 0,1,2 or 0-7")
-    compare.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
-    compare.add_argument("--out", default=None, help="also write the output to this file")
-    compare.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    compare.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
-    compare.add_argument("--repo", default=".", help="the project (default: the current folder)")
-    return top
 
 
 def expand_names(spec: str, seeds: list[int] | None, option: str) -> list[str]:

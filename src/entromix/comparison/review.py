@@ -10,8 +10,9 @@ they are) and the change (the same plus the ``-S`` overrides), each with the see
 runs the queue with ``dvc queue start -j JOBS`` (printing a progress line with an ETA), and then
 compares the two sides seed by seed (:func:`entromix.comparison.report.compare_seeds`). What DVC
 already has is reused: an experiment of the same name on the same commit (the name carries a hash
-of params.yaml, so an edited params.yaml gets new names) is not queued again, and stages whose
-inputs an experiment does not change come from DVC's run cache. The experiments stay in
+of params.yaml, so an edited params.yaml gets new names) is not queued again, and the ingest and
+score stages of a seed that already ran come from DVC's run cache. The train stage always runs:
+its resumable checkpoints are persistent outputs, which DVC's run cache does not keep. The experiments stay in
 ``dvc exp show`` / ``make exp-show``.
 
 The baseline's seed-to-seed spread is recorded in ``results/review/seed_spread.json`` (commit it):
@@ -199,8 +200,9 @@ def start_workers(jobs: int, cwd: Path) -> None:
 
 
 def _active_workers(cwd: Path) -> int:
-    match = re.search(r"Worker status: (\d+) active", dvc(["queue", "status"], cwd))
-    return int(match.group(1)) if match else 0
+    """The queue's workers, busy or idle (``Worker status: N active, M idle``)."""
+    match = re.search(r"Worker status: (\d+) active, (\d+) idle", dvc(["queue", "status"], cwd))
+    return int(match.group(1)) + int(match.group(2)) if match else 0
 
 
 def format_seconds(s: float) -> str:
@@ -269,8 +271,9 @@ def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=p
             last = line
         if done == total:
             break
-        if any(states.get(n) == "Queued" for n in pending) and _active_workers(cwd) < jobs:
-            start_workers(jobs, cwd)  # a worker that exited early (seen with DVC 3.x) is started again
+        active = _active_workers(cwd)
+        if any(states.get(n) == "Queued" for n in pending) and active < jobs:
+            start_workers(jobs - active, cwd)  # a worker that exited early (seen with DVC 3.x) is replaced
     return time.monotonic() - start
 
 
