@@ -74,7 +74,7 @@ BENCH = {
     "distributed": {
         "gpu": ["--nproc", "1,2", "--model", "resnet50", "--size", "224", "--batch", "128", "--n-real", "2048",
                 "--n-syn", "512", "--epochs", "3", "--device", "cuda"],
-        "dry": ["--nproc", "1,2", "--size", "32", "--batch", "8", "--n-real", "32", "--n-syn", "8", "--epochs", "2",
+        "dry": ["--nproc", "2", "--size", "32", "--batch", "8", "--n-real", "32", "--n-syn", "8", "--epochs", "2",
                 "--device", "cpu"],
     },
 }  # fmt: skip

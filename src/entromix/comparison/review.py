@@ -224,6 +224,7 @@ def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=p
     """Queue what is missing, run it with ``jobs`` workers, wait; returns the wall seconds. A failed
     experiment of the review is a DataError naming it and the command that shows its log."""
     start = time.monotonic()
+    log("review: queueing (dvc exp run --queue snapshots the workspace: leave its files alone until the next line)")
     done_before = existing_experiments(cwd)
     states = queue_states(cwd)
     pending = []
@@ -245,10 +246,13 @@ def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=p
     if pending:
         start_workers(jobs, cwd)
     last = ""
+    vanished: list[str] = []
     while pending:
         time.sleep(poll_s)
         states = queue_states(cwd)
-        finished = existing_experiments(cwd)
+        # finished: before the review, or Success in the queue (not `dvc exp list`, which lists the
+        # experiments of the current commit only: a commit made meanwhile would hide them)
+        finished = done_before | {n for n in pending if states.get(n) == "Success"}
         failed = [n for n in pending if states.get(n) == "Failed"]
         if failed:
             # the review stops here; its other runs would have no comparison to go into
@@ -263,7 +267,14 @@ def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=p
                 f"`dvc queue logs {failed[0]}`; fix the cause (a bad -S value is the usual one), then rerun the "
                 "review: what finished is reused."
             )
-        done = sum(n in finished or states.get(n) == "Success" for n in plan.names)
+        gone = [n for n in pending if n not in states and n not in finished]
+        if gone and gone == vanished:  # two polls in a row: removed or killed from outside the review
+            raise DataError(
+                f"experiment(s) {listing(gone)} left DVC's queue without finishing (dvc queue remove / kill?). "
+                "Rerun the review: what finished is reused."
+            )
+        vanished = gone
+        done = sum(n in finished for n in plan.names)
         running = sum(states.get(n) == "Running" for n in pending)
         line = progress_line(done, running, total, time.monotonic() - start, len(pending))
         if line != last:
