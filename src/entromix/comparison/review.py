@@ -165,8 +165,16 @@ def _same_value(text: str, value: object) -> bool:
 # ---------------------------------------------------------------- running through DVC's queue
 
 
-def dvc(args: list[str], cwd: Path) -> str:
-    proc = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
+def dvc(args: list[str], cwd: Path, tries: int = 1) -> str:
+    """``dvc ARGS`` in ``cwd``; its stdout. ``tries``: for read-only commands such as ``dvc queue
+    status``, which fails now and then while a worker writes a task's state (DVC 3.x: "Expecting
+    value: line 1 column 1"), try again after a pause."""
+    for attempt in range(tries):
+        proc = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
+        if proc.returncode == 0:
+            break
+        if attempt + 1 < tries:
+            time.sleep(3)
     if proc.returncode != 0:
         detail = " ".join((proc.stderr or proc.stdout or "").split())[-600:]
         raise DataError(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}): {detail}")
@@ -176,7 +184,7 @@ def dvc(args: list[str], cwd: Path) -> str:
 def queue_states(cwd: Path) -> dict[str, str]:
     """``dvc queue status`` as {experiment name: Queued | Running | Success | Failed}."""
     states: dict[str, str] = {}
-    for line in dvc(["queue", "status"], cwd).splitlines():
+    for line in dvc(["queue", "status"], cwd, tries=5).splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
             states[parts[1]] = parts[-1]
@@ -185,7 +193,7 @@ def queue_states(cwd: Path) -> dict[str, str]:
 
 def existing_experiments(cwd: Path) -> set[str]:
     """The experiments of the current commit that finished (``dvc exp list --name-only``)."""
-    return set(dvc(["exp", "list", "--name-only"], cwd).split())
+    return set(dvc(["exp", "list", "--name-only"], cwd, tries=3).split())
 
 
 def start_workers(jobs: int, cwd: Path) -> None:
@@ -201,7 +209,7 @@ def start_workers(jobs: int, cwd: Path) -> None:
 
 def _active_workers(cwd: Path) -> int:
     """The queue's workers, busy or idle (``Worker status: N active, M idle``)."""
-    match = re.search(r"Worker status: (\d+) active, (\d+) idle", dvc(["queue", "status"], cwd))
+    match = re.search(r"Worker status: (\d+) active, (\d+) idle", dvc(["queue", "status"], cwd, tries=5))
     return int(match.group(1)) + int(match.group(2)) if match else 0
 
 
