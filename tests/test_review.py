@@ -90,7 +90,7 @@ def test_a_second_review_reuses_what_ran(reviewed):
 
 def test_the_review_records_the_baseline_seed_spread_and_compare_sets_one_pair_against_it(reviewed):
     repo, _, _ = reviewed
-    spread = json.loads((repo / "results/review/seed_spread.json").read_text())
+    spread = json.loads((repo / "results/seed_spread.json").read_text())
     auc = spread["metrics"]["roc_auc"]
     assert spread["n"] == 3 and len(auc["values"]) == 3 and auc["sd"] > 0
     assert spread["experiments"][0].endswith("-base-s0") and spread["seed_keys"] == ["train.seed", "score.seed"]

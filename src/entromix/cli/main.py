@@ -97,7 +97,7 @@ def add_review_parsers(sub) -> None:
         description="Queue the baseline (the workspace's params.yaml) and the change (-S overrides) at the "
         "same seeds as DVC experiments, run them with dvc queue start -j JOBS, and print entromix compare's "
         "seed-paired table. Experiments that already ran are reused; all stay in dvc exp show. The baseline's "
-        "seed-to-seed spread is recorded in results/review/seed_spread.json for later one-pair comparisons.",
+        "seed-to-seed spread is recorded in results/seed_spread.json for later one-pair comparisons.",
     )
     review.add_argument(
         "-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="the change (dvc's -S)"
@@ -199,6 +199,7 @@ def parse_review_seeds(spec: str) -> list[int]:
 
 def run_review(args: argparse.Namespace) -> None:
     import json
+    import subprocess
 
     from entromix.comparison import review
 
@@ -208,8 +209,13 @@ def run_review(args: argparse.Namespace) -> None:
     if args.jobs < 1:
         raise DataError(f"--jobs {args.jobs}: run at least 1 experiment at a time.")
     seed_keys = tuple(k.strip() for k in args.seed_keys.split(",") if k.strip())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
     plan = review.plan_review(
-        (root / "params.yaml").read_text(encoding="utf-8"), args.overrides, parse_review_seeds(args.seeds), seed_keys
+        (root / "params.yaml").read_text(encoding="utf-8"),
+        args.overrides,
+        parse_review_seeds(args.seeds),
+        seed_keys,
+        baseline_commit=head,
     )
     if args.dry_run:
         for command in plan.commands():

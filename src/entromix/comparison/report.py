@@ -229,7 +229,7 @@ def pair_markdown(result: dict, level: float, single: bool = False) -> list[str]
     if spread:
         lines += [
             "",
-            "Seed-to-seed spread of the same config on this data (`results/review/seed_spread.json`, "
+            "Seed-to-seed spread of the same config on this data (`results/seed_spread.json`, "
             f"{result.get('spread_note', 'recorded by entromix review')}): a difference within 2 sqrt(2) sd "
             "(what two seeds of one configuration differ by) is **within seed spread**, not a finding.",
         ]

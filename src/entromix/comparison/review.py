@@ -10,12 +10,12 @@ they are) and the change (the same plus the ``-S`` overrides), each with the see
 runs the queue with ``dvc queue start -j JOBS`` (printing a progress line with an ETA), and then
 compares the two sides seed by seed (:func:`entromix.comparison.report.compare_seeds`). What DVC
 already has is reused: an experiment of the same name on the same commit (the name carries a hash
-of params.yaml, so an edited params.yaml gets new names) is not queued again, and the ingest and
+of params.yaml and of the commit, so an edited params.yaml gets new names) is not queued again, and the ingest and
 score stages of a seed that already ran come from DVC's run cache. The train stage always runs:
 its resumable checkpoints are persistent outputs, which DVC's run cache does not keep. The experiments stay in
 ``dvc exp show`` / ``make exp-show``.
 
-The baseline's seed-to-seed spread is recorded in ``results/review/seed_spread.json`` (commit it):
+The baseline's seed-to-seed spread is recorded in ``results/seed_spread.json`` (commit it):
 a later one-pair ``entromix compare`` on the same test set prints it next to its difference, so a
 difference that two seeds of one configuration also show is not read as a finding.
 """
@@ -39,7 +39,7 @@ import yaml
 from entromix.common.errors import DataError, listing
 from entromix.comparison.revisions import PARAMS, Revision, flatten
 
-SPREAD_FILE = Path("results/review/seed_spread.json")
+SPREAD_FILE = Path("results/seed_spread.json")
 DEFAULT_SEED_KEYS = ("train.seed", "score.seed")
 _OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][\w.\-]*)=(?P<value>.*)$")
 
@@ -113,7 +113,11 @@ def parse_overrides(items: list[str], params: dict) -> list[Override]:
 
 
 def plan_review(
-    params_text: str, overrides: list[str], seeds: list[int], seed_keys: tuple[str, ...] = DEFAULT_SEED_KEYS
+    params_text: str,
+    overrides: list[str],
+    seeds: list[int],
+    seed_keys: tuple[str, ...] = DEFAULT_SEED_KEYS,
+    baseline_commit: str = "",
 ) -> ReviewPlan:
     """The experiments to queue for ``overrides`` at ``seeds`` on the project whose params.yaml
     reads ``params_text``. Bad input (no seeds, an unknown key, a seed key the change also sets)
@@ -145,7 +149,9 @@ def plan_review(
             f"-S {' '.join(unchanged)}: {PARAMS} already has that value, so the change is the baseline. "
             "Review a value that differs."
         )
-    digest = hashlib.sha1(params_text.encode("utf-8")).hexdigest()[:6]
+    # the commit goes into the name too: DVC resolves an experiment name across commits, and two
+    # commits with the same params.yaml would otherwise hold two experiments of one name
+    digest = hashlib.sha1((baseline_commit + params_text).encode("utf-8")).hexdigest()[:6]
     slug = "-".join(f"{o.key.split('.')[-1]}-{o.value}" for o in parsed)
     slug = re.sub(r"[^A-Za-z0-9_.]+", "-", slug).strip("-")[:40].rstrip("-.")
     change_id = hashlib.sha1(" ".join(o.argument for o in parsed).encode()).hexdigest()[:4]
@@ -331,7 +337,7 @@ def seed_spread(revisions: list[Revision], report_pairs: list[dict], seed_keys: 
 
 
 def read_seed_spread(root: Path) -> dict | None:
-    """The recorded spread (``results/review/seed_spread.json``), None when absent or unreadable."""
+    """The recorded spread (``results/seed_spread.json``), None when absent or unreadable."""
     path = root / SPREAD_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
