@@ -83,17 +83,16 @@ TINY_PIPELINE = [
 ]
 
 
-def test_bench_stability_reruns_the_pipeline_under_each_perturbation(tmp_path):
-    """Two runs of the real `dvc repro` in a scratch copy (the second forced from the score stage
-    under another oneDNN ISA): one row each, the spread, the JSD drift and the target checks."""
+def run_bench_stability(tmp_path: Path, out: Path, *args: str) -> dict:
+    """benchmarks/bench_stability.py on the tiny pipeline at seed 0 (scratch copies under tmp_path/work);
+    its JSON report."""
     import json
     import os
 
-    out = tmp_path / "stability.json"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_stability.py"), "--isa", "AVX2,DEFAULT", "--threads", "1"]
-        + ["--seeds", "0", "--out", str(out), "--keep", str(tmp_path / "work"), *TINY_PIPELINE],
+        [sys.executable, str(ROOT / "benchmarks" / "bench_stability.py"), *args, "--seeds", "0"]
+        + ["--out", str(out), "--keep", str(tmp_path / "work"), *TINY_PIPELINE],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -101,7 +100,14 @@ def test_bench_stability_reruns_the_pipeline_under_each_perturbation(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_bench_stability_reruns_the_pipeline_under_each_perturbation(tmp_path):
+    """Two runs of the real `dvc repro` in a scratch copy (the second forced from the score stage
+    under another oneDNN ISA): one row each, the spread, the JSD drift and the target checks."""
+    out = tmp_path / "stability.json"
+    report = run_bench_stability(tmp_path, out, "--isa", "AVX2,DEFAULT", "--threads", "1")
     assert [r["name"] for r in report["runs"]] == ["isa-avx2-t1-s0", "isa-default-t1-s0"]
     assert report["runs"][0]["jsd_drift_max"] == 0.0  # the reference run of its seed
     assert set(report["spread"]) >= {"roc_auc", "threshold", "brier", "epoch", "jsd_drift_max"}
@@ -113,22 +119,8 @@ def test_bench_stability_reruns_the_pipeline_under_each_perturbation(tmp_path):
 
 
 def test_bench_stability_scorer_only_reruns_the_score_stage_alone(tmp_path):
-    import json
-    import os
-
     out = tmp_path / "scorer.json"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_stability.py"), "--scorer-only", "--isa", "DEFAULT"]
-        + ["--threads", "1,2", "--seeds", "0", "--out", str(out), "--keep", str(tmp_path / "work"), *TINY_PIPELINE],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    report = json.loads(out.read_text())
+    report = run_bench_stability(tmp_path, out, "--scorer-only", "--isa", "DEFAULT", "--threads", "1,2")
     assert [r["name"] for r in report["runs"]] == ["isa-default-t1-s0", "isa-default-t2-s0"]
     assert report["checks"] == [] and "oof_auc" in report["runs"][1] and "roc_auc" not in report["runs"][1]
     assert report["runs"][1]["jsd_drift_max"] >= 0.0 and "jsd_drift_max" in report["spread"]
