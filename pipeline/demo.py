@@ -1,6 +1,6 @@
 """DVC stage `demo`: draw the built-in blood-smear dataset into data/demo.
 
-Reads params section `demo`. Writes data/demo/{real,synthetic}/<class>/*.png, groups.csv and
+Reads params section `demo`. Writes data/demo/real/<split>/<class>/*.png, synthetic/<class>/*.png, groups.csv and
 synthetic_quality.csv (see entromix.demo).
 """
 

@@ -17,9 +17,9 @@ from entromix.demo import DemoConfig, cells, generate_demo, save_preview_grid
 TINY = DemoConfig(
     seed=3,
     image_size=48,
-    n_benign=10,
-    n_malignant=5,
-    images_per_patient=4,
+    n_benign=12,
+    n_malignant=6,
+    images_per_patient=2,
     syn_good=4,
     syn_degraded=6,
     syn_hallucinated=3,
@@ -33,6 +33,11 @@ def _digests(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def _without_split(digests: dict[str, str]) -> dict[str, str]:
+    """Keys real/<split>/<class>/<name> -> real/<class>/<name>."""
+    return {("real/" + k.split("/", 2)[2] if k.startswith("real/") else k): v for k, v in digests.items()}
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -61,7 +66,7 @@ def test_other_seed_changes_images(tiny, tmp_path):
     out, _ = tiny
     other = DemoConfig(**{**TINY.__dict__, "seed": TINY.seed + 1})
     generate_demo(other, tmp_path, progress=False)
-    a, b = _digests(out), _digests(tmp_path)
+    a, b = (_without_split(_digests(root)) for root in (out, tmp_path))  # the seed also redraws the split
     pngs = [k for k in a if k.endswith(".png")]
     assert set(a) == set(b)
     assert all(a[k] != b[k] for k in pngs)
@@ -71,23 +76,25 @@ def test_image_depends_only_on_its_own_seed(tiny, tmp_path):
     """More benign images change neither the malignant nor the synthetic ones (seeds are keyed
     by role, class and index, not by drawing order)."""
     out, _ = tiny
-    generate_demo(DemoConfig(**{**TINY.__dict__, "n_benign": 17}), tmp_path, progress=False)
-    a, b = _digests(out), _digests(tmp_path)
-    kept = [k for k in a if k.startswith(("real/lymphoblast/", "synthetic/")) or k == "synthetic_quality.csv"]
+    generate_demo(DemoConfig(**{**TINY.__dict__, "n_benign": 18}), tmp_path, progress=False)
+    a, b = _digests(out), _digests(tmp_path)  # malignant patients' splits are drawn per class: unchanged
+    kept = [k for k in a if "/lymphoblast/" in k or k == "synthetic_quality.csv"]
     assert len(kept) == TINY.n_malignant + 13 + 1
     assert all(a[k] == b[k] for k in kept)
 
 
 def test_counts_and_layout(tiny):
     out, summary = tiny
-    assert _pngs(out / "real") == sorted(
+    real = _pngs(out / "real")
+    assert sorted(p.split("/", 1)[1] for p in real) == sorted(
         [f"lymphocyte/lymphocyte_{i:04d}.png" for i in range(TINY.n_benign)]
         + [f"lymphoblast/lymphoblast_{i:04d}.png" for i in range(TINY.n_malignant)]
     )
+    assert {p.split("/")[0] for p in real} == {"train", "val", "test"}
     syn = _pngs(out / "synthetic")
     n_syn = TINY.syn_good + TINY.syn_degraded + TINY.syn_hallucinated
     assert syn == [f"lymphoblast/syn_{i:04d}.png" for i in range(n_syn)]
-    assert summary.real_counts == {"lymphocyte": 10, "lymphoblast": 5}
+    assert summary.real_counts == {"lymphocyte": 12, "lymphoblast": 6}
     assert summary.synthetic_counts == {"good": 4, "degraded": 6, "hallucinated": 3}
     assert sum(summary.degraded_details.values()) == 6
     assert sorted(p.name for p in out.iterdir()) == ["groups.csv", "real", "synthetic", "synthetic_quality.csv"]
@@ -101,10 +108,10 @@ def test_groups_cover_real_images_once_single_class(tiny):
     assert paths == sorted(paths) == _pngs(out / "real")
     classes: dict[str, set[str]] = {}
     for r in rows:
-        classes.setdefault(r["group"], set()).add(r["path"].split("/")[0])
+        classes.setdefault(r["group"], set()).add(tuple(r["path"].split("/")[:2]))  # (split, class)
     assert all(len(c) == 1 for c in classes.values())
     sizes = Counter(r["group"] for r in rows)
-    assert len(sizes) == summary.n_patients == 3 + 2  # ceil(10/4) + ceil(5/4)
+    assert len(sizes) == summary.n_patients == 6 + 3  # ceil(12/2) + ceil(6/2)
     assert all(1 <= n <= TINY.images_per_patient for n in sizes.values())
     assert max(sizes.values()) - min(sizes.values()) <= 2
 
@@ -177,7 +184,7 @@ def test_synthetic_tiers_match_their_source(tmp_path):
     def mean_area(paths):
         return np.mean([_nucleus_area(np.asarray(Image.open(p))) for p in paths])
 
-    real = {c: mean_area(sorted((tmp_path / "real" / c).glob("*.png"))) for c in ("lymphocyte", "lymphoblast")}
+    real = {c: mean_area(sorted((tmp_path / "real").glob(f"*/{c}/*.png"))) for c in ("lymphocyte", "lymphoblast")}
     tier = {
         t: mean_area(
             [
@@ -241,3 +248,25 @@ def test_preview_grid(tiny, tmp_path):
     png = save_preview_grid(out, tmp_path / "grid.png", n_cols=3)
     with Image.open(png) as im:
         assert im.width > 3 * 48 and im.height >= 5 * 48
+
+
+def test_demo_split_keeps_patients_whole_and_follows_the_shares():
+    """demo.split: per class, the patients' shares (largest remainders), each patient in one split;
+    the shipped default gives the 48 + 16 / 24 + 8 / 120 + 40 images the README's figures rest on."""
+    from entromix.demo.generate import _real_plan
+
+    rows, _ = _real_plan(DemoConfig(n_benign=192, n_malignant=64, images_per_patient=2))
+    counts = Counter((path.split("/")[0], cls) for path, cls, *_ in rows)
+    assert counts == {("train", "lymphocyte"): 48, ("val", "lymphocyte"): 24, ("test", "lymphocyte"): 120,
+                      ("train", "lymphoblast"): 16, ("val", "lymphoblast"): 8, ("test", "lymphoblast"): 40}
+    splits_of_patient: dict[str, set[str]] = {}
+    for path, _cls, _i, patient, _key in rows:
+        splits_of_patient.setdefault(patient, set()).add(path.split("/")[0])
+    assert all(len(s) == 1 for s in splits_of_patient.values())
+
+
+def test_bad_demo_split_names_the_key():
+    from entromix.demo.generate import DemoSplit
+
+    with pytest.raises(ParamsError, match=r"demo\.split"):
+        DemoSplit(train=0.5, val=0.5, test=0.0)

@@ -149,18 +149,22 @@ def test_corrupt_image_names_the_file_before_any_decoding(flat_data):
         plan_ingest(ingest_config(flat_data))
 
 
-def test_truncated_jpeg_is_caught_at_decode_and_names_the_file(flat_data, tmp_path):
+def test_a_file_spoilt_after_the_check_is_caught_at_decode_and_names_the_file(flat_data, tmp_path):
+    """The check reads every file before the split; a file truncated after it (a copy still running)
+    is still refused by the decode step, by name, with no half-written array."""
     good = write_image(tmp_path / "whole.jpg", 5, size=(64, 64))
     data = good.read_bytes()
-    (flat_data / "real" / "Benign" / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (flat_data / "real" / "Benign" / "cut.jpg").write_bytes(data)
     plan = plan_ingest(ingest_config(flat_data))
+    (flat_data / "real" / "Benign" / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="cut.jpg: cannot decode"):
         decode_images(plan, tmp_path / "images.npy")
     assert not (tmp_path / "images.npy").exists()  # no half-written array left behind
 
 
 def _bad_files(root):
-    """A zero-byte file, a text file named .jpg, a truncated PNG, a bomb header and a tiny image."""
+    """A zero-byte file, a text file named .jpg, a truncated PNG, three truncated JPEGs (found only by
+    decoding), a bomb header and a tiny image."""
     folder = root / "real" / "Benign"
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.jpg").write_text("this is not an image")
@@ -169,7 +173,13 @@ def _bad_files(root):
     Image.new("L", (20_000, 20_000)).save(folder / "bomb.png")  # 400 Mpixel, about 400 KB on disk
     Image.new("L", (12_000, 10_000)).save(folder / "big.png")  # 120 Mpixel: ingest's limit, not Pillow's
     write_image(folder / "tiny.png", 8, size=(8, 8))
+    for k in range(3):  # three truncated JPEGs: all named in one run, not one per run
+        jpeg = write_image(root / "scratch" / f"whole{k}.jpg", 20 + k, size=(64, 64)).read_bytes()
+        (folder / f"cut{k}.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])
     return {
+        "cut0.jpg": "truncated",
+        "cut1.jpg": "truncated",
+        "cut2.jpg": "truncated",
         "empty.png": "empty file",
         "notes.jpg": "not a readable image",
         "truncated.png": "not a readable image",
@@ -184,7 +194,7 @@ def test_bad_images_stop_ingest_with_every_file_and_reason(flat_data):
     with pytest.raises(DataError) as err:
         plan_ingest(ingest_config(flat_data))
     message = str(err.value)
-    assert "6 file(s) cannot be ingested" in message and "ingest.bad_images: skip" in message
+    assert "9 file(s) cannot be ingested" in message and "ingest.bad_images: skip" in message
     for name, reason in expected.items():
         assert any(name in line and reason in line for line in message.splitlines()), (name, message)
 
@@ -197,7 +207,7 @@ def test_bad_images_skip_mode_reports_and_leaves_them_out(flat_data, tmp_path):
     assert not plan.manifest["path"].str.contains("|".join(expected)).any()
     metrics = ingest_metrics(plan)["ingest"]
     assert metrics["images"] == 45
-    assert sum(f["bad_images_skipped"] for f in metrics["folders"].values()) == 6
+    assert sum(f["bad_images_skipped"] for f in metrics["folders"].values()) == 9 == metrics["bad_images_skipped"]
     decode_images(plan, tmp_path / "images.npy")
     assert {p: p.stat().st_mtime_ns for p in (flat_data / "real").rglob("*")} == before  # user files untouched
 
@@ -321,3 +331,19 @@ def test_intensity_warning_names_the_setting():
     assert intensity_warning("fixed12", [4095, 100]) is None
     assert "1 of 2 16-bit image(s) exceed 4095 (up to 60000)" in intensity_warning("fixed12", [4095, 60000])
     assert intensity_warning("per_image_minmax", [100]) is None
+
+
+def test_class_map_null_leaves_a_folder_out_and_counts_it(flat_data):
+    """`Normal: null` in ingest.class_map excludes that class folder on purpose: nothing of it is read,
+    and metrics/ingest.json says how many image files were left out."""
+    make_folder(flat_data / "real", {"Normal": 7}, seed=9)
+    with pytest.raises(DataError, match=r"'Normal'.*Normal: null"):  # unmapped: the message says how to exclude
+        plan_ingest(ingest_config(flat_data))
+    class_map = {"Benign": "benign", "Early": "malignant", "Pre": "malignant", "Normal": None}
+    plan = plan_ingest(ingest_config(flat_data, class_map=class_map))
+    assert not (plan.manifest["class"] == "Normal").any()
+    metrics = ingest_metrics(plan)["ingest"]
+    assert metrics["images"] == 45
+    assert metrics["excluded_by_class_map"] == {"real/Normal": 7}
+    assert metrics["folders"]["real/Normal"]["excluded"] is True
+

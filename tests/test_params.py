@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ingest_config
 
 from entromix.common.errors import ParamsError
@@ -108,3 +109,22 @@ def test_a_key_with_several_kinds_of_value_says_which_kinds():
         ParamsError, match=r"'train.class_weights' is 'balanced'; it must be one of 'real', 'mix', 'none' or a list"
     ):
         section(params, "train", TrainConfig)
+
+
+def test_class_map_null_or_empty_excludes_the_folder():
+    """`Normal: null` and `Normal:` (nothing after the colon) both mean "leave the folder out"."""
+    for text in ("Benign: benign\nPre: malignant\nNormal: null\n", "Benign: benign\nPre: malignant\nNormal:\n"):
+        assert build(class_map=yaml.safe_load(text)).class_map["Normal"] is None
+    with pytest.raises(ParamsError, match="maps no folder to a label"):
+        build(class_map={"Normal": None})
+
+
+def test_empty_string_key_says_it_is_empty_not_to_quote_it():
+    with pytest.raises(ParamsError, match="ingest.real_dir' must be a string and is empty") as err:
+        build(real_dir=None)
+    assert "quote" not in str(err.value)
+
+
+def test_misspelt_key_gets_a_did_you_mean():
+    with pytest.raises(ParamsError, match=r"Did you mean ingest.imge_size -> ingest.image_size\?"):
+        build(imge_size=64)

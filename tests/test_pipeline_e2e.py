@@ -36,6 +36,7 @@ TINY = {
         "syn_good": 4,
         "syn_degraded": 2,
         "syn_hallucinated": 2,
+        "split": {"train": 0.375, "val": 0.125, "test": 0.5},
     },
     "ingest": {
         "data_root": "data/demo",

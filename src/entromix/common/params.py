@@ -14,6 +14,7 @@ Errors name the file and the dotted key (``ingest.split.val``) and say how to fi
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -63,9 +64,12 @@ def from_dict(cls: type[T], data: Any, key: str, source: str | Path = DEFAULT_PA
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        guesses = [f"{key}.{u} -> {key}.{close[0]}" for u in unknown
+                   if (close := difflib.get_close_matches(str(u), list(fields), n=1, cutoff=0.6))]
         raise ParamsError(
             f"{source}: unknown key(s) {', '.join(f'{key}.{u}' for u in unknown)}. "
-            f"Valid keys in '{key}': {', '.join(fields)}. Check the spelling."
+            + (f"Did you mean {'; '.join(guesses)}? " if guesses else "")
+            + f"Valid keys in '{key}': {', '.join(fields)}. Check the spelling."
         )
     missing = sorted(f for f in fields if f not in data)
     if missing:
@@ -126,6 +130,9 @@ def _convert(tp: Any, value: Any, key: str, source: str | Path) -> Any:
             raise ParamsError(f"{source}: '{key}' must be true or false, got {value!r}.")
         return value
     if tp is str:
+        if value is None:
+            raise ParamsError(f"{source}: '{key}' must be a string and is empty (null or nothing after the colon). "
+                              "Give it a value.")
         if not isinstance(value, str):
             raise ParamsError(f"{source}: '{key}' must be a string, got {value!r} (quote it in YAML).")
         return value

@@ -8,7 +8,8 @@ Two layouts are accepted (``layout`` param; ``auto`` tells them apart by the top
 
 Images may sit in sub-folders below the class folder (``<class>/<patient>/<image>``). Hidden files
 and folders are skipped; files whose extension is not an image extension are ignored and counted.
-A class folder that is not in ``class_map`` is an error: nothing is dropped silently.
+A class folder that is not in ``class_map`` is an error: nothing is dropped silently. A folder mapped
+to ``null`` (``Normal: null``) is excluded on purpose: its image files are counted, not read.
 
 Links and names are checked before anything is read: symbolic links (to files or folders) are
 followed when they stay inside the data root (``ingest.data_root``), and a link that leaves it,
@@ -57,6 +58,7 @@ class FolderReport:
     folder: str  # relative to the root, e.g. "train/Benign"
     expected: int = 0  # files with an image extension
     ignored: int = 0  # other files (counted, not read)
+    excluded: bool = False  # mapped to null in class_map: counted, never read
 
 
 @dataclass
@@ -140,7 +142,7 @@ def detect_layout(root: Path, layout: Layout, what: str) -> Literal["split", "fl
 
 def discover_images(
     root: str | Path,
-    class_map: Mapping[str, str],
+    class_map: Mapping[str, str | None],
     layout: Layout = "auto",
     what: str = "the data folder",
     boundary: str | Path | None = None,
@@ -172,12 +174,19 @@ def discover_images(
         raise DataError(
             f"{root}: class folder(s) {', '.join(repr(c) for c in unmapped)} are not in ingest.class_map "
             f"(which maps {', '.join(repr(k) for k in class_map) or 'nothing'}). Add each to "
-            "ingest.class_map with its label (for example  Pre: malignant), or move the folder "
-            "out of the data root if it does not belong in training."
+            "ingest.class_map with its label (for example  Pre: malignant), or with null to leave "
+            "it out on purpose (for example  Normal: null; counted in metrics/ingest.json)."
         )
     images: list[FoundImage] = []
-    folders = [_walk_class_folder(root, class_name, split, class_dir, resolved_root, images)
-               for class_name, split, class_dir in class_dirs]
+    folders = []
+    for class_name, split, class_dir in class_dirs:
+        excluded = class_map[class_name] is None
+        report = _walk_class_folder(root, class_name, split, class_dir, resolved_root, [] if excluded else images)
+        report.excluded = excluded
+        folders.append(report)
+    if not images:
+        raise DataError(f"{root}: {what} has images only in class folders that ingest.class_map excludes (null). "
+                        "Map at least one folder to a label.")
     return Discovery(root=root, layout=chosen, images=images, folders=folders, ignored_top_level=top_files)
 
 def discover_unlabelled(root: str | Path, boundary: str | Path | None = None) -> Discovery:

@@ -128,8 +128,10 @@ def check_image_file(path: str | Path, max_pixels: int, min_side: int) -> str | 
     * more than ``max_pixels`` pixels: a decompression bomb (a tiny file that decodes to gigabytes)
       or a whole-slide image that needs tiling first; checked from the header, before decoding;
     * a side shorter than ``min_side`` px: an icon or a thumbnail, not a smear image;
-    * a truncated or corrupt PNG (``verify``). A truncated JPEG is only found when decoded; the
-      decode step then stops with an error naming the file.
+    * a truncated or corrupt file: PNG by ``verify`` (chunk checksums), every other format by
+      decoding it (JPEG at 1/8 scale through libjpeg's DCT scaling: it still reads every byte of
+      the compressed data, at a fraction of a full decode's cost), so ingest lists every bad
+      file in one run and ``bad_images: skip`` leaves truncated ones out too.
     """
     path = Path(path)
     if path.stat().st_size == 0:
@@ -142,7 +144,13 @@ def check_image_file(path: str | Path, max_pixels: int, min_side: int) -> str | 
                         "a decompression bomb, or a whole-slide image that needs tiling first")
             if min(width, height) < min_side:
                 return f"{width}x{height} px is smaller than ingest.min_image_size ({min_side} px)"
+            fmt = img.format
             img.verify()
+        if fmt != "PNG":
+            with Image.open(path) as img:
+                if fmt == "JPEG":
+                    img.draft(img.mode, (1, 1))  # the smallest DCT scale: every byte read, few pixels made
+                img.load()
     except Image.DecompressionBombError as exc:  # Pillow's own guard fires in open(), before ours
         return (f"above ingest.max_pixels ({max_pixels:,}) and Pillow's limit: a decompression bomb, or a "
                 f"whole-slide image that needs tiling first ({exc})")

@@ -79,7 +79,7 @@ class IngestConfig:
     layout: Layout  # auto | split | flat (see entromix.data.discover)
     labels: list[str]  # label names by index (two or more)
     positive_labels: list[str] | None  # the labels that count as malignant in the binary view; None = labels[1:]
-    class_map: dict[str, str]  # class folder name -> label name
+    class_map: dict[str, str | None]  # class folder name -> label name; None (YAML null): leave the folder out
     image_size: int  # px; every image is stored as image_size x image_size x 3
     resize_mode: ResizeMode  # stretch | center_crop | pad (see entromix.data.images)
     intensity: Intensity  # 16-bit grayscale to 8 bits: fixed16 | fixed12 | per_image_minmax
@@ -97,14 +97,15 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         LabelSpace.from_names(self.labels, self.positive_labels)  # two or more distinct labels, a valid binary view
-        bad = sorted({v for v in self.class_map.values() if v not in self.labels})
+        bad = sorted({v for v in self.class_map.values() if v is not None and v not in self.labels})
         if bad:
             raise ParamsError(
                 f"ingest.class_map maps to {', '.join(map(repr, bad))}, which is not in ingest.labels "
                 f"({', '.join(self.labels)}). Use one of those label names."
             )
-        if not self.class_map:
-            raise ParamsError("ingest.class_map is empty: map each class folder name to a label.")
+        if not any(v is not None for v in self.class_map.values()):
+            raise ParamsError("ingest.class_map maps no folder to a label: map each class folder name to a label "
+                              "(null leaves a folder out).")
         if not 16 <= self.image_size <= 1024:
             raise ParamsError(f"ingest.image_size must be between 16 and 1024 px, got {self.image_size}.")
         if self.workers < 0:
@@ -389,7 +390,7 @@ def ingest_metrics(plan: IngestPlan) -> dict:
                 "bad_images_skipped": bad,
                 "ingested": ingested,
                 "ignored_files": report.ignored,
-            }
+            } | ({"excluded": True} if report.excluded else {})
     return {
         "ingest": {
             "images": int(len(manifest)),
@@ -407,8 +408,10 @@ def ingest_metrics(plan: IngestPlan) -> dict:
             "groups": int(real["group"].replace("", np.nan).nunique()),
             "scarce": {"label": config.scarce_label, "limit": config.scarce_train_images,
                        "dropped": int(plan.scarce_dropped)},
+            "bad_images_skipped": int(len(plan.skipped)),  # which and why: data/prepared/skipped.csv
             "ignored_files": sum(f["ignored_files"] for f in folders.values())
             + sum(len(d.ignored_top_level) for d in plan.discoveries.values()),
+            "excluded_by_class_map": {name: info["expected"] for name, info in folders.items() if info.get("excluded")},
             "folders": folders,
         }
         | ({"unlabelled": int((manifest["split"] == UNLABELLED).sum())} if _has_unlabelled(config) else {})

@@ -1,10 +1,14 @@
 """Write the built-in demo dataset: scarce real smears in patients plus a tiered synthetic pool.
 
-Layout under ``out_dir`` (the same shape as a user's data, so ingest cannot tell the difference)::
+Layout under ``out_dir`` (the same shape as a user's pre-split data, so ingest cannot tell the difference)::
 
-    real/lymphocyte/lymphocyte_0000.png ...   benign class (mature lymphocytes)
-    real/lymphoblast/lymphoblast_0000.png ... malignant class (lymphoblasts)
+    real/<split>/lymphocyte/lymphocyte_0000.png ...   benign class (mature lymphocytes)
+    real/<split>/lymphoblast/lymphoblast_0000.png ... malignant class (lymphoblasts)
     groups.csv             path,group        path relative to real/, group = patient id (P000...)
+
+``<split>`` is train, val or test: the demo splits its own patients (``demo.split``, per class,
+patients kept whole, a seeded draw), so its test set keeps the 40 malignant images a review needs
+while ``ingest.split`` keeps the usual 0.6 / 0.2 / 0.2 for a user's flat folder.
     synthetic/lymphoblast/syn_0000.png ...   ALL labelled malignant by their folder
     synthetic_quality.csv  filename,tier,detail   ground truth, for measuring only
 
@@ -57,7 +61,8 @@ QUALITY_CSV = "synthetic_quality.csv"
 PNG_COMPRESS_LEVEL = 6  # fixed: part of byte-identical output
 
 # spawn_key roles; never renumber (that would change every image of a given seed)
-_ROLE_PATIENT, _ROLE_REAL, _ROLE_SYNTHETIC, _ROLE_TIER_ORDER = 0, 1, 2, 3
+_ROLE_PATIENT, _ROLE_REAL, _ROLE_SYNTHETIC, _ROLE_TIER_ORDER, _ROLE_SPLIT = 0, 1, 2, 3, 4
+SPLITS = ("train", "val", "test")
 _CLASS_INDEX = {BENIGN_CLASS: 0, MALIGNANT_CLASS: 1}
 
 # Bounds of every DemoConfig field. image_size >= 32 so a cell keeps some nuclear detail;
@@ -76,6 +81,24 @@ _MAXIMUM = {"image_size": 1024}
 
 
 @dataclass(frozen=True)
+class DemoSplit:
+    """``demo.split``: the share of each class's patients in train, val and test."""
+
+    train: float = 0.25
+    val: float = 0.125
+    test: float = 0.625
+
+    def __post_init__(self) -> None:
+        values = [getattr(self, name) for name in SPLITS]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if not numbers or min(values) <= 0 or abs(sum(values) - 1) > 1e-6:
+            raise ParamsError(
+                f"params.yaml: demo.split is {dict(zip(SPLITS, values))}; it needs train, val and test, each "
+                "> 0, summing to 1 (the default: train 0.25, val 0.125, test 0.625)."
+            )
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """The ``demo:`` section of params.yaml, key for key."""
 
@@ -87,9 +110,12 @@ class DemoConfig:
     syn_good: int = 80
     syn_degraded: int = 40
     syn_hallucinated: int = 40
+    split: DemoSplit = DemoSplit()
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "split":
+                continue
             value, lo = getattr(self, f.name), _MINIMUM[f.name]
             hi = _MAXIMUM.get(f.name)
             ok = isinstance(value, Integral) and not isinstance(value, bool)
@@ -130,7 +156,7 @@ def generate_demo(config: DemoConfig, out_dir: str | Path, progress: bool = True
     """
     out = Path(out_dir)
     _clear_previous(out)
-    real_rows, n_patients = _real_plan(config)
+    real_rows, n_patients = _real_plan(config)  # paths under real/ start with the patient's split
     syn_rows = _synthetic_plan(config)
 
     bar = tqdm(total=len(real_rows) + len(syn_rows), desc="demo images", unit="img", disable=None if progress else True)
@@ -187,10 +213,10 @@ def save_preview_grid(out_dir: str | Path, png_path: str | Path, n_cols: int = 6
         return [paths[i] for i in idx]
 
     rows = [
-        ("real benign", [out / "real" / p for p in spread([p for p in real if p.startswith(BENIGN_CLASS + "/")])]),
+        ("real benign", [out / "real" / p for p in spread([p for p in real if p.split("/")[1] == BENIGN_CLASS])]),
         (
             "real malignant",
-            [out / "real" / p for p in spread([p for p in real if p.startswith(MALIGNANT_CLASS + "/")])],
+            [out / "real" / p for p in spread([p for p in real if p.split("/")[1] == MALIGNANT_CLASS])],
         ),
     ]
     for tier in TIERS:
@@ -232,14 +258,28 @@ def _patient_sizes(n: int, per_patient: int) -> list[int]:
     return [n // k + (j < n % k) for j in range(k)]
 
 
+def _patient_splits(config: DemoConfig, cls: str, n_patients: int) -> list[str]:
+    """The split of each of a class's patients: shares of ``demo.split`` (largest remainders), drawn
+    by a seeded permutation. A class with fewer patients than splits leaves a split without it
+    (ingest then says which)."""
+    shares = np.array([getattr(config.split, name) for name in SPLITS]) * n_patients
+    counts = np.floor(shares).astype(int)
+    for index in np.argsort(-(shares - counts), kind="stable")[: n_patients - counts.sum()]:
+        counts[index] += 1
+    order = _rng(config.seed, _ROLE_SPLIT, _CLASS_INDEX[cls]).permutation(n_patients)
+    labels = np.repeat(SPLITS, counts)
+    return [str(labels[rank]) for rank in np.argsort(order)]
+
+
 def _real_plan(config: DemoConfig):
     """Rows (path under real/, class, index, patient id, patient seed key); patients single-class."""
     rows, pid = [], 0
     for cls, n in ((BENIGN_CLASS, config.n_benign), (MALIGNANT_CLASS, config.n_malignant)):
         i = 0
-        for j, k in enumerate(_patient_sizes(n, config.images_per_patient)):
+        sizes = _patient_sizes(n, config.images_per_patient)
+        for j, (k, split) in enumerate(zip(sizes, _patient_splits(config, cls, len(sizes)))):
             for _ in range(k):
-                rows.append((f"{cls}/{cls}_{i:04d}.png", cls, i, f"P{pid:03d}", (_CLASS_INDEX[cls], j)))
+                rows.append((f"{split}/{cls}/{cls}_{i:04d}.png", cls, i, f"P{pid:03d}", (_CLASS_INDEX[cls], j)))
                 i += 1
             pid += 1
     return rows, pid
@@ -254,11 +294,9 @@ def _synthetic_plan(config: DemoConfig):
 
 def _owned(out: Path) -> tuple[list[Path], list[Path]]:
     """(files this generator wrote in an earlier run, foreign files under real/ and synthetic/)."""
-    patterns = {
-        out / "real" / BENIGN_CLASS: f"{BENIGN_CLASS}_*.png",
-        out / "real" / MALIGNANT_CLASS: f"{MALIGNANT_CLASS}_*.png",
-        out / "synthetic" / MALIGNANT_CLASS: "syn_*.png",
-    }
+    patterns = {out / "real" / split / cls: f"{cls}_*.png" for split in SPLITS for cls in (BENIGN_CLASS, MALIGNANT_CLASS)}
+    patterns |= {out / "real" / cls: f"{cls}_*.png" for cls in (BENIGN_CLASS, MALIGNANT_CLASS)}  # the flat layout of earlier versions
+    patterns[out / "synthetic" / MALIGNANT_CLASS] = "syn_*.png"
     owned = [p for d, pat in patterns.items() if d.is_dir() for p in d.glob(pat) if p.is_file()]
     owned += [p for p in (out / GROUPS_CSV, out / QUALITY_CSV) if p.is_file()]
     mine = set(owned)
@@ -282,6 +320,11 @@ def _clear_previous(out: Path) -> None:
         )
     for p in owned:
         p.unlink()
+    classes = (BENIGN_CLASS, MALIGNANT_CLASS)
+    emptied = [out / "real" / split / cls for split in SPLITS for cls in classes] + [out / "real" / s for s in SPLITS]
+    for folder in emptied + [out / "real" / cls for cls in classes]:  # so a smaller draw leaves no empty split
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
