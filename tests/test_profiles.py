@@ -96,3 +96,15 @@ def test_reference_profile_trains(tmp_path):
     assert len(result.history) == 2 and result.history[1]["tau"] == pytest.approx(1.0)
     assert result.history[0]["lr"] == pytest.approx(0.0007)  # no LR warmup in the reference recipe
     assert np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_smoke_profile_loads_validates_and_is_small():
+    """profiles/smoke.yaml: every key exists in params.yaml, every section still validates, and it is
+    the quick end-to-end check the docs promise (tiny images, few folds and epochs, one member)."""
+    path = PROJECT / "profiles" / "smoke.yaml"
+    params = apply_profile(load_params(PROJECT / "params.yaml"), load_profile(path), path)
+    train, score = section(params, "train", TrainConfig), section(params, "score", ScoreConfig)
+    curriculum = section(params, "curriculum", CurriculumConfig)
+    assert section(params, "ingest", IngestConfig).image_size == score.image_size == train.image_size == 32
+    assert (score.folds, score.epochs, train.epochs, train.ensemble) == (2, 2, 3, 1)
+    curriculum.check_epochs(train.epochs)
