@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 from entromix.common.errors import DataError, listing
+from entromix.common.progress import format_seconds
 from entromix.comparison.revisions import PARAMS, Revision, flatten
 
 SPREAD_FILE = Path("results/seed_spread.json")
@@ -217,11 +218,6 @@ def _active_workers(cwd: Path) -> int:
     """The queue's workers, busy or idle (``Worker status: N active, M idle``)."""
     match = re.search(r"Worker status: (\d+) active, (\d+) idle", dvc(["queue", "status"], cwd, tries=5))
     return int(match.group(1)) + int(match.group(2)) if match else 0
-
-
-def format_seconds(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
 
 
 def progress_line(done: int, running: int, total: int, elapsed: float, pending_at_start: int) -> str:

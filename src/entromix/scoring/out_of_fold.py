@@ -44,6 +44,7 @@ from entromix.common.device import DeviceName, seed_everything
 from entromix.common.distributed import SINGLE, World, gather_to_main
 from entromix.common.errors import DataError, ParamsError
 from entromix.common.labels import LabelSpace
+from entromix.common.progress import Eta
 from entromix.modeling.fit import (
     EpochStats,
     FitSettings,
@@ -235,8 +236,12 @@ def score_training_images(
     syn_images = np.asarray(images[syn["id"].to_numpy()]) if len(syn) else np.zeros((0,) + images.shape[1:], np.uint8)
     channels_last = uses_channels_last(config.model, device)
 
+    aum_model = config.synthetic_score == "aum" and len(syn) > 0 and world.is_main
+    models = len(range(world.rank, config.folds, world.size)) + aum_model
+    eta = Eta(models * config.epochs)  # this process's epochs (process 0 also trains the aum model)
+
     def epoch_done(k: int, epoch: int, stats: EpochStats) -> None:
-        log(fold_epoch_line(k, config.folds, epoch, config.epochs, stats))
+        log(f"{fold_epoch_line(k, config.folds, epoch, config.epochs, stats)} | {eta.step(count=False)}")
         if on_epoch is not None:
             on_epoch(k, epoch, stats)
 

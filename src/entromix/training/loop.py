@@ -41,6 +41,7 @@ from entromix.common.distributed import (
 )
 from entromix.common.errors import DataError, ParamsError
 from entromix.common.labels import LabelSpace
+from entromix.common.progress import Eta
 from entromix.modeling.ensemble import build_ensemble
 from entromix.modeling.fit import (
     BatchPrep,
@@ -314,9 +315,11 @@ def train_curriculum(
         _resume(run, resume_path, fingerprint, log)
     if on_start is not None and world.is_main:
         on_start(list(run.history))
+    eta = Eta(config.epochs)
+    eta.skip(len(run.history))  # resumed epochs: done, but not timed
     for epoch in range(len(run.history), config.epochs):
         row, is_best = _epoch(run, epoch, log)
-        log(epoch_line(row, config.epochs))
+        log(f"{epoch_line(row, config.epochs)} | {eta.step(count=False)}")
         if resume_path is not None:
             state = run.resume_state(fingerprint)  # a collective: every rank builds it
             if world.is_main:
