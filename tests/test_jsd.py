@@ -52,3 +52,12 @@ def test_inverse_round_trip(tau):
 
 def test_inverse_edges():
     assert p_true_at_jsd(1.0) == 0.0 and p_true_at_jsd(0.0) == 1.0
+
+
+def test_jsd_figure_marks_share_a_line_when_their_tau_is_the_same():
+    """jsd_end 0.311 bits is p_true = 0.5: one line with both names, not two labels over each other."""
+    from entromix.scoring.jsd_plots import threshold_marks
+
+    marks = threshold_marks({"jsd_start": 0.03, "jsd_end": 0.311})
+    assert marks == [(["jsd_start"], 0.03), (["jsd_end", "p_true = 0.5"], 0.311)]
+    assert [names for names, _ in threshold_marks({"jsd_end": 1.0})] == [["p_true = 0.5"], ["jsd_end"]]

@@ -28,9 +28,13 @@ def plot_roc(roc: pd.DataFrame, auc: float | None, operating: dict, path: str | 
         roc["fpr"], roc["tpr"], color="#1f77b4", label=f"test ROC (AUC {auc:.3f})" if auc is not None else "test ROC"
     )
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    for name, m in operating.items():
+    # a large ring, then a small filled square: two operating points at the same place both show
+    styles = [{"marker": "o", "markersize": 11, "markerfacecolor": "none", "markeredgewidth": 1.6},
+              {"marker": "s", "markersize": 5}]
+    for (name, m), style in zip(operating.items(), styles * len(operating)):
         if m["sensitivity"] is not None and m["specificity"] is not None:
-            ax.plot(1 - m["specificity"], m["sensitivity"], "o", label=f"{name} (t={m['threshold']:.3f})")
+            ax.plot(1 - m["specificity"], m["sensitivity"], linestyle="none", label=f"{name} (t={m['threshold']:.3f})",
+                    **style)
     ax.set_xlabel("1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity")
     ax.legend(fontsize=7, loc="lower right")
@@ -96,8 +100,11 @@ def plot_calibration(table: pd.DataFrame, brier: float | None, path: str | Path)
         table["observed_fraction"],
         "o-",
         color="#1f77b4",
-        label=f"test (Brier {brier:.3f})" if brier is not None else "test",
+        label=f"test (Brier {brier:.3f}); n images per bin" if brier is not None else "test; n images per bin",
     )
+    if "count" in table:
+        for x, y, n in zip(table["mean_predicted"], table["observed_fraction"], table["count"]):
+            ax.annotate(f"{int(n)}", (x, y), xytext=(4, -9), textcoords="offset points", fontsize=6, color="#1f77b4")
     ax.set_xlabel("mean predicted malignant probability")
     ax.set_ylabel("observed malignant fraction")
     ax.legend(fontsize=7, loc="upper left")

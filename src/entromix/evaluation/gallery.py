@@ -204,7 +204,7 @@ def gallery_figures(
     figures = {"synthetic_gallery": lambda p: plot_gallery(pool, images, sel, tau, title, p)}
     if (pool["tier"] != "").any():
         figures["synthetic_tiers"] = lambda p: plot_tier_histograms(pool, sel.admitted, tau, p)
-    else:
-        message = ["No tier file (ingest.tiers_csv): the synthetic images' quality tiers are unknown."]
-        figures["synthetic_tiers"] = lambda p: plot_message("Synthetic JSD per tier", message, p)
+    else:  # no tier file (your own data): the whole pool as one histogram, what tau admits of it
+        unknown = pool.assign(tier="all synthetic (tiers unknown)")
+        figures["synthetic_tiers"] = lambda p: plot_tier_histograms(unknown, sel.admitted, tau, p)
     return figures

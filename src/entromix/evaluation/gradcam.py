@@ -14,8 +14,9 @@ and the threshold.
 
 The target layer: the last block of the deepest stage (torchvision resnet ``layer1``..``layer4``,
 timm ``layer1``..``layer4`` or ``stages``) whose feature map is at least :data:`MIN_CAM_SIDE`
-pixels on a side at the model's input size; at 224 px that is resnet's ``layer4[-1]`` (7x7), at
-64 px ``layer3[-1]`` (4x4; ``layer4`` would be 2x2). Transformers (ViT, Swin) and architectures
+pixels on a side at the model's input size; at 224 px that is resnet's ``layer4[-1]`` (7x7, the
+usual Grad-CAM layer), at 64 px ``layer2[-1]`` (8x8: ``layer3``'s 4x4 cells are 16 px squares, too
+coarse to say which part of a cell the model looked at). Transformers (ViT, Swin) and architectures
 without such stages get no map: a log line and a figure that says so.
 """
 
@@ -38,7 +39,7 @@ from entromix.modeling.ensemble import members
 from entromix.modeling.fit import prepare_batch
 from entromix.modeling.models import TIMM_PREFIX
 
-MIN_CAM_SIDE = 4  # pixels of the target layer's map: a 2x2 map says little about a cell
+MIN_CAM_SIDE = 7  # pixels of the target layer's map: 7x7 as at 224 px; a 4x4 map says little about a cell
 TRANSFORMERS = ("vit", "swin", "deit", "beit", "eva", "cait", "xcit", "mixer", "levit", "pvt", "twins")
 KIND_ORDER = ("FN", "FP", "TP", "TN")
 

@@ -79,14 +79,13 @@ def plot_jsd_distribution(
             color="#9467bd",
             label=f"synthetic (n={len(groups['synthetic'])})",
         )
-    marks = {"p_true = 0.5": TAU_AT_P_HALF} | (thresholds or {})
-    for name, tau in marks.items():
+    for row, (names, tau) in enumerate(threshold_marks(thresholds)):
         ax.axvline(tau, color="black", linestyle=":", linewidth=1)
         ax.annotate(
-            f"{name}\n{tau:.3f} bits",
+            f"{' = '.join(names)}\n{tau:.3f} bits",
             (tau, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(3, -3),
+            xytext=(3, -3 - 22 * row),  # each label a row lower: neighbours never overlap
             textcoords="offset points",
             fontsize=7,
             va="top",
@@ -99,3 +98,15 @@ def plot_jsd_distribution(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def threshold_marks(thresholds: dict[str, float] | None) -> list[tuple[list[str], float]]:
+    """The vertical lines of the JSD figure, by tau: p_true = 0.5 and the curriculum's thresholds,
+    names that share a tau on one line (``jsd_end = p_true = 0.5``, not two labels printed over each other)."""
+    lines: list[tuple[list[str], float]] = []
+    for name, tau in sorted(({"p_true = 0.5": TAU_AT_P_HALF} | (thresholds or {})).items(), key=lambda m: m[1]):
+        if lines and abs(lines[-1][1] - tau) < 5e-4:
+            lines[-1][0].append(name)
+        else:
+            lines.append(([name], tau))
+    return [(sorted(names, key=lambda n: n == "p_true = 0.5"), tau) for names, tau in lines]
