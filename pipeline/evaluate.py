@@ -61,7 +61,7 @@ def main() -> None:
         if not path.is_file():
             raise missing_input(path, "train")
     run = read_train_run(MODELS / "run.json")
-    ingest_metrics = read_ingest_metrics(INGEST_METRICS)
+    ingest_metrics = read_ingest_metrics(INGEST_METRICS) | {"identity": prepared.identity()}  # for the model card
     manifest, images = prepared.manifest, prepared.images
     real = manifest[manifest["is_syn"] == 0]
     val, test = real[real["split"] == "val"], real[real["split"] == "test"]

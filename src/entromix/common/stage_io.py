@@ -73,6 +73,12 @@ class Prepared:
     labels: list[str]
     tiers: pd.DataFrame  # id, filename, tier, detail (empty without a tiers file)
     config: dict = field(default_factory=dict)  # ingest_config.json: image_size, resize_mode, labels, ...
+    manifest_sha256: str = ""  # checksums.json's: the manifest lists every image's sha256 and split
+
+    def identity(self) -> dict[str, str]:
+        """Which data this is, for the model card: the data root and the manifest's sha256 (the same
+        value means the same image files in the same splits)."""
+        return {"data_root": str(self.config.get("data_root", "?")), "manifest_sha256": self.manifest_sha256}
 
     @property
     def label_space(self) -> LabelSpace:
@@ -141,7 +147,8 @@ def load_prepared(root: str | Path = PREPARED, verify: bool = True) -> Prepared:
     manifest["label"] = pd.to_numeric(manifest["label"], errors="coerce")
     manifest["is_syn"] = pd.to_numeric(manifest["is_syn"], errors="coerce")
     tiers = _read_csv(root / "synthetic_tiers.csv", RERUN_INGEST)
-    return Prepared(images=images, manifest=manifest, labels=labels, tiers=tiers, config=config)
+    return Prepared(images=images, manifest=manifest, labels=labels, tiers=tiers, config=config,
+                    manifest_sha256=str(recorded_manifest.get("sha256", "")))
 
 
 def _read_csv(path: Path, fix: str) -> pd.DataFrame:

@@ -55,6 +55,22 @@ def _data_table(labels: list[str], ingest: dict) -> list[str]:
     ]
 
 
+def _resizing(pre: dict) -> str:
+    """How an image reaches the network: one resize when ingest's size is the model's, else two."""
+    first = f"resized to {pre['stored_size']} px ({pre['resize_mode']})"
+    if pre["stored_size"] == pre["image_size"]:
+        return first
+    return f"{first} at ingest, then to {pre['image_size']} px for the network"
+
+
+def _identity(identity: dict | None) -> list[str]:
+    """Which data: the root and the manifest's sha256 (same value, same files in the same splits)."""
+    if not identity:
+        return []
+    return [f"Data: `{identity['data_root']}`, manifest sha256 `{identity['manifest_sha256'][:16]}` (every "
+            "image's file hash and split; the same value means the same data).", ""]
+
+
 def _multiclass(m: dict | None) -> list[str]:
     """The K-class model per label (argmax predictions), when it has more than two labels."""
     if not m:
@@ -97,16 +113,16 @@ def model_card(
             if space.is_plain_binary
             else f"(positive: {space.positive_names}; P(malignant) is their summed probability)."
         ),
-        f"- Input: RGB, resized to {pre['stored_size']} px ({pre['resize_mode']}), then {pre['image_size']} px; "
-        f"normalised with mean {pre['mean']} and std {pre['std']}.",
+        f"- Input: RGB, {_resizing(pre)}; normalised with mean {pre['mean']} and std {pre['std']}.",
         f"- Weights: `models/deploy/model.pt` (the `{evaluate.get('checkpoint', 'best')}` checkpoint, epoch "
         f"{int(checkpoint['epoch']) + 1} of {train['epochs']}); pretrained start: "
         f"{train.get('pretrained_weights') or 'none (trained from scratch)'}.",
         f"- Training: {train['optimizer']} lr {train['lr']}, batch {train['batch_size']}, {train['epochs']} epochs; "
         f"curriculum strategy `{cur['strategy']}`, {cur['warmup_epochs']} warmup epochs, JSD threshold "
         f"{cur['jsd_start']} -> {cur['jsd_end']} bits ({cur['gate']} gate).",
-        f"- Made by: entromix {provenance.get('entromix', '?')}, torch {provenance.get('torch', '?')}, git revision "
-        f"`{provenance.get('git_revision') or 'unknown'}`.",
+        f"- Made by: entromix {provenance.get('entromix', '?')}, torch {provenance.get('torch', '?')}, from the code "
+        f"of git revision `{provenance.get('git_revision') or 'unknown'}` with the parameters above (the run's own: "
+        "a DVC experiment's differ from that commit's params.yaml).",
         "- Use it: `entromix predict <folder or files>` (the tuned threshold below is applied), or "
         "`entromix export --format onnx`.",
         "",
@@ -115,6 +131,7 @@ def model_card(
         "training with scarce real data and synthetic images. " + NOT_FOR_DIAGNOSIS,
         "",
         "## Training data",
+        *_identity(ingest.get("identity")),
         *_data_table(labels, ingest),
         "",
         f"Synthetic images admitted per epoch (gate weight sum): {', '.join(_fmt(v, 1) for v in admitted.tolist())}.",
@@ -124,8 +141,8 @@ def model_card(
         f"{_fmt(ci['roc_auc_high'], 4)}), PR-AUC {_fmt(test['pr_auc'], 4)}, on {test['n']} images "
         f"({test['n_malignant']} positive).",
         f"- Tuned threshold {_fmt(thr['tuned'], 4)}: chosen on the validation images for sensitivity "
-        f"{thr['target_sensitivity']} (reached on val: {thr['reached_on_val']}, val sensitivity "
-        f"{_fmt(thr['val_sensitivity'])}).",
+        f"{thr['target_sensitivity']} ({'reached' if thr['reached_on_val'] else 'NOT reached'} on val: val "
+        f"sensitivity {_fmt(thr['val_sensitivity'])}).",
         f"- At the tuned threshold: sensitivity {_fmt(tuned['sensitivity'])} (95% CI {_fmt(ci['sensitivity_low'])}-"
         f"{_fmt(ci['sensitivity_high'])}), specificity {_fmt(tuned['specificity'])} (95% CI "
         f"{_fmt(ci['specificity_low'])}-{_fmt(ci['specificity_high'])}).",
