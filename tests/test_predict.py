@@ -146,6 +146,10 @@ def test_evaluate_writes_a_model_card_from_the_metrics(project):
     real_train = ingest["real"]["train"]
     assert f"| real train | {real_train['benign']} | {real_train['malignant']} | {real_train['total']} |" in card
     assert "| Early | malignant |" in card and "Synthetic images admitted per epoch" in card
+    checksums = json.loads((project / "data/prepared/checksums.json").read_text())
+    assert f"manifest sha256 `{checksums['manifest.csv']['sha256'][:16]}`" in card  # which data
+    assert "reached on val: val sensitivity" in card and "True" not in card
+    assert "resized to 16 px (stretch);" in card  # one resize: ingest's size is the model's
 
 
 def test_the_predict_stage_classifies_the_inbox_and_writes_a_header_for_an_empty_one(project):
