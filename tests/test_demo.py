@@ -257,8 +257,14 @@ def test_demo_split_keeps_patients_whole_and_follows_the_shares():
 
     rows, _ = _real_plan(DemoConfig(n_benign=192, n_malignant=64, images_per_patient=2))
     counts = Counter((path.split("/")[0], cls) for path, cls, *_ in rows)
-    assert counts == {("train", "lymphocyte"): 48, ("val", "lymphocyte"): 24, ("test", "lymphocyte"): 120,
-                      ("train", "lymphoblast"): 16, ("val", "lymphoblast"): 8, ("test", "lymphoblast"): 40}
+    assert counts == {
+        ("train", "lymphocyte"): 48,
+        ("val", "lymphocyte"): 24,
+        ("test", "lymphocyte"): 120,
+        ("train", "lymphoblast"): 16,
+        ("val", "lymphoblast"): 8,
+        ("test", "lymphoblast"): 40,
+    }
     splits_of_patient: dict[str, set[str]] = {}
     for path, _cls, _i, patient, _key in rows:
         splits_of_patient.setdefault(patient, set()).add(path.split("/")[0])

@@ -154,7 +154,9 @@ def test_gallery_says_why_when_there_is_nothing_to_show(tmp_path):
     assert png_size(tmp_path / "t2.png") == (704, 192)  # the whole pool as one histogram, not a placeholder
 
 
-@pytest.mark.parametrize(("size", "layer", "side"), [(16, "layer1[-1]", 4), (64, "layer2[-1]", 8), (224, "layer4[-1]", 7)])
+@pytest.mark.parametrize(
+    ("size", "layer", "side"), [(16, "layer1[-1]", 4), (64, "layer2[-1]", 8), (224, "layer4[-1]", 7)]
+)
 def test_gradcam_maps_have_the_input_shape_and_are_not_constant(size, layer, side):
     torch.manual_seed(0)
     model = build_model("resnet18", 2, size).eval()

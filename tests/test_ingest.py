@@ -346,4 +346,3 @@ def test_class_map_null_leaves_a_folder_out_and_counts_it(flat_data):
     assert metrics["images"] == 45
     assert metrics["excluded_by_class_map"] == {"real/Normal": 7}
     assert metrics["folders"]["real/Normal"]["excluded"] is True
-

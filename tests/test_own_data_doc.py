@@ -34,8 +34,20 @@ def test_the_snippet_sets_every_data_specific_key():
     it once failed on tiers_csv)."""
     snippet = doc_snippet()["ingest"]
     shipped = yaml.safe_load((PROJECT / "params.yaml").read_text())["ingest"]
-    demo_specific = {"data_root", "real_dir", "synthetic_dir", "unlabelled_dir", "groups_csv", "tiers_csv", "layout",
-                     "split", "labels", "positive_labels", "class_map", "scarce_label"}
+    demo_specific = {
+        "data_root",
+        "real_dir",
+        "synthetic_dir",
+        "unlabelled_dir",
+        "groups_csv",
+        "tiers_csv",
+        "layout",
+        "split",
+        "labels",
+        "positive_labels",
+        "class_map",
+        "scarce_label",
+    }
     assert demo_specific <= set(snippet) <= set(shipped)
 
 

@@ -64,8 +64,11 @@ def from_dict(cls: type[T], data: Any, key: str, source: str | Path = DEFAULT_PA
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        guesses = [f"{key}.{u} -> {key}.{close[0]}" for u in unknown
-                   if (close := difflib.get_close_matches(str(u), list(fields), n=1, cutoff=0.6))]
+        guesses = [
+            f"{key}.{u} -> {key}.{close[0]}"
+            for u in unknown
+            if (close := difflib.get_close_matches(str(u), list(fields), n=1, cutoff=0.6))
+        ]
         raise ParamsError(
             f"{source}: unknown key(s) {', '.join(f'{key}.{u}' for u in unknown)}. "
             + (f"Did you mean {'; '.join(guesses)}? " if guesses else "")
@@ -131,8 +134,9 @@ def _convert(tp: Any, value: Any, key: str, source: str | Path) -> Any:
         return value
     if tp is str:
         if value is None:
-            raise ParamsError(f"{source}: '{key}' must be a string and is empty (null or nothing after the colon). "
-                              "Give it a value.")
+            raise ParamsError(
+                f"{source}: '{key}' must be a string and is empty (null or nothing after the colon). Give it a value."
+            )
         if not isinstance(value, str):
             raise ParamsError(f"{source}: '{key}' must be a string, got {value!r} (quote it in YAML).")
         return value

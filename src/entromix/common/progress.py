@@ -9,7 +9,7 @@ yet and it says so.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def format_seconds(s: float) -> str:

@@ -147,8 +147,14 @@ def load_prepared(root: str | Path = PREPARED, verify: bool = True) -> Prepared:
     manifest["label"] = pd.to_numeric(manifest["label"], errors="coerce")
     manifest["is_syn"] = pd.to_numeric(manifest["is_syn"], errors="coerce")
     tiers = _read_csv(root / "synthetic_tiers.csv", RERUN_INGEST)
-    return Prepared(images=images, manifest=manifest, labels=labels, tiers=tiers, config=config,
-                    manifest_sha256=str(recorded_manifest.get("sha256", "")))
+    return Prepared(
+        images=images,
+        manifest=manifest,
+        labels=labels,
+        tiers=tiers,
+        config=config,
+        manifest_sha256=str(recorded_manifest.get("sha256", "")),
+    )
 
 
 def _read_csv(path: Path, fix: str) -> pd.DataFrame:

@@ -294,8 +294,12 @@ def _synthetic_plan(config: DemoConfig):
 
 def _owned(out: Path) -> tuple[list[Path], list[Path]]:
     """(files this generator wrote in an earlier run, foreign files under real/ and synthetic/)."""
-    patterns = {out / "real" / split / cls: f"{cls}_*.png" for split in SPLITS for cls in (BENIGN_CLASS, MALIGNANT_CLASS)}
-    patterns |= {out / "real" / cls: f"{cls}_*.png" for cls in (BENIGN_CLASS, MALIGNANT_CLASS)}  # the flat layout of earlier versions
+    patterns = {
+        out / "real" / split / cls: f"{cls}_*.png" for split in SPLITS for cls in (BENIGN_CLASS, MALIGNANT_CLASS)
+    }
+    patterns |= {
+        out / "real" / cls: f"{cls}_*.png" for cls in (BENIGN_CLASS, MALIGNANT_CLASS)
+    }  # the flat layout of earlier versions
     patterns[out / "synthetic" / MALIGNANT_CLASS] = "syn_*.png"
     owned = [p for d, pat in patterns.items() if d.is_dir() for p in d.glob(pat) if p.is_file()]
     owned += [p for p in (out / GROUPS_CSV, out / QUALITY_CSV) if p.is_file()]

@@ -29,12 +29,19 @@ def plot_roc(roc: pd.DataFrame, auc: float | None, operating: dict, path: str | 
     )
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     # a large ring, then a small filled square: two operating points at the same place both show
-    styles = [{"marker": "o", "markersize": 11, "markerfacecolor": "none", "markeredgewidth": 1.6},
-              {"marker": "s", "markersize": 5}]
+    styles = [
+        {"marker": "o", "markersize": 11, "markerfacecolor": "none", "markeredgewidth": 1.6},
+        {"marker": "s", "markersize": 5},
+    ]
     for (name, m), style in zip(operating.items(), styles * len(operating)):
         if m["sensitivity"] is not None and m["specificity"] is not None:
-            ax.plot(1 - m["specificity"], m["sensitivity"], linestyle="none", label=f"{name} (t={m['threshold']:.3f})",
-                    **style)
+            ax.plot(
+                1 - m["specificity"],
+                m["sensitivity"],
+                linestyle="none",
+                label=f"{name} (t={m['threshold']:.3f})",
+                **style,
+            )
     ax.set_xlabel("1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity")
     ax.legend(fontsize=7, loc="lower right")

@@ -67,8 +67,11 @@ def _identity(identity: dict | None) -> list[str]:
     """Which data: the root and the manifest's sha256 (same value, same files in the same splits)."""
     if not identity:
         return []
-    return [f"Data: `{identity['data_root']}`, manifest sha256 `{identity['manifest_sha256'][:16]}` (every "
-            "image's file hash and split; the same value means the same data).", ""]
+    return [
+        f"Data: `{identity['data_root']}`, manifest sha256 `{identity['manifest_sha256'][:16]}` (every "
+        "image's file hash and split; the same value means the same data).",
+        "",
+    ]
 
 
 def _multiclass(m: dict | None) -> list[str]:
