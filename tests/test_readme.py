@@ -46,6 +46,13 @@ COVERAGE: list[tuple[str, str, str]] = [
     (r"dvc exp show", "tests/test_pipeline_e2e.py", '["dvc", "exp", "show"'),
     (r"dvc exp run -S score\.synthetic_score=", "tests/test_pipeline_e2e.py", '"score.synthetic_score=mahalanobis"'),
     (r"dvc exp run --queue ", "tests/test_experiments.py", '"dvc exp run --queue -n'),
+    # docs/params.md: what -S writes into params.yaml, on a one-stage project
+    (
+        r"dvc exp run -S curriculum\.jsd_start=0\.05 demo$",
+        "tests/test_params_file.py",
+        '"curriculum.jsd_start=0.05", "demo"',
+    ),
+    (r"git diff --stat$", "tests/test_params_file.py", 'sh("git", "diff", "--stat")'),
     (r"dvc queue start ", "tests/test_experiments.py", "counts_active_queue_workers"),
     (r"dvc add data/mydata$", "tests/test_readme.py", "        dvc add data/mydata\n"),
     (r"dvc remote add -d shared ", "tests/test_pipeline_e2e.py", '["dvc", "remote", "add", "-d", "shared"'),
