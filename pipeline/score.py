@@ -14,6 +14,11 @@ order: fold, epoch, loss, lr, training recall of the malignant (positive) labels
 With score.nproc_per_node > 1 the script checks its inputs, then runs itself as that many
 processes through torchrun (entromix.common.distributed): fold k trains in process k mod N, and
 process 0 collects the folds and writes everything (its own folds' epochs in the live log).
+
+Every finished fold model (and the AUM model) is kept in data/score_resume/ (not a DVC output:
+the run cache would not save the stage with a persist output), so a run stopped by Ctrl-C or
+SIGKILL continues at the next model with the same results (entromix.scoring.fold_resume); the
+folder is removed once the outputs are written.
 """
 
 import os
@@ -28,12 +33,14 @@ from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, SYNTHETIC_SCORES_CSV, load_prepared
 from entromix.modeling.fit import EpochStats
+from entromix.scoring.fold_resume import FoldStore, score_fingerprint
 from entromix.scoring.jsd_plots import jsd_groups, jsd_histogram_table, plot_jsd_distribution
 from entromix.scoring.out_of_fold import ScoreConfig, score_metrics, score_training_images
 
 METRICS = Path("metrics/score.json")
 PLOTS = Path("plots/score")
 LIVE = Path("dvclive/score")
+RESUME = Path("data/score_resume")  # the finished models of a run that did not finish (gitignored)
 
 
 def scorer_values(k: int, epoch: int, stats: EpochStats) -> dict:
@@ -60,6 +67,7 @@ def main() -> None:
         launch(__file__, ["--params", args.params], config.nproc_per_node, 1, "", "score")
         return
     world, device = init_world(device)
+    store = FoldStore(RESUME, score_fingerprint(config, PREPARED, device))
     if not world.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - process 0 reports; errors still reach stderr
     print(
@@ -79,7 +87,14 @@ def main() -> None:
 
     with stop_quietly_when_a_peer_dies(world, "score"):
         result = score_training_images(
-            config, images, manifest, device, on_epoch=log_epoch, world=world, label_space=prepared.label_space
+            config,
+            images,
+            manifest,
+            device,
+            on_epoch=log_epoch,
+            world=world,
+            label_space=prepared.label_space,
+            resume=store,
         )
     for log in live:
         log.close()
@@ -107,6 +122,7 @@ def main() -> None:
         metrics_json.write_text(json_text(metrics))
         jsd_histogram_table(groups).to_csv(histogram_csv, index=False)
         plot_jsd_distribution(groups, figure)
+    store.remove()  # the outputs are written: nothing left to resume
     shutdown(world)
 
 

@@ -135,6 +135,7 @@ LONGEST_FIRST = (
     "test_benchmarks.py",
     "test_multiclass_e2e.py",
     "test_score.py",
+    "test_score_resume.py",
     "test_bad_input.py",
     "test_strategies.py",
 )

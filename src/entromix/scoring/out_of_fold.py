@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
@@ -57,6 +57,7 @@ from entromix.modeling.models import MODEL_NAMES, build_model, is_model_name
 from entromix.scoring.aum import area_under_margin, aum_p_true
 from entromix.scoring.calibration import TEMPERATURE_BOUNDS, calibrated_probs, fit_temperature
 from entromix.scoring.feature_space import FEATURE_SCORES, feature_scores, match_quantiles, rank_mean
+from entromix.scoring.fold_resume import FoldStore, epochs_array, epochs_from_array, resume_line
 from entromix.scoring.jsd import TAU_AT_P_HALF, jsd_to_onehot
 
 DATASET_COLUMNS = ["filename", "is_syn", "jsd_score", "label", "split", "p_true", "predicted", "fold", "id"]
@@ -181,6 +182,23 @@ class FoldOutput:
     syn_logits: np.ndarray  # (n_syn, C)
     syn_feature_scores: dict[str, np.ndarray]  # FEATURE_SCORES name -> (n_syn,)
     seconds: float
+    epochs: list[EpochStats] = field(default_factory=list)  # its training epochs (replayed into a resumed run's log)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What :class:`~entromix.scoring.fold_resume.FoldStore` keeps of a finished fold."""
+        return {
+            "held_logits": self.held_logits,
+            "syn_logits": self.syn_logits,
+            **{f"feature_{name}": v for name, v in self.syn_feature_scores.items()},
+            "seconds": np.array(self.seconds),
+            "epochs": epochs_array(self.epochs),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FoldOutput:
+        features = {name: arrays[f"feature_{name}"] for name in FEATURE_SCORES}
+        epochs = epochs_from_array(arrays["epochs"])
+        return cls(arrays["held_logits"], arrays["syn_logits"], features, float(arrays["seconds"]), epochs)
 
 
 def make_folds(manifest_rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
@@ -212,6 +230,7 @@ def score_training_images(
     on_epoch: FoldEpochObserver | None = None,
     world: World = SINGLE,
     label_space: LabelSpace | None = None,
+    resume: FoldStore | None = None,
 ) -> ScoreResult | None:
     """Out-of-fold JSD for real training images and fold-ensemble JSD for synthetic images.
 
@@ -224,6 +243,9 @@ def score_training_images(
             world-size-th fold, rank 0 collects them and returns the result; the others return None.
         label_space: the K labels and the positive ones (``Prepared.label_space``); None: the
             manifest's labels 0..max with label 1 positive.
+        resume: where finished models are kept (``entromix.scoring.fold_resume``): those an earlier
+            run of the same settings and data finished are loaded instead of trained, and every
+            model trained here is saved there as it finishes; None keeps nothing.
     """
     real = manifest[(manifest["is_syn"] == 0) & (manifest["split"] == "train")].reset_index(drop=True)
     syn = manifest[manifest["is_syn"] == 1].reset_index(drop=True)
@@ -240,8 +262,11 @@ def score_training_images(
     models = len(range(world.rank, config.folds, world.size)) + aum_model
     eta = Eta(models * config.epochs)  # this process's epochs (process 0 also trains the aum model)
 
-    def epoch_done(k: int, epoch: int, stats: EpochStats) -> None:
-        log(f"{fold_epoch_line(k, config.folds, epoch, config.epochs, stats)} | {eta.step(count=False)}")
+    def epoch_done(k: int, epoch: int, stats: EpochStats, replayed: bool = False) -> None:
+        if replayed:  # a model of an earlier run: its epochs go to the live log only, done but not timed
+            eta.skip(1)
+        else:
+            log(f"{fold_epoch_line(k, config.folds, epoch, config.epochs, stats)} | {eta.step(count=False)}")
         if on_epoch is not None:
             on_epoch(k, epoch, stats)
 
@@ -249,7 +274,8 @@ def score_training_images(
     trained = FoldData(
         real, fold, real_images, real_labels, syn_images, syn_labels, num_classes, channels_last, positive
     )
-    per_rank = gather_to_main(_train_folds(config, trained, device, world, log, epoch_done), world)
+    store = _finished_models(config, resume, fold, len(syn), log)
+    per_rank = gather_to_main(_train_folds(config, trained, device, world, log, epoch_done, store), world)
     if per_rank is None:  # ranks other than 0: their folds are with rank 0 now
         return None
     oof_logits, syn_logits, syn_features, fold_seconds = _collect_folds(per_rank, fold, len(syn), num_classes)
@@ -259,18 +285,7 @@ def score_training_images(
     syn_probs = calibrated_probs(syn_logits, temperature).mean(axis=0)  # mean softmax of the K fold models
     scores = synthetic_score_table(syn, syn_probs, {name: v.mean(axis=0) for name, v in syn_features.items()}, config)
     if config.synthetic_score == "aum" and len(syn):
-        syn_probs = _aum_probs(
-            config,
-            real_images,
-            real_labels,
-            syn_images,
-            syn["label"].to_numpy(),
-            num_classes,
-            device,
-            channels_last,
-            log,
-            partial(epoch_done, config.folds),
-        )
+        syn_probs = _aum_probs(config, trained, device, log, partial(epoch_done, config.folds), store)
     syn_rows = _gate_rows(config.synthetic_score, _dataset_rows(syn, syn_probs, np.full(len(syn), -1)), scores)
     dataset = pd.concat([_dataset_rows(real, real_probs, fold), syn_rows], ignore_index=True)
     return ScoreResult(
@@ -356,9 +371,12 @@ def _train_folds(
     device: torch.device,
     world: World,
     log: Callable[[str], None],
-    epoch_done: Callable[[int, int, EpochStats], None],
+    epoch_done: Callable[..., None],
+    store: FoldStore,
 ) -> dict[int, FoldOutput]:
-    """This rank's fold models (fold k on rank k mod world size; every fold with one process)."""
+    """This rank's fold models (fold k on rank k mod world size; every fold with one process): each
+    one ``store`` holds from an earlier run (its epochs replayed into ``epoch_done``), the rest
+    trained and saved to ``store`` as they finish."""
     results = {}
     predict = partial(
         predict_logits_and_features,
@@ -369,9 +387,15 @@ def _train_folds(
     )
     labels = data.real["label"].to_numpy()
     for k in range(world.rank, config.folds, world.size):
+        if k in store.finished:
+            results[k] = FoldOutput.from_arrays(store.finished[k])
+            for epoch, stats in enumerate(results[k].epochs):
+                epoch_done(k, epoch, stats, replayed=True)
+            continue
         start = time.perf_counter()
         held = data.fold == k
-        on_epoch = partial(epoch_done, k)
+        epochs: list[EpochStats] = []
+        on_epoch = partial(_record_epoch, epochs, partial(epoch_done, k))
         model = _fit_fold_model(
             config,
             k,
@@ -391,7 +415,8 @@ def _train_folds(
             # the reference: this model's features of the real images it trained on (forward passes only)
             _, own = predict(model, data.images[torch.from_numpy(np.flatnonzero(~held)).to(device)])
             feature_scores_k = fold_feature_scores(own, labels[~held], syn_features, data.syn_labels, config.knn_k)
-        results[k] = FoldOutput(held_logits, syn_logits, feature_scores_k, time.perf_counter() - start)
+        results[k] = FoldOutput(held_logits, syn_logits, feature_scores_k, time.perf_counter() - start, epochs)
+        store.save(k, results[k].arrays())
         acc = (held_logits.argmax(1) == labels[held]).mean()
         log(
             f"entromix score: fold {k + 1}/{config.folds}: trained on {int((~held).sum())}, scored "
@@ -487,33 +512,63 @@ def _dataset_rows(frame: pd.DataFrame, probs: np.ndarray, folds: np.ndarray) -> 
 
 def _aum_probs(
     config: ScoreConfig,
-    real_images: torch.Tensor,
-    real_labels: torch.Tensor,
-    syn_images: np.ndarray,
-    syn_labels: np.ndarray,
-    num_classes: int,
+    data: FoldData,
     device: torch.device,
-    channels_last: bool,
     log: Callable[[str], None],
-    on_epoch: Callable[[int, EpochStats], None] | None = None,
+    epoch_done: Callable[..., None],
+    store: FoldStore,
 ) -> np.ndarray:
     """(n_syn, C) rows with ``p_true = sigmoid(AUM)`` at each synthetic image's label and the rest
-    spread evenly over the other classes (``entromix.scoring.aum``)."""
-    start = time.perf_counter()
-    seed = config.seed * 1000 + config.folds
-    seed_everything(seed)
-    images = torch.cat([real_images, torch.from_numpy(syn_images).to(real_images.device)])
-    labels = torch.cat([real_labels, torch.from_numpy(syn_labels.astype(np.int64)).to(real_labels.device)])
-    model = build_model(config.model, num_classes, config.image_size, config.pretrained_weights, "score").to(device)
-    aum = area_under_margin(model, images, labels, config.fit_settings(), device, seed, channels_last, on_epoch)
-    p_true = aum_p_true(aum[len(real_labels) :])
-    probs = np.repeat(((1.0 - p_true) / max(1, num_classes - 1))[:, None], num_classes, axis=1)
-    probs[np.arange(len(p_true)), syn_labels] = p_true
+    spread evenly over the other classes (``entromix.scoring.aum``). The model is index ``folds``
+    in ``store``: one an earlier run finished is not trained again."""
+    k, n_real = config.folds, len(data.labels)
+    if k in store.finished:
+        aum, seconds = store.finished[k]["aum"], float(store.finished[k]["seconds"])
+        for epoch, stats in enumerate(epochs_from_array(store.finished[k]["epochs"])):
+            epoch_done(epoch, stats, replayed=True)
+        how = f"the model an earlier run trained ({seconds:.1f} s)"
+    else:
+        start = time.perf_counter()
+        seed = config.seed * 1000 + k
+        seed_everything(seed)
+        images = torch.cat([data.images, torch.from_numpy(data.syn_images).to(data.images.device)])
+        labels = torch.cat([data.labels, torch.from_numpy(data.syn_labels).to(data.labels.device)])
+        model = build_model(config.model, data.num_classes, config.image_size, config.pretrained_weights, "score")
+        epochs: list[EpochStats] = []
+        on_epoch = partial(_record_epoch, epochs, epoch_done)
+        settings = config.fit_settings()
+        aum = area_under_margin(model.to(device), images, labels, settings, device, seed, data.channels_last, on_epoch)
+        aum, seconds = aum[n_real:], time.perf_counter() - start  # (n_syn,): the real images keep their OOF scores
+        store.save(k, {"aum": aum, "seconds": np.array(seconds), "epochs": epochs_array(epochs)})
+        how = f"one model in {seconds:.1f} s"
+    p_true = aum_p_true(aum)
+    probs = np.repeat(((1.0 - p_true) / max(1, data.num_classes - 1))[:, None], data.num_classes, axis=1)
+    probs[np.arange(len(p_true)), data.syn_labels] = p_true
     log(
-        f"entromix score: area under the margin: one model on {len(real_labels)} real + {len(syn_labels)} synthetic "
-        f"images in {time.perf_counter() - start:.1f} s; synthetic AUM median {np.median(aum[len(real_labels) :]):.2f}"
+        f"entromix score: area under the margin on {n_real} real + {len(data.syn_labels)} synthetic images: "
+        f"{how}; synthetic AUM median {np.median(aum):.2f}"
     )
     return probs
+
+
+def _record_epoch(
+    epochs: list[EpochStats], epoch_done: Callable[[int, EpochStats], None], epoch: int, stats: EpochStats
+) -> None:
+    """``fit_classifier``'s ``on_epoch``: keep the stats (saved with the model) and pass them on."""
+    epochs.append(stats)
+    epoch_done(epoch, stats)
+
+
+def _finished_models(
+    config: ScoreConfig, resume: FoldStore | None, fold: np.ndarray, n_syn: int, log: Callable[[str], None]
+) -> FoldStore:
+    """This run's store (``resume`` with the fold assignment in its fingerprint) with the models an
+    earlier run finished loaded; one line says so when there are any."""
+    store = (resume or FoldStore(None)).for_folds(fold)
+    models = config.folds + int(config.synthetic_score == "aum" and n_syn > 0)
+    if store.scan(models, log):
+        log(resume_line(store.finished, config.folds, models, store.directory))
+    return store
 
 
 def tier_auroc(jsd: np.ndarray, tiers: np.ndarray, bad: str, good: str = "good") -> float | None:

@@ -1,0 +1,200 @@
+"""The score stage's finished models, kept so that an interrupted run continues where it stopped.
+
+The stage trains ``score.folds`` fold models (and, with ``synthetic_score: aum``, one more: model
+index ``folds``). After each one, what the stage needs of it is written to
+``<directory>/model-<k>.pt``: a fold's held-out logits, synthetic logits and feature scores, the
+AUM model's synthetic AUM, and its per-epoch stats (replayed into the live log) and seconds. A run
+stopped by Ctrl-C, SIGTERM or SIGKILL loses only the model it was training; the next run loads
+the finished ones and trains the rest. The outputs are byte-identical to an uninterrupted run's
+on the same machine: model ``k`` trains from its own seed (``seed * 1000 + k``,
+``entromix.scoring.out_of_fold``), never from random state that the models before it left, and
+its arrays are stored exactly (float32 logits, float64 scores).
+
+Why not a DVC ``persist`` output, as the train stage's checkpoints: DVC's run cache does not save
+a stage that has one, and the sweeps restore the score stage from the run cache. So the folder is
+not an output of the stage; it is gitignored, and ``pipeline/score.py`` removes it once the
+stage's outputs are written.
+
+A file is a ``torch.save`` of tensors, numbers and strings (read with ``weights_only=True``,
+never unpickling code): ``format``, ``version``, ``fingerprint``, ``model`` (k), ``arrays``
+(name -> tensor) and ``sha256`` (of the arrays, :func:`arrays_sha256`). It is written atomically.
+A file that does not load, whose checksum does not match (truncated, damaged) or that belongs to
+another run (:func:`score_fingerprint`: the score settings, the prepared data, torch, the device,
+entromix's source and the fold assignment) is deleted, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from entromix.common.atomic import atomic_path
+from entromix.common.device import describe
+from entromix.modeling.fit import EpochStats
+
+FORMAT = "entromix-score-model"
+VERSION = 1
+#: entromix's source: a change to any of it starts the folds afresh
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+_NAME = re.compile(r"model-(\d+)\.pt")
+
+
+def score_fingerprint(config: Any, prepared: str | Path, device: torch.device) -> str:
+    """Which run finished models belong to: sha256 of the ``score`` settings (``device`` as resolved:
+    :func:`describe` names the GPU or the CPU threads, which change float rounding), the torch
+    version, ingest's ``checksums.json`` and ``ingest_config.json`` (the images, manifest and
+    labels) and entromix's source. :meth:`FoldStore.for_folds` adds the fold assignment."""
+    settings = {k: v for k, v in asdict(config).items() if k != "device"}
+    digest = hashlib.sha256(json.dumps([settings, describe(device), torch.__version__], sort_keys=True).encode())
+    for name in ("checksums.json", "ingest_config.json"):
+        digest.update((Path(prepared) / name).read_bytes())
+    for source in sorted(PACKAGE_ROOT.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 of every array's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+_EPOCH_FIELDS = [f.name for f in fields(EpochStats)]
+
+
+def epochs_array(stats: Iterable[EpochStats]) -> np.ndarray:
+    """(E, 6) float64, one row per epoch: loss, images, seconds, lr, positives, true_positives."""
+    rows = [[float(getattr(s, name)) for name in _EPOCH_FIELDS] for s in stats]
+    return np.array(rows, dtype=np.float64).reshape(-1, len(_EPOCH_FIELDS))
+
+
+def epochs_from_array(array: np.ndarray) -> list[EpochStats]:
+    """The inverse of :func:`epochs_array` (counts back to ints)."""
+    ints = {"images", "positives", "true_positives"}
+    return [
+        EpochStats(**{name: int(v) if name in ints else float(v) for name, v in zip(_EPOCH_FIELDS, row)})
+        for row in array
+    ]
+
+
+class FoldStore:
+    """The finished models of one score run in ``directory`` (None: keep nothing, resume nothing).
+
+    :meth:`scan` loads the finished models into :attr:`finished` (model index -> arrays); the stage
+    trains the others and :meth:`save` s each as it finishes."""
+
+    def __init__(self, directory: str | Path | None, fingerprint: str = "") -> None:
+        self.directory = None if directory is None else Path(directory)
+        self.fingerprint = fingerprint
+        self.finished: dict[int, dict[str, np.ndarray]] = {}
+
+    def for_folds(self, fold: np.ndarray) -> FoldStore:
+        """This store with the fold assignment (n_real,) in its fingerprint (another split of the
+        images, by another sklearn say, makes every kept fold another fold)."""
+        digest = hashlib.sha256(self.fingerprint.encode())
+        digest.update(np.ascontiguousarray(fold, dtype=np.int64).tobytes())
+        return FoldStore(self.directory, digest.hexdigest())
+
+    def path(self, k: int) -> Path:
+        assert self.directory is not None
+        return self.directory / f"model-{k}.pt"
+
+    def save(self, k: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Model ``k``'s arrays, written atomically with their checksum."""
+        if self.directory is None:
+            return
+        tensors = {name: torch.from_numpy(np.array(a, copy=True)) for name, a in arrays.items()}
+        payload = {
+            "format": FORMAT,
+            "version": VERSION,
+            "fingerprint": self.fingerprint,
+            "model": k,
+            "arrays": tensors,
+            "sha256": arrays_sha256(arrays),
+        }
+        with atomic_path(self.path(k)) as tmp:
+            torch.save(payload, tmp)
+
+    def load(self, path: Path, k: int) -> tuple[dict[str, np.ndarray] | None, str]:
+        """The arrays in ``path`` if it is model ``k`` of this run, whole; else (None, why)."""
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - truncated, damaged or not ours: never used
+            return None, f"unreadable ({type(exc).__name__})"
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("version") != VERSION:
+            return None, "not a finished score model of this entromix"
+        if payload.get("fingerprint") != self.fingerprint or payload.get("model") != k:
+            return None, "of other settings, data, code or device"
+        tensors = payload.get("arrays")
+        if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+            return None, "not a finished score model of this entromix"
+        arrays = {name: t.numpy() for name, t in tensors.items()}
+        if arrays_sha256(arrays) != payload.get("sha256"):
+            return None, "its checksum does not match (damaged)"
+        return arrays, ""
+
+    def scan(self, models: int, log: Callable[[str], None] = print) -> dict[int, dict[str, np.ndarray]]:
+        """Load the finished models among ``0..models-1`` into :attr:`finished`; delete every
+        model file that is not usable (one line per reason says which)."""
+        self.finished = {}
+        if self.directory is None or not self.directory.is_dir():
+            return self.finished
+        dropped: dict[str, list[str]] = {}
+        for path in sorted(self.directory.glob("model-*.pt")):
+            match = _NAME.fullmatch(path.name)
+            k = int(match.group(1)) if match else -1
+            arrays, why = self.load(path, k) if 0 <= k < models else (None, "of another number of models")
+            if arrays is None:
+                path.unlink(missing_ok=True)
+                dropped.setdefault(why, []).append(path.name)
+            else:
+                self.finished[k] = arrays
+        for why, names in dropped.items():
+            log(f"entromix score: deleted {', '.join(names)} in {self.directory}, not used: {why}")
+        return self.finished
+
+    def remove(self) -> None:
+        """Delete the folder: the stage's outputs are written, nothing is left to resume."""
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _model_list(ks: list[int], folds: int) -> str:
+    """``folds 1-2``, ``fold 3``, ``folds 1, 3-4``, ``the aum model`` (k == folds)."""
+    fold_ks = [k + 1 for k in ks if k < folds]
+    runs: list[list[int]] = []
+    for k in fold_ks:
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    text = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
+    parts = [f"fold{'s' if len(fold_ks) > 1 else ''} {text} of {folds}"] if fold_ks else []
+    if any(k >= folds for k in ks):
+        parts.append("the aum model")
+    return " and ".join(parts)
+
+
+def resume_line(finished: Iterable[int], folds: int, models: int, directory: Path | None) -> str:
+    """``entromix score: resuming: folds 1-2 of 5 finished in an earlier run (data/score_resume),
+    training fold 3``."""
+    done = sorted(finished)
+    todo = [k for k in range(models) if k not in done]
+    if not todo:
+        rest = "; nothing left to train"
+    else:
+        rest = f", training fold {todo[0] + 1}" if todo[0] < folds else ", training the aum model"
+    return f"entromix score: resuming: {_model_list(done, folds)} finished in an earlier run ({directory}){rest}"
