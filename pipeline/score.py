@@ -15,10 +15,11 @@ With score.nproc_per_node > 1 the script checks its inputs, then runs itself as 
 processes through torchrun (entromix.common.distributed): fold k trains in process k mod N, and
 process 0 collects the folds and writes everything (its own folds' epochs in the live log).
 
-Every finished fold model (and the AUM model) is kept in data/score_resume/ (not a DVC output:
-the run cache would not save the stage with a persist output), so a run stopped by Ctrl-C or
-SIGKILL continues at the next model with the same results (entromix.scoring.fold_resume); the
-folder is removed once the outputs are written.
+Every finished fold model (and the AUM model) is kept, per fingerprint of the settings, data and
+code, in the project's .dvc/tmp/entromix-score/ (not a DVC output), so a run stopped by Ctrl-C or
+SIGKILL continues at the next model with the same results, and a setting that ran before is
+rebuilt from them without training (the stage's own run cache: DVC's does not keep stages with
+persistent outputs; entromix.scoring.fold_resume).
 """
 
 import os
@@ -33,14 +34,13 @@ from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, SYNTHETIC_SCORES_CSV, load_prepared
 from entromix.modeling.fit import EpochStats
-from entromix.scoring.fold_resume import FoldStore, score_fingerprint
+from entromix.scoring.fold_resume import FoldStore, prune, score_fingerprint, store_directory, store_root
 from entromix.scoring.jsd_plots import jsd_groups, jsd_histogram_table, plot_jsd_distribution
 from entromix.scoring.out_of_fold import ScoreConfig, score_metrics, score_training_images
 
 METRICS = Path("metrics/score.json")
 PLOTS = Path("plots/score")
 LIVE = Path("dvclive/score")
-RESUME = Path("data/score_resume")  # the finished models of a run that did not finish (gitignored)
 
 
 def scorer_values(k: int, epoch: int, stats: EpochStats) -> dict:
@@ -67,7 +67,8 @@ def main() -> None:
         launch(__file__, ["--params", args.params], config.nproc_per_node, 1, "", "score")
         return
     world, device = init_world(device)
-    store = FoldStore(RESUME, score_fingerprint(config, PREPARED, device))
+    fingerprint = score_fingerprint(config, PREPARED, device)
+    store = FoldStore(store_directory(fingerprint), fingerprint)
     if not world.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - process 0 reports; errors still reach stderr
     print(
@@ -122,7 +123,7 @@ def main() -> None:
         metrics_json.write_text(json_text(metrics))
         jsd_histogram_table(groups).to_csv(histogram_csv, index=False)
         plot_jsd_distribution(groups, figure)
-    store.remove()  # the outputs are written: nothing left to resume
+    prune(store_root())  # the finished models stay: the next run of these settings trains nothing
     shutdown(world)
 
 

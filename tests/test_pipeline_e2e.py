@@ -267,7 +267,7 @@ def test_training_killed_under_dvc_resumes_on_the_next_repro(repo):
     killed_output = proc.stdout.read()
     assert "holds a finished run; training afresh" in killed_output
     assert "Updating lock file" not in killed_output  # killed before the stage finished
-    assert not (repo / "models/train/best.pt").exists()  # DVC removed the outputs; none was half-written
+    assert snapshot(repo)["metrics/train.json"] == before["metrics/train.json"]  # the last good outputs persist
     out = sh(["dvc", "repro"], repo)
     assert "train" in ran(out) and "resuming from models/train/checkpoints/resume.pt after epoch" in out, out
     after = snapshot(repo)
@@ -332,6 +332,42 @@ def test_plots_show_renders_every_declared_plot(repo):
     drawn += sum(len(list((repo / folder).glob("*.tsv"))) for folder in folders)
     assert html.count("vegaEmbed(") == drawn and "train_recall_malignant" in html
     assert "jsd_admission.png" in html or "jsd_admission" in " ".join(p.name for p in out_dir.rglob("*"))
+
+
+EVERY_OUTPUT_OF_TRAIN_AND_AFTER = [
+    "models/train/best.pt",
+    "models/train/last.pt",
+    "models/train/run.json",
+    "metrics/train.json",
+    "plots/train/history.csv",
+    "dvclive/train/metrics.json",
+    "models/deploy/model.pt",
+    "models/deploy/MODEL_CARD.md",
+    "metrics/evaluate.json",
+    "data/predictions/test.csv",
+]
+
+
+def test_a_failed_experiment_keeps_every_output_of_the_last_good_run(repo):
+    """Issue 36's typo, as DVC's own message suggests adding a key: `dvc exp run -S
+    +curriculum.jsd_strat=0.05` makes the train stage exit 2 on the unknown key. Every output persists
+    (dvc.yaml), so the previous run's files are all there byte for byte, `dvc metrics diff` is empty,
+    and `dvc status` names the changed params; `git checkout params.yaml` undoes the typo."""
+    sh(GIT + ["add", "-A"], repo)
+    sh(GIT + ["commit", "-qm", "outputs before the failed experiment", "--allow-empty"], repo)
+    names = RESULT_FILES + EVERY_OUTPUT_OF_TRAIN_AND_AFTER
+    before = {name: (repo / name).read_bytes() for name in names}
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    failed = subprocess.run(["dvc", "exp", "run", "-S", "+curriculum.jsd_strat=0.05"], cwd=repo, env=env,
+                            capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "unknown key(s) curriculum.jsd_strat" in failed.stdout + failed.stderr
+    assert "Did you mean curriculum.jsd_strat -> curriculum.jsd_start" in failed.stdout + failed.stderr
+    assert [name for name in names if (repo / name).read_bytes() != before[name]] == []
+    assert sh(["dvc", "metrics", "diff"], repo).strip() == ""
+    assert "train" in sh(["dvc", "status"], repo)
+    sh(["git", "checkout", "params.yaml"], repo)
+    assert "up to date" in sh(["dvc", "status"], repo)
 
 
 def test_exp_run_with_a_curriculum_change_reruns_train_and_evaluate(repo):

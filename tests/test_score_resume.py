@@ -172,18 +172,50 @@ def test_the_score_stage_killed_after_two_folds_resumes_at_fold_3_with_the_same_
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "".join(out)
     assert any(line.startswith("entromix score: fold 2/3: trained on") for line in out)
-    assert sorted(p.name for p in (killed / RESUME).iterdir()) == ["model-0.pt", "model-1.pt"]
+    (store,) = (killed / RESUME).iterdir()  # one folder per fingerprint of the settings, data and code
+    assert sorted(p.name for p in store.iterdir()) == ["model-0.pt", "model-1.pt"]
     assert (killed / "data/dataset.csv").read_bytes() == (finished_project / "data/dataset.csv").read_bytes()
     rerun = score_process(killed, [SCORE])
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     assert (
-        "entromix score: resuming: folds 1-2 of 3 finished in an earlier run (data/score_resume), training fold 3"
-        in stdout
+        f"entromix score: resuming: folds 1-2 of 3 finished in an earlier run (data/score_resume/{store.name}), "
+        "training fold 3" in stdout
     )
     assert "fold 1/3 epoch" not in stdout and "fold 3/3 epoch" in stdout and "aum model epoch" in stdout
     _, stderr = baseline.communicate(timeout=300)
     assert baseline.returncode == 0, stderr
     for name in OUTPUTS:
         assert (killed / name).read_bytes() == (uninterrupted / name).read_bytes(), name
-    assert not (killed / RESUME).exists() and not (uninterrupted / RESUME).exists()  # removed once written
+    # the finished models stay, as the stage's own run cache: a rerun of the same settings trains nothing
+    assert sorted(p.name for p in store.iterdir()) == ["model-0.pt", "model-1.pt", "model-2.pt", "model-3.pt"]
+    again = score_process(killed, [SCORE])
+    stdout, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    assert "nothing left to train" in stdout and " epoch " not in stdout.replace("resuming", "")
+    for name in OUTPUTS:
+        assert (killed / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+
+
+def test_the_store_is_shared_by_the_workspace_and_its_queued_experiments(tmp_path):
+    """A DVC project keeps the finished models in .dvc/tmp/entromix-score/, and an experiment that
+    `dvc queue` runs in .dvc/tmp/exps/<name>/ finds the same folder; without DVC, data/score_resume/.
+    Only the newest folders are kept."""
+    from entromix.scoring.fold_resume import prune, store_directory, store_root
+
+    project = tmp_path / "project"
+    (project / ".dvc").mkdir(parents=True)
+    queued = project / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    queued.mkdir(parents=True)
+    assert store_root(project) == project / ".dvc" / "tmp" / "entromix-score"
+    assert store_root(queued) == store_root(project)  # the queued copy has its own .dvc: not used
+    (queued / ".dvc").mkdir()
+    assert store_root(queued) == store_root(project)
+    assert store_root(tmp_path / "plain") == tmp_path / "plain" / "data" / "score_resume"
+    assert store_directory("ab" * 32, project).name == "ab" * 8
+    root = store_root(project)
+    for k in range(5):
+        (root / f"f{k}").mkdir(parents=True)
+        os.utime(root / f"f{k}", (k, k))
+    prune(root, keep=2)
+    assert sorted(p.name for p in root.iterdir()) == ["f3", "f4"]

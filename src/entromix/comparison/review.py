@@ -10,9 +10,10 @@ they are) and the change (the same plus the ``-S`` overrides), each with the see
 runs the queue with ``dvc queue start -j JOBS`` (printing a progress line with an ETA), and then
 compares the two sides seed by seed (:func:`entromix.comparison.report.compare_seeds`). What DVC
 already has is reused: an experiment of the same name on the same commit (the name carries a hash
-of params.yaml and of the commit, so an edited params.yaml gets new names) is not queued again, and the ingest and
-score stages of a seed that already ran come from DVC's run cache. The train stage always runs:
-its resumable checkpoints are persistent outputs, which DVC's run cache does not keep. The experiments stay in
+of params.yaml and of the commit, so an edited params.yaml gets new names) is not queued again, and the score
+stage of a seed that already ran is rebuilt from its kept fold models without training
+(``entromix.scoring.fold_resume``). Every stage's outputs persist, which DVC's run cache does not keep,
+so ingest, train and evaluate run. The experiments stay in
 ``dvc exp show`` / ``make exp-show``.
 
 The baseline's seed-to-seed spread is recorded in ``results/seed_spread.json`` (commit it):

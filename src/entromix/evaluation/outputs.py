@@ -160,6 +160,10 @@ def write_outputs(
         plot_jsd_distribution(
             jsd_groups(dataset, tiers), fig["jsd_admission"], {"jsd_start": cur["jsd_start"], "jsd_end": cur["jsd_end"]}
         )
+    # the outputs persist (dvc.yaml: a failed run keeps the last good ones), so a figure this run does
+    # not draw (a multi-class confusion matrix after a binary run) must not linger in the folder
+    for stale in sorted(set(Path(paths["figures"]).glob("*.png")) - {Path(t) for t in targets}):
+        stale.unlink()
 
 
 def write_predictions(predictions: pd.DataFrame, path: Path) -> None:

@@ -10,10 +10,17 @@ on the same machine: model ``k`` trains from its own seed (``seed * 1000 + k``,
 ``entromix.scoring.out_of_fold``), never from random state that the models before it left, and
 its arrays are stored exactly (float32 logits, float64 scores).
 
-Why not a DVC ``persist`` output, as the train stage's checkpoints: DVC's run cache does not save
-a stage that has one, and the sweeps restore the score stage from the run cache. So the folder is
-not an output of the stage; it is gitignored, and ``pipeline/score.py`` removes it once the
-stage's outputs are written.
+The same files are the score stage's own run cache. Every output of the stage persists (dvc.yaml:
+a failed run keeps the last good ones), and DVC's run cache does not keep stages with persistent
+outputs; so the finished models stay after the stage succeeds, one folder per fingerprint
+(:func:`store_directory`), and a run whose settings, data and code ran before (a sweep that
+revisits a scarce-data draw, a review's change at a seed its baseline ran) loads every model and
+trains none, with the same bytes. In a DVC project the folders live in the project's
+``.dvc/tmp/entromix-score/`` (ignored by git and DVC), which the experiments that ``dvc queue``
+runs in ``.dvc/tmp/exps/<name>/`` share with the workspace: a folder's files are written
+atomically and only ever hold one fingerprint's results, so two experiments writing the same
+model at once write the same bytes. The newest :data:`KEEP` folders are kept (kilobytes each).
+Outside a DVC project (a stage script run by hand) the folder is ``data/score_resume/``.
 
 A file is a ``torch.save`` of tensors, numbers and strings (read with ``weights_only=True``,
 never unpickling code): ``format``, ``version``, ``fingerprint``, ``model`` (k), ``arrays``
@@ -46,6 +53,39 @@ VERSION = 1
 #: entromix's source: a change to any of it starts the folds afresh
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 _NAME = re.compile(r"model-(\d+)\.pt")
+#: fingerprint folders kept in the store (the newest by modification time)
+KEEP = 200
+FALLBACK = Path("data/score_resume")
+
+
+def store_root(cwd: str | Path | None = None) -> Path:
+    """Where the finished models of every fingerprint live: the DVC project's
+    ``.dvc/tmp/entromix-score`` (the workspace's, also from a queued experiment's temporary copy
+    in ``<project>/.dvc/tmp/exps/<name>``), else ``data/score_resume`` relative to ``cwd``."""
+    here = Path(cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if len(folder.parents) > 2 and (folder.parent.name, folder.parents[1].name, folder.parents[2].name) == (
+            "exps", "tmp", ".dvc"
+        ):
+            return folder.parents[2] / "tmp" / "entromix-score"
+    if (here / ".dvc").is_dir():
+        return Path(".dvc") / "tmp" / "entromix-score" if cwd is None else here / ".dvc" / "tmp" / "entromix-score"
+    return FALLBACK if cwd is None else here / FALLBACK
+
+
+def store_directory(fingerprint: str, cwd: str | Path | None = None) -> Path:
+    """The folder of one fingerprint's finished models."""
+    return store_root(cwd) / fingerprint[:16]
+
+
+def prune(root: str | Path, keep: int = KEEP) -> None:
+    """Delete all but the ``keep`` newest fingerprint folders under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in folders[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def score_fingerprint(config: Any, prepared: str | Path, device: torch.device) -> str:
