@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,12 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_pa
     write_json(tmp_path / "out.json", {"a": 1})
     assert not stale.exists() and other.exists()
     assert json.loads((tmp_path / "out.json").read_text()) == {"a": 1}
+
+
+def test_output_name_and_size_text_name_what_the_user_knows():
+    from entromix.common.atomic import output_name, size_text
+
+    assert output_name(Path("data/.x.csv.ab12cd.tmp")) == Path("data/x.csv")
+    assert output_name(Path("f/.g.png.1.tmp.zz9.tmp")) == Path("f/g.png")  # a temporary of a temporary
+    assert output_name(Path("data/x.csv")) == Path("data/x.csv")
+    assert (size_text(512), size_text(48 * 1024), size_text(3 * 2**20)) == ("512 bytes", "48 KiB", "3.0 MiB")

@@ -358,8 +358,9 @@ def test_a_failed_experiment_keeps_every_output_of_the_last_good_run(repo):
     names = RESULT_FILES + EVERY_OUTPUT_OF_TRAIN_AND_AFTER
     before = {name: (repo / name).read_bytes() for name in names}
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    failed = subprocess.run(["dvc", "exp", "run", "-S", "+curriculum.jsd_strat=0.05"], cwd=repo, env=env,
-                            capture_output=True, text=True)
+    failed = subprocess.run(
+        ["dvc", "exp", "run", "-S", "+curriculum.jsd_strat=0.05"], cwd=repo, env=env, capture_output=True, text=True
+    )
     assert failed.returncode != 0
     assert "unknown key(s) curriculum.jsd_strat" in failed.stdout + failed.stderr
     assert "Did you mean curriculum.jsd_strat -> curriculum.jsd_start" in failed.stdout + failed.stderr

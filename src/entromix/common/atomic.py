@@ -9,9 +9,12 @@ deleted by the next write of the same output.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,24 +22,55 @@ from typing import Any
 
 import pandas as pd
 
+from entromix.common.errors import DiskFullError
+
+
+#: errnos that mean the file system is full (a quota counts)
+FULL = (errno.ENOSPC, errno.EDQUOT)
+#: below this many free bytes after a failed write, the failure is taken as a full disk: torch.save
+#: and others wrap ENOSPC in a RuntimeError that no longer carries the errno
+NEARLY_FULL = 1 << 20
+
+
+def size_text(n: int) -> str:
+    """``12.3 MiB``, ``48 KiB``, ``512 bytes``."""
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def output_name(path: Path) -> Path:
+    """The output a temporary file of this module stands for (``.x.csv.ab12cd.tmp`` -> ``x.csv``)."""
+    path = Path(path)
+    match = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", path.name)
+    return output_name(path.parent / match.group(1)) if match else path
+
+
+def disk_full_error(paths: list[Path], tmps: list[Path], exc: BaseException) -> DiskFullError | None:
+    """A :class:`DiskFullError` naming the outputs and the space they took before the disk filled, if
+    ``exc`` (raised while writing them) was a full file system; else None."""
+    folder = Path(paths[0]).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    full = isinstance(exc, OSError) and exc.errno in FULL
+    if not full and not (isinstance(exc, (OSError, RuntimeError)) and free < NEARLY_FULL):
+        return None
+    written = sum(t.stat().st_size for t in tmps if t.exists())
+    shown = list(dict.fromkeys(output_name(p) for p in paths))
+    names = ", ".join(str(p) for p in shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
+    return DiskFullError(
+        f"the file system of {output_name(folder)} is full (no space left on device) while writing {names}: they "
+        f"needed more than the {size_text(written)} written before it filled, and {size_text(free)} is free there. Free some "
+        "space (or point the outputs elsewhere) and rerun; the previous outputs were not replaced."
+    )
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed writer
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
+    A full file system becomes a :class:`DiskFullError` naming ``path``."""
+    with atomic_paths(path) as (tmp,):
+        yield tmp
 
 
 @contextlib.contextmanager
@@ -47,7 +81,13 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
     checksums). On any error every temporary file is deleted and no output is touched."""
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(_temporary(Path(p))) for p in paths]
-        yield tmps
+        try:
+            yield tmps
+        except (OSError, RuntimeError) as exc:
+            full = disk_full_error([Path(p) for p in paths], tmps, exc)
+            if full is not None:
+                raise full from exc
+            raise
         mode = 0o666 & ~_umask()
         for tmp in tmps:
             os.chmod(tmp, mode)

@@ -23,3 +23,7 @@ def listing(items, limit: int = 10) -> str:
     items = [str(i) for i in items]
     more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+class DiskFullError(EntromixError):
+    """The file system ran out of space while a stage wrote its outputs (which were not replaced)."""

@@ -7,12 +7,15 @@ it with ``np.load(path, mmap_mode="r")`` and index rows by the manifest's ``id``
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from entromix.common.atomic import atomic_path
+from entromix.common.atomic import FULL, atomic_path, output_name, size_text
+from entromix.common.errors import DiskFullError
 
 
 class ImageArrayWriter:
@@ -45,7 +48,28 @@ class ImageArrayWriter:
             "shape": self.shape,
         }
         np.lib.format.write_array_header_1_0(self._fh, header)
+        self._reserve()
         return self
+
+    def _reserve(self) -> None:
+        """Claim the array's whole size on disk now, so a full file system stops ingest before it
+        decodes anything, with the size it needs (:class:`DiskFullError`)."""
+        assert self._fh is not None
+        needed = self._fh.tell() + int(np.prod(self.shape))
+        try:
+            os.posix_fallocate(self._fh.fileno(), 0, needed)
+        except OSError as exc:
+            if exc.errno not in FULL:  # a file system without fallocate (EOPNOTSUPP): writes will tell
+                return
+            free = shutil.disk_usage(self.path.parent).free
+            full = DiskFullError(
+                f"{output_name(self.path)}: the image array needs {size_text(needed)} and its file system has "
+                f"{size_text(free)} free. Free some space (or point the project elsewhere) and rerun; the previous "
+                "outputs were not replaced."
+            )
+            self._fh.close()
+            self._atomic.__exit__(DiskFullError, full, None)  # __exit__ will not run: delete the temporary now
+            raise full from None
 
     def append(self, pixels: np.ndarray) -> None:
         if pixels.shape != self.shape[1:] or pixels.dtype != np.uint8:

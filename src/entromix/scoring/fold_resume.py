@@ -65,7 +65,9 @@ def store_root(cwd: str | Path | None = None) -> Path:
     here = Path(cwd or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if len(folder.parents) > 2 and (folder.parent.name, folder.parents[1].name, folder.parents[2].name) == (
-            "exps", "tmp", ".dvc"
+            "exps",
+            "tmp",
+            ".dvc",
         ):
             return folder.parents[2] / "tmp" / "entromix-score"
     if (here / ".dvc").is_dir():
