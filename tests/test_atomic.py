@@ -44,6 +44,6 @@ def test_output_name_and_size_text_name_what_the_user_knows():
     from entromix.common.atomic import output_name, size_text
 
     assert output_name(Path("data/.x.csv.ab12cd.tmp")) == Path("data/x.csv")
-    assert output_name(Path("f/.g.png.1.tmp.zz9.tmp")) == Path("f/g.png")  # a temporary of a temporary
+    assert output_name(Path("f/..g.png.ab.tmp.zz9.tmp")) == Path("f/g.png")  # a temporary of a temporary
     assert output_name(Path("data/x.csv")) == Path("data/x.csv")
     assert (size_text(512), size_text(48 * 1024), size_text(3 * 2**20)) == ("512 bytes", "48 KiB", "3.0 MiB")

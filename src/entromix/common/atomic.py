@@ -24,7 +24,6 @@ import pandas as pd
 
 from entromix.common.errors import DiskFullError
 
-
 #: errnos that mean the file system is full (a quota counts)
 FULL = (errno.ENOSPC, errno.EDQUOT)
 #: below this many free bytes after a failed write, the failure is taken as a full disk: torch.save
@@ -59,9 +58,10 @@ def disk_full_error(paths: list[Path], tmps: list[Path], exc: BaseException) -> 
     shown = list(dict.fromkeys(output_name(p) for p in paths))
     names = ", ".join(str(p) for p in shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
     return DiskFullError(
-        f"the file system of {output_name(folder)} is full (no space left on device) while writing {names}: they "
-        f"needed more than the {size_text(written)} written before it filled, and {size_text(free)} is free there. Free some "
-        "space (or point the outputs elsewhere) and rerun; the previous outputs were not replaced."
+        f"the file system of {output_name(folder)} is full (no space left on device) while writing {names}: "
+        f"they needed more than the {size_text(written)} written before it filled, and {size_text(free)} is "
+        "free there. Free some space (or point the outputs elsewhere) and rerun; the previous outputs were "
+        "not replaced."
     )
 
 
