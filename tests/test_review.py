@@ -201,3 +201,12 @@ def test_exp_show_lists_the_review_with_its_changed_params_and_the_review_metric
     assert len(rows) == 6 and all("| done |" in row for row in rows)
     assert all("| 0.4000 |" in row for row in rows)  # the stage's tuned threshold, read from evaluate.json
     assert "6 row(s); params shown: those that differ between them (3)" in proc.stdout
+
+
+def test_queue_workers_share_the_cores_between_the_jobs():
+    from entromix.comparison.review import worker_env
+
+    assert worker_env(2, {}, cores=2)["OMP_NUM_THREADS"] == "1"
+    assert worker_env(2, {}, cores=16)["OMP_NUM_THREADS"] == "8"
+    assert worker_env(4, {}, cores=2)["OMP_NUM_THREADS"] == "1"
+    assert worker_env(2, {"OMP_NUM_THREADS": "3"}, cores=2)["OMP_NUM_THREADS"] == "3"  # the user's choice stays
