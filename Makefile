@@ -120,6 +120,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_score.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_compare.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 # How much do the demo's results depend on the CPU, the thread count and the seed? Reruns the whole
 # pipeline 8 times (oneDNN AVX2 / AVX512_CORE x 1 / 2 threads x seeds 0, 1) in scratch copies of the

@@ -86,6 +86,32 @@ def test_knn_rejects_a_label_without_reference_images():
         knn_scores(reference, labels, np.eye(3)[:1], np.array([0]), k=0)
 
 
+def test_scores_in_blocks_match_the_whole_matrix_and_bound_memory(monkeypatch):
+    """Issue 36: the kNN distances and the Mahalanobis differences go through the query rows in
+    blocks (``KNN_BLOCK`` values at a time), not as one (queries x references) matrix that grows
+    with the square of N. Blocks of 1 to 7 rows give the one-matrix answer."""
+    import entromix.scoring.feature_space as fs
+
+    rng = np.random.default_rng(5)
+    reference, labels, _ = two_clusters(rng, n0=30, n1=9, dim=6)
+    query = rng.normal(size=(23, 6))
+    q_labels = rng.integers(0, 2, 23)
+    # the one-matrix formulas (before issue 36)
+    distance = 1.0 - l2_normalise(query) @ l2_normalise(reference).T
+    per_class = np.stack([np.sort(distance[:, labels == c], axis=1)[:, :4].mean(axis=1) for c in (0, 1)], axis=1).clip(
+        0
+    )
+    own = per_class[np.arange(23), q_labels]
+    expected_knn = own / (own + per_class[np.arange(23), 1 - q_labels])
+    gaussians = ClassGaussians.fit(reference, labels)
+    diff = query[:, None, :] - gaussians.means[None]
+    expected_maha = np.einsum("ncd,de,nce->nc", diff, gaussians.precision, diff)[np.arange(23), q_labels]
+    for block in (len(reference), 6 * len(reference), 7 * len(reference), 1):  # 1, 6, 7 and 1 row(s)
+        monkeypatch.setattr(fs, "KNN_BLOCK", block)
+        np.testing.assert_allclose(knn_scores(reference, labels, query, q_labels, k=4), expected_knn, rtol=1e-12)
+        np.testing.assert_allclose(mahalanobis_scores(reference, labels, query, q_labels), expected_maha, rtol=1e-12)
+
+
 def test_mahalanobis_matches_the_formula_with_ledoit_wolf():
     rng = np.random.default_rng(4)
     reference, labels, centre = two_clusters(rng, dim=5)

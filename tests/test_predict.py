@@ -80,6 +80,31 @@ def test_bad_images_are_skipped_and_reported_or_stop_before_writing(project, tmp
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
 
 
+def test_predict_reads_and_classifies_a_chunk_of_files_at_a_time(project, tmp_path, monkeypatch):
+    """Issue 36: predict_files decodes and classifies PREDICT_CHUNK files at a time, so memory does
+    not grow with the number of files. Chunks of 3 give the one-chunk answer (TTA and per-class
+    columns included), and an unreadable file in the first and in the last chunk is named by the
+    error (bad_images error) or skipped with the rest classified (skip)."""
+    import entromix.prediction.predict as predict
+
+    trained = load_trained_model(project / "models/deploy/model.pt", None, CPU)
+    files = sorted((project / "data/real").rglob("*.png"))[:10]
+    whole = predict.predict_files(trained, files, None, True, "tta", progress=False)
+    monkeypatch.setattr(predict, "PREDICT_CHUNK", 3)
+    chunked = predict.predict_files(trained, files, None, True, "tta", progress=False)
+    pd.testing.assert_frame_equal(chunked.frame, whole.frame, check_exact=False, atol=1e-6)
+    broken = [tmp_path / "first.png", tmp_path / "last.png"]
+    for path in broken:
+        path.write_text("not an image")
+    mixed = [broken[0], *files[:4], broken[1]]
+    with pytest.raises(DataError, match=r"2 file\(s\) cannot be read") as err:
+        predict.predict_files(trained, mixed, bad_images="error", progress=False)
+    assert "first.png" in str(err.value) and "last.png" in str(err.value)
+    skipped = predict.predict_files(trained, mixed, bad_images="skip", progress=False)
+    assert skipped.frame["path"].tolist() == [str(f) for f in files[:4]] and len(skipped.skipped) == 2
+    pd.testing.assert_frame_equal(skipped.frame, whole.frame[["path", "p_malignant", "prediction", "label"]][:4])
+
+
 def test_the_deployed_checkpoint_describes_itself(project):
     import json
 

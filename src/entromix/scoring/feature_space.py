@@ -80,11 +80,7 @@ def knn_scores(
     classes = np.unique(reference_labels)
     if len(classes) < 2 or not np.isin(query_labels, classes).all():
         raise ValueError("the kNN score needs reference images of every query label and of at least one other")
-    distance = 1.0 - l2_normalise(query) @ l2_normalise(reference).T  # (N, M) cosine distances
-    per_class = np.empty((len(query), len(classes)))
-    for j, c in enumerate(classes):
-        d = np.sort(distance[:, reference_labels == c], axis=1)
-        per_class[:, j] = d[:, : min(k, d.shape[1])].mean(axis=1)
+    per_class = _class_knn_distances(l2_normalise(query), l2_normalise(reference), reference_labels, classes, k)
     per_class = np.maximum(per_class, 0.0)  # rounding can make a self-distance -1e-16
     own_col = np.searchsorted(classes, query_labels)
     own = per_class[np.arange(len(query)), own_col]
@@ -93,6 +89,29 @@ def knn_scores(
     nearest_other = others.min(axis=1)
     total = own + nearest_other
     return np.where(total > 0, own / np.where(total > 0, total, 1.0), 0.5)
+
+
+#: float64 values of one block of query-by-reference distances (32 MiB): the query rows go through in
+#: blocks of ``KNN_BLOCK // M`` so that memory does not grow with the number of query x reference pairs
+KNN_BLOCK = 1 << 22
+
+
+def _class_knn_distances(
+    query: np.ndarray, reference: np.ndarray, reference_labels: np.ndarray, classes: np.ndarray, k: int
+) -> np.ndarray:
+    """(N, C): the mean cosine distance from each (unit-length) query row to its ``k`` nearest
+    reference rows of each class (``k`` capped at the class's count), in blocks of query rows."""
+    per_class = np.empty((len(query), len(classes)))
+    by_class = [reference[reference_labels == c] for c in classes]
+    rows = max(1, KNN_BLOCK // max(1, len(reference)))
+    for start in range(0, len(query), rows):
+        block = query[start : start + rows]
+        for j, members in enumerate(by_class):
+            d = 1.0 - block @ members.T  # (rows, M_c) cosine distances
+            kc = min(k, d.shape[1])
+            nearest = np.sort(np.partition(d, kc - 1, axis=1)[:, :kc], axis=1)  # the kc smallest, ascending
+            per_class[start : start + rows, j] = nearest.mean(axis=1)
+    return per_class
 
 
 @dataclass(frozen=True)
@@ -117,8 +136,12 @@ class ClassGaussians:
     def distances(self, features: np.ndarray) -> np.ndarray:
         """(N, C) squared Mahalanobis distances of each row to each class mean."""
         f = np.asarray(features, dtype=np.float64)
-        diff = f[:, None, :] - self.means[None, :, :]  # (N, C, D)
-        return np.einsum("ncd,de,nce->nc", diff, self.precision, diff)
+        out = np.empty((len(f), len(self.means)))
+        rows = max(1, KNN_BLOCK // max(1, len(self.means) * f.shape[1]))  # (rows, C, D) at a time
+        for start in range(0, len(f), rows):
+            diff = f[start : start + rows, None, :] - self.means[None, :, :]  # (rows, C, D)
+            out[start : start + rows] = np.einsum("ncd,de,nce->nc", diff, self.precision, diff)
+        return out
 
 
 def mahalanobis_scores(
