@@ -52,8 +52,8 @@ STAGES = ("demo", "ingest", "score", "train", "evaluate", "predict")
 #: the tiny pipeline of tests/test_pipeline_e2e.py (as tests/test_benchmarks.py's TINY_PIPELINE)
 TINY = {
     "demo": {"image_size": 48, "n_benign": 24, "n_malignant": 12, "syn_good": 4, "syn_degraded": 2,
-             "syn_hallucinated": 2},
-    "ingest": {"split": {"train": 0.375, "val": 0.125, "test": 0.5}, "image_size": 32, "workers": 1},
+             "syn_hallucinated": 2, "split": {"train": 0.375, "val": 0.125, "test": 0.5}},
+    "ingest": {"image_size": 32, "workers": 1},
     "score": {"image_size": 32, "epochs": 1, "folds": 2, "batch_size": 8},
     "curriculum": {"warmup_epochs": 1},
     "train": {"image_size": 32, "epochs": 2, "batch_size": 8, "ensemble": 1},

@@ -104,7 +104,7 @@ def test_make_bench_runs_the_scripts_tested_here():
 TINY_PIPELINE = [
     *("-S", "demo.image_size=48", "-S", "demo.n_benign=24", "-S", "demo.n_malignant=12"),
     *("-S", "demo.syn_good=4", "-S", "demo.syn_degraded=2", "-S", "demo.syn_hallucinated=2"),
-    *("-S", "ingest.split={train: 0.375, val: 0.125, test: 0.5}", "-S", "ingest.image_size=32"),
+    *("-S", "demo.split={train: 0.375, val: 0.125, test: 0.5}", "-S", "ingest.image_size=32"),
     *("-S", "ingest.workers=1", "-S", "score.image_size=32", "-S", "score.epochs=1", "-S", "score.folds=2"),
     *("-S", "score.batch_size=8", "-S", "curriculum.warmup_epochs=1", "-S", "train.image_size=32"),
     *("-S", "train.epochs=3", "-S", "train.batch_size=8", "-S", "evaluate.bootstrap_resamples=20"),

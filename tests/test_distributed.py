@@ -97,7 +97,7 @@ def test_a_per_rank_mean_would_not_have_matched():
 # The train stage with 2 processes (torchrun, gloo) against 1, on a tiny demo project
 
 DEMO = {"seed": 0, "image_size": 48, "n_benign": 60, "n_malignant": 30, "images_per_patient": 3}
-DEMO |= {"syn_good": 12, "syn_degraded": 6, "syn_hallucinated": 6}
+DEMO |= {"syn_good": 12, "syn_degraded": 6, "syn_hallucinated": 6, "split": {"train": 0.375, "val": 0.125, "test": 0.5}}
 STAGES = {
     "ingest": {
         "data_root": "data/demo",
