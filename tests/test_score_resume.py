@@ -4,6 +4,7 @@ output) and a rerun trains only the rest, with the same bytes as an uninterrupte
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +162,7 @@ def test_the_score_stage_killed_after_two_folds_resumes_at_fold_3_with_the_same_
     killed = copy_finished(finished_project, tmp_path / "killed")
     for project in (uninterrupted, killed):
         write_params(project, SCORE_CHANGES)
+        shutil.rmtree(project / RESUME, ignore_errors=True)  # the finished project's own kept folds
     baseline = score_process(uninterrupted, [SCORE])  # alongside the killed run
     proc = score_process(killed, ["-c", KILLED_IN_FOLD_3.format(score=SCORE)])
     out = []
