@@ -216,7 +216,7 @@ def predict_files(
     positive = space.positive_probability(probs)  # the summed probability of the positive labels
     frame = pd.DataFrame({"path": [str(p) for p in kept], f"p_{space.positive_title}": positive})
     frame["prediction"] = pd.array((positive >= cut).astype(int), dtype="Int64")
-    frame["label"] = [space.binary_names[i] for i in frame["prediction"]]
+    frame["label"] = pd.Series([space.binary_names[i] for i in frame["prediction"]], dtype=object)
     if per_class:
         for i, name in enumerate(str(x) for x in ckpt["labels"]):
             frame[f"p_{name}"] = probs[:, i]
