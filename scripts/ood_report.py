@@ -62,7 +62,7 @@ def model_settings(path: Path) -> dict:
     entry = torch.load(path, map_location="cpu", weights_only=True).get("ood")
     if not isinstance(entry, dict):
         sys.exit(f"ood_report: {path} has no OOD statistics; rerun the evaluate stage (dvc repro evaluate).")
-    keys = ("score", "threshold", "quantile", "val_flag_rate", "n_train", "n_val")
+    keys = ("score", "features", "threshold", "quantile", "val_flag_rate", "n_train", "n_val")
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items() if k in keys}
 
 
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     if "model" in report:
         m = report["model"]
         print(
-            f"model: {m.get('score')} distance, threshold {m.get('threshold')} (val {m.get('quantile')} quantile) "
+            f"model: {m.get('score')} distance on the {m.get('features')} features, threshold "
+            f"{m.get('threshold')} (val {m.get('quantile')} quantile) "
             f"flags {m.get('val_flag_rate', float('nan')):.1%} of {m.get('n_val')} val images"
         )
     if args.json is not None:

@@ -170,7 +170,9 @@ def test_the_ood_flag_is_calibrated_on_val_and_flags_foreign_images(project, tmp
 
     ckpt = torch.load(project / "models/deploy/model.pt", weights_only=True)
     detector = OodDetector.from_checkpoint(ckpt["ood"])
-    assert detector.score == "mahalanobis" and detector.means.shape[0] == 2  # the tiny project's 2 members
+    assert (detector.score, detector.features) == ("mahalanobis", "stages")
+    assert [s.name for s in detector.stages] == ["layer1", "layer2", "layer3", "layer4"]
+    assert all(s.means.shape[0] == 2 for s in detector.stages)  # the tiny project's 2 members
     ood = json.loads((project / "metrics/evaluate.json").read_text())["evaluate"]["ood"]
     assert ood["threshold"] == pytest.approx(detector.threshold, abs=1e-4)
     # the 0.975 quantile of n val distances leaves at most ceil(0.025 n) above it (1 of the tiny project's few)

@@ -334,21 +334,7 @@ def predict_logits_and_features(
     """:func:`predict_logits` and, from the same forward passes, the penultimate features (N, D):
     the input of the classifier's final linear layer (ResNet: the pooled 512 / 2048 values; with
     ``tta`` the mean over the eight orientations)."""
-    logits, feats = _predict(model, images, device, image_size, batch_size, channels_last, tta, features=True)
-    return logits, feats[-1]  # an ensemble: its last member's features
-
-
-def predict_logits_and_member_features(
-    model: nn.Module,
-    images: torch.Tensor | np.ndarray,
-    device: torch.device,
-    image_size: int,
-    batch_size: int = 256,
-    channels_last: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`predict_logits` and, from the same forward passes, the penultimate features of every
-    member of an ensemble (``entromix.modeling.ensemble``): float32 (K, N, D), K = 1 for one network."""
-    return _predict(model, images, device, image_size, batch_size, channels_last, False, features=True)
+    return _predict(model, images, device, image_size, batch_size, channels_last, tta, features=True)
 
 
 @torch.no_grad()
@@ -363,13 +349,9 @@ def _predict(
     features: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     model.eval()
-    heads = [_final_linear(m) for m in members(unwrap(model))]  # one per ensemble member
-    captured: list[list[torch.Tensor]] = [[] for _ in heads]
-    hooks = [
-        head.register_forward_pre_hook(lambda _m, args, into=into: into.append(args[0].detach()))
-        for head, into in zip(heads, captured)
-        if features
-    ]
+    head = _final_linear(model)
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach())) if features else None
     out, feats = [], []
     try:
         for start in range(0, len(images), batch_size):
@@ -382,17 +364,16 @@ def _predict(
                 inputs = [v.contiguous(memory_format=torch.channels_last) if channels_last else v for v in views]
                 logits = torch.stack([model(v).float() for v in inputs]).mean(0)  # (B, C)
                 out.append(logits.cpu())
-            if features:  # per member: the mean over the views, (K, B, D)
-                feats.append(torch.stack([torch.stack([f.float().flatten(1) for f in c]).mean(0) for c in captured]))
-                for c in captured:
-                    c.clear()
+            if features:
+                feats.append(torch.stack([f.float().flatten(1) for f in captured]).mean(0).cpu())  # (B, D)
+                captured.clear()
     finally:
-        for hook in hooks:
+        if hook is not None:
             hook.remove()
     if not out:
         empty = np.zeros((0, model_num_classes(model)), dtype=np.float32)
-        return empty, (np.zeros((len(heads), 0, heads[0].in_features), dtype=np.float32) if features else None)
-    return torch.cat(out).numpy(), (torch.cat(feats, dim=1).cpu().numpy() if features else None)
+        return empty, (np.zeros((0, head.in_features), dtype=np.float32) if features else None)
+    return torch.cat(out).numpy(), (torch.cat(feats).numpy() if features else None)
 
 
 def _final_linear(model: nn.Module) -> nn.Linear:

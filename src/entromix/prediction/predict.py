@@ -39,8 +39,8 @@ from tqdm import tqdm
 from entromix.common.device import autocast
 from entromix.common.errors import DataError, listing
 from entromix.data.images import IMAGE_EXTENSIONS, images_in
-from entromix.evaluation.ood import OodDetector
-from entromix.modeling.fit import dihedral_views, predict_logits_and_member_features, prepare_batch
+from entromix.evaluation.ood import OodDetector, capture_features
+from entromix.modeling.fit import dihedral_views, predict_logits, prepare_batch
 from entromix.prediction.preprocess import settings, stored_pixels
 from entromix.training.checkpoints import TrainedModel
 
@@ -138,33 +138,36 @@ def classify(
     uncertainty: Uncertainty = "none",
     batch_size: int = 256,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    features: str | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
     """float64 (N, C) probabilities at the checkpoint's temperature, (N,) the spread of P(class 1)
-    under ``uncertainty`` (None for ``none``), and float32 (K, N, D) every ensemble member's
-    penultimate features (what the OOD distance reads). The logits come from the evaluate stage's
-    own path (``entromix.modeling.fit``, autocast included), so the probabilities are evaluate's."""
+    under ``uncertainty`` (None for ``none``), and with ``features`` (``stages`` / ``penultimate``)
+    the members' features from the same forward passes (``entromix.evaluation.ood.model_features``:
+    name -> float32 (K, N, D); {} without). The logits come from the evaluate stage's own path
+    (``entromix.modeling.fit.predict_logits``, autocast included), so the probabilities are evaluate's."""
     model, device = trained.model, trained.device
     temperature = float(trained.checkpoint.get("temperature", 1.0))
     if uncertainty == "mc-dropout" and not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
         raise DataError(
             f"--uncertainty mc-dropout: {trained.checkpoint['model_name']} has no dropout layer; use --uncertainty tta."
         )
-    probs, spread, features = [], [], []
+    probs, spread = [], []
     starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc="classifying", unit="batch", disable=None if progress else True):
-        chunk = images[start : start + batch_size]
-        logits, feats = predict_logits_and_member_features(
-            model, chunk, device, trained.image_size, batch_size, trained.channels_last
-        )
-        probs.append(torch.softmax(torch.from_numpy(logits) / temperature, 1).double())  # (B, C)
-        features.append(feats)  # (K, B, D)
-        if uncertainty != "none":
-            spread.append(_spread(trained, chunk, uncertainty, temperature))
-    if not probs:  # no readable image: empty results of the right shapes
-        logits, feats = predict_logits_and_member_features(model, images, device, trained.image_size)
-        return logits.astype(np.float64), (np.zeros(0) if uncertainty != "none" else None), feats
-    out = torch.cat(probs).numpy()
-    return out, (torch.cat(spread).numpy() if spread else None), np.concatenate(features, axis=1)
+    with capture_features(model, features or "penultimate") as capture:
+        capture.paused = features is None
+        for start in tqdm(starts, desc="classifying", unit="batch", disable=None if progress else True):
+            chunk = images[start : start + batch_size]
+            logits = predict_logits(model, chunk, device, trained.image_size, batch_size, trained.channels_last)
+            probs.append(torch.softmax(torch.from_numpy(logits) / temperature, 1).double())  # (B, C)
+            if uncertainty != "none":
+                paused, capture.paused = capture.paused, True  # the extra passes are not the image's features
+                spread.append(_spread(trained, chunk, uncertainty, temperature))
+                capture.paused = paused
+        if not probs:  # no readable image: an empty pass gives the shapes
+            logits = predict_logits(model, images, device, trained.image_size)
+            return logits.astype(np.float64), (np.zeros(0) if uncertainty != "none" else None), capture.arrays()
+        found = capture.arrays() if features is not None else {}
+    return torch.cat(probs).numpy(), (torch.cat(spread).numpy() if spread else None), found
 
 
 @torch.no_grad()
@@ -211,7 +214,8 @@ def predict_files(
     cut, source = _threshold(ckpt, threshold)
     detector = OodDetector.from_checkpoint(ckpt["ood"], "the checkpoint") if ckpt.get("ood") is not None else None
     images, kept, skipped = read_images(files, ckpt["preprocess"], bad_images, progress)
-    probs, spread, features = classify(trained, images, uncertainty, progress=progress)
+    kind = detector.features if detector is not None else None
+    probs, spread, features = classify(trained, images, uncertainty, progress=progress, features=kind)
     space = trained.label_space
     positive = space.positive_probability(probs)  # the summed probability of the positive labels
     frame = pd.DataFrame({"path": [str(p) for p in kept], f"p_{space.positive_title}": positive})
