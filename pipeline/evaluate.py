@@ -6,8 +6,9 @@ array and manifest, and the score stage's data/dataset.csv (for the JSD figure),
   metrics/evaluate.json               test metrics at 0.5 and at the tuned threshold, intervals
   data/predictions/test.csv           filename,class,label,probability,prediction (tuned threshold)
   data/predictions/val.csv            the same for the val images the threshold was tuned on
-  models/deploy/model.pt              the evaluated checkpoint with its tuned threshold: what
-                                      `entromix predict` and `entromix export` read
+  models/deploy/model.pt              the evaluated checkpoint with its tuned threshold and its OOD
+                                      detector (the real training images' feature statistics, the
+                                      threshold from val): what `entromix predict` and `entromix export` read
   models/deploy/MODEL_CARD.md         its model card, generated from the metrics files
   plots/evaluate/{roc,pr,confusion,calibration}.csv   series for `dvc plots show`
   plots/evaluate/figures/*.png        the same as figures, plus training curves, curriculum, JSD, the
@@ -23,6 +24,7 @@ from entromix.common.params import load_params, section
 from entromix.common.rounding import round_floats
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared, missing_input
+from entromix.evaluation.ood import ood_detector
 from entromix.evaluation.outputs import (
     deploy_checkpoint,
     prediction_table,
@@ -88,7 +90,8 @@ def main() -> None:
     print(f"entromix evaluate: {tuned.note}")
     for warning in tuned.warnings():
         print(f"entromix evaluate: WARNING: {warning}")
-    deploy = deploy_checkpoint(ckpt, tuned.threshold, config.target_sensitivity, metrics)
+    detector = ood_detector(config, trained, images, dataset, val, test, metrics)
+    deploy = deploy_checkpoint(ckpt, tuned.threshold, config.target_sensitivity, metrics, detector)
     history = pd.read_csv(HISTORY)
     pictures = picture_figures(
         config,

@@ -5,8 +5,10 @@ tuned threshold). Writes data/predictions/inbox.csv: path, P(positive), predicti
 tuned threshold (plus per-class probabilities and an uncertainty column when asked). With no image
 in the folder it writes the header only, from the checkpoint's labels, without building the network
 (torchvision and the prediction code are imported only when there is an image to classify).
-Unreadable files are reported and skipped, or stop the stage before anything is written
-(`predict.bad_images`).
+Every image file gets a row: an unreadable one gets the reason in its `error` column and the stage
+still succeeds (`predict.bad_images: skip`; it prints how many), or stops the stage before anything
+is written (`error`). `ood_distance` and `ood` flag images unlike the training data
+(entromix.evaluation.ood, calibrated on val by the evaluate stage).
 """
 
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from entromix.training.checkpoints import load_checkpoint
 
 MODEL = Path("models/deploy/model.pt")
 OUT = Path("data/predictions/inbox.csv")
+EXTRA_COLUMNS = ("ood_distance", "ood", "error")  # entromix.prediction.predict.predict_files's last three
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def main() -> None:
     files = images_in(folder)
     if not files:
         positive_title = label_space_of_checkpoint(load_checkpoint(MODEL)).positive_title
-        frame = pd.DataFrame(columns=["path", f"p_{positive_title}", "prediction", "label"])
+        frame = pd.DataFrame(columns=["path", f"p_{positive_title}", "prediction", "label", *EXTRA_COLUMNS])
         print(f"entromix predict: no images in {folder} ({', '.join(IMAGE_EXTENSIONS)}); wrote the header only")
     else:
         from entromix.prediction.predict import predict_files
@@ -65,10 +68,9 @@ def main() -> None:
         print(f"entromix predict: {len(files)} file(s) in {folder} with {MODEL}; device {describe(device)}")
         result = predict_files(trained, files, None, config.per_class, config.uncertainty, config.bad_images)
         for path, reason in result.skipped:
-            print(f"entromix predict: skipped {path}: {reason}")
+            print(f"entromix predict: unreadable {path}: {reason} (a row with the reason in `error`)")
         frame = result.frame
-        counts = frame["label"].value_counts().to_dict()
-        print(f"entromix predict: {counts} at threshold {result.threshold:.4f} ({result.threshold_source})")
+        print(f"entromix predict: {result.summary()}; at threshold {result.threshold:.4f} ({result.threshold_source})")
     with atomic_path(OUT) as tmp:
         frame.round(6).to_csv(tmp, index=False, encoding="utf-8")
 

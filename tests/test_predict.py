@@ -15,7 +15,7 @@ from in_process import cli_in_process, stage_in_process
 from tiny_project import copy_finished, run_stage
 
 from entromix.common.errors import DataError
-from entromix.prediction.predict import class_probabilities, find_images
+from entromix.prediction.predict import find_images
 from entromix.training.checkpoints import CHECKPOINT_KEYS, load_checkpoint, load_trained_model
 
 pytestmark = pytest.mark.slow  # the session's finished project: ingest, score, train (2 epochs), evaluate
@@ -43,7 +43,8 @@ def test_predict_gives_evaluates_probabilities_image_by_image(project):
     proc = cli_process(project, "predict", *test["filename"], "--out", "out/preds.csv", "--quiet")
     assert proc.returncode == 0, proc.stderr
     preds = pd.read_csv(project / "out/preds.csv")
-    assert list(preds.columns) == ["path", "p_malignant", "prediction", "label"]
+    assert list(preds.columns) == ["path", "p_malignant", "prediction", "label", "ood_distance", "ood", "error"]
+    assert preds["error"].isna().all() and set(preds["ood"]) <= {0, 1}
     assert preds["path"].tolist() == test["filename"].tolist()
     assert np.abs(preds["p_malignant"].to_numpy() - test["probability"].to_numpy()).max() <= 1e-6
     assert preds["prediction"].tolist() == test["prediction"].tolist()  # at the tuned threshold
@@ -69,13 +70,26 @@ def test_bad_images_are_skipped_and_reported_or_stop_before_writing(project, tmp
     for i, path in enumerate(good):
         (folder / f"good{i}.png").write_bytes(path.read_bytes())
     (folder / "broken.png").write_text("not an image")
+    (folder / "empty.jpg").write_bytes(b"")
     out = tmp_path / "p.csv"
     stop = cli(project, "predict", str(folder), "--out", str(out), "--bad-images", "error", "--quiet")
     assert stop.returncode == 2 and "broken.png" in stop.stderr and "Traceback" not in stop.stderr
     assert not out.exists()
+    # the default: every file gets a row, in the order found; unreadable ones say why, and exit 3 says so
     skip = cli(project, "predict", str(folder), "--out", str(out), "--quiet")
-    assert skip.returncode == 0, skip.stderr
-    assert len(pd.read_csv(out)) == 2 and "skipped" in skip.stderr and "broken.png" in skip.stderr
+    assert skip.returncode == 3, skip.stderr
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert [Path(p).name for p in rows["path"]] == ["broken.png", "empty.jpg", "good0.png", "good1.png"]
+    assert rows["error"].astype(bool).tolist() == [True, True, False, False]
+    assert "empty" in rows["error"][1] and rows["p_malignant"][0] == "" and rows["label"][0] == ""
+    assert "2 unreadable" in skip.stderr and "broken.png" in skip.stderr and "exit code 3" in skip.stderr
+    named = cli(project, "predict", str(folder / "good0.png"), str(folder / "broken.png"), "--out", str(out), "--quiet")
+    assert named.returncode == 3 and pd.read_csv(out)["path"].tolist() == [
+        str(folder / "good0.png"),
+        str(folder / "broken.png"),
+    ]
+    none = cli(project, "predict", str(folder / "broken.png"), "--out", str(out), "--quiet")
+    assert none.returncode == 3 and len(pd.read_csv(out)) == 1 and "0 image(s)" in none.stderr
     missing = cli(project, "predict", str(tmp_path / "nowhere"), "--out", str(out), "--quiet")
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
 
@@ -101,8 +115,11 @@ def test_predict_reads_and_classifies_a_chunk_of_files_at_a_time(project, tmp_pa
         predict.predict_files(trained, mixed, bad_images="error", progress=False)
     assert "first.png" in str(err.value) and "last.png" in str(err.value)
     skipped = predict.predict_files(trained, mixed, bad_images="skip", progress=False)
-    assert skipped.frame["path"].tolist() == [str(f) for f in files[:4]] and len(skipped.skipped) == 2
-    pd.testing.assert_frame_equal(skipped.frame, whole.frame[["path", "p_malignant", "prediction", "label"]][:4])
+    assert skipped.frame["path"].tolist() == [str(f) for f in mixed] and len(skipped.skipped) == 2  # a row each
+    assert (skipped.frame["error"] != "").tolist() == [True, False, False, False, False, True]
+    columns = ["path", "p_malignant", "prediction", "label", "ood_distance", "ood"]
+    readable = skipped.frame[skipped.frame["error"] == ""][columns].reset_index(drop=True)
+    pd.testing.assert_frame_equal(readable, whole.frame[columns][:4], check_exact=False, atol=1e-6)
 
 
 def test_the_deployed_checkpoint_describes_itself(project):
@@ -135,28 +152,74 @@ def test_an_old_or_foreign_checkpoint_is_a_clear_error(project, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_pytorch_on_the_test_images(project, tmp_path, fmt):
-    out = tmp_path / f"model.{fmt}"
-    proc = cli(project, "export", "--format", fmt, "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+def test_export_with_the_reference_preprocessing_reproduces_predict(project, tmp_path, fmt):
+    """What docs/using-the-model.md shows: load_images(files, the export's JSON) + the exported model
+    gives predict's probabilities (the CSV's, not only PyTorch's on the prepared array)."""
     import json
+    import warnings
 
+    from entromix.prediction.preprocess import load_images
+
+    out = tmp_path / f"model.{fmt}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        proc = cli(project, "export", "--format", fmt, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    # torch.jit.trace's three FutureWarnings give way to one line of export's own
+    assert not [w for w in caught if "deprecated" in str(w.message)]
+    assert ("TorchScript is deprecated" in proc.stderr) == (fmt == "torchscript")
     described = json.loads(Path(str(out) + ".json").read_text())
     assert described["output"]["labels"] == ["benign", "malignant"] and described["threshold"]["value"] > 0
     assert described["output"]["positive_labels"] == ["malignant"]
-    trained = load_trained_model(project / "models/deploy/model.pt", None, CPU)
-    manifest = pd.read_csv(project / "data/prepared/manifest.csv")
-    images = np.load(project / "data/prepared/images.npy")[manifest.query("split == 'test' and is_syn == 0")["id"]]
-    expected, _ = class_probabilities(trained, images, progress=False)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)  # the stored size is the model's here
+    assert described["input"]["reference_preprocessing"] == "entromix.prediction.preprocess.load_images"
+    files = pd.read_csv(project / "data/predictions/test.csv")["filename"].tolist()
+    predicted = cli(project, "predict", *files, "--out", str(tmp_path / "p.csv"), "--quiet", "--per-class")
+    assert predicted.returncode == 0, predicted.stderr
+    expected = pd.read_csv(tmp_path / "p.csv")[["p_benign", "p_malignant"]].to_numpy()
+    x = load_images([project / f for f in files], Path(str(out) + ".json"))  # (N, 3, S, S) in [0, 1]
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        got = session.run(None, {"images": x.numpy()})[0]
+        got = session.run(None, {"images": x})[0]
     else:
-        got = torch.jit.load(str(out))(x).detach().numpy()
-    assert np.abs(got - expected).max() <= 1e-4
+        got = torch.jit.load(str(out))(torch.from_numpy(x)).detach().numpy()
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4
+
+
+def test_the_ood_flag_is_calibrated_on_val_and_flags_foreign_images(project, tmp_path):
+    """evaluate stores the detector (tensors only) with a threshold that flags ~2.5% of val; predict
+    gives the val images evaluate's distances and flags images unlike the training data."""
+    import json
+
+    from PIL import Image
+
+    from entromix.evaluation.ood import OodDetector
+
+    ckpt = torch.load(project / "models/deploy/model.pt", weights_only=True)
+    detector = OodDetector.from_checkpoint(ckpt["ood"])
+    assert (detector.score, detector.features) == ("mahalanobis", "stages")
+    assert [s.name for s in detector.stages] == ["layer1", "layer2", "layer3", "layer4"]
+    assert all(s.means.shape[0] == 2 for s in detector.stages)  # the tiny project's 2 members
+    ood = json.loads((project / "metrics/evaluate.json").read_text())["evaluate"]["ood"]
+    assert ood["threshold"] == pytest.approx(detector.threshold, abs=1e-4)
+    # the 0.975 quantile of n val distances leaves at most ceil(0.025 n) above it (1 of the tiny project's few)
+    assert 0 < detector.val_flag_rate <= np.ceil(0.025 * detector.n_val) / detector.n_val
+    val = pd.read_csv(project / "data/predictions/val.csv")["filename"].tolist()
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    for i, grey in enumerate((120, 160, 200, 240)):  # flat colours: nothing like the tiny project's noise images
+        Image.fromarray(np.full((64, 64, 3), grey, dtype=np.uint8)).save(folder / f"odd{i}.png")
+    proc = cli(project, "predict", *val, str(folder), "--out", str(tmp_path / "v.csv"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(tmp_path / "v.csv")
+    in_dist, foreign = rows[: len(val)], rows[len(val) :]
+    assert in_dist["ood"].mean() == pytest.approx(detector.val_flag_rate)  # the same distances as evaluate's
+    assert (in_dist["ood_distance"] > detector.threshold).sum() == in_dist["ood"].sum()
+    assert foreign["ood"].tolist() == [1, 1, 1, 1] and f"{int(rows['ood'].sum())} flagged" in proc.stderr
+    best = cli(project, "predict", str(folder), "--model", "models/train/best.pt", "--out", "b.csv", "--quiet")
+    assert best.returncode == 0 and "no OOD flag" in best.stderr
+    assert pd.read_csv(project / "b.csv")["ood"].isna().all()
 
 
 def test_evaluate_writes_a_model_card_from_the_metrics(project):
@@ -183,7 +246,8 @@ def test_the_predict_stage_classifies_the_inbox_and_writes_a_header_for_an_empty
     (inbox / "README.md").write_text("not an image")
     proc = run_stage(project, "predict")
     assert proc.returncode == 0, proc.stderr
-    assert (project / "data/predictions/inbox.csv").read_text().strip() == "path,p_malignant,prediction,label"
+    header = "path,p_malignant,prediction,label,ood_distance,ood,error"
+    assert (project / "data/predictions/inbox.csv").read_text().strip() == header
     for i, path in enumerate(sorted((project / "data/real").rglob("*.png"))[:3]):
         (inbox / f"new{i}.png").write_bytes(path.read_bytes())
     proc = stage_in_process(project, "predict")
@@ -192,6 +256,12 @@ def test_the_predict_stage_classifies_the_inbox_and_writes_a_header_for_an_empty
     assert rows["path"].tolist() == [f"inbox/new{i}.png" for i in range(3)]
     direct = cli(project, "predict", "inbox", "--out", "direct.csv", "--quiet")
     assert direct.returncode == 0 and pd.read_csv(project / "direct.csv").equals(rows)
+    # an unreadable file gets its row and the stage still succeeds (the CLI would exit 3)
+    (inbox / "new9.png").write_text("not an image")
+    proc = stage_in_process(project, "predict")
+    assert proc.returncode == 0 and "1 unreadable" in proc.stdout, proc.stderr
+    rows = pd.read_csv(project / "data/predictions/inbox.csv", keep_default_na=False)
+    assert rows["path"].tolist()[-1] == "inbox/new9.png" and rows["error"].astype(bool).tolist() == [0, 0, 0, 1]
 
 
 def test_git_revision_marks_modified_code_only(tmp_path):

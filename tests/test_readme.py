@@ -80,6 +80,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     # the GPU check: its dry run on the CPU; the real run needs a CUDA machine (BENCHMARKS.md, "GPU")
     (r"\.venv/bin/python benchmarks/gpu_check\.py ", "tests/test_benchmarks.py", '"gpu_check.py"), "--dry-run"'),
     (r"python scripts/run_experiments\.py ", "tests/test_experiments.py", '"run_experiments.py"'),
+    (r"python scripts/ood_report\.py ", "tests/test_ood.py", '"ood_report.py"'),
     # the user's own shell and git steps around the commands above
     (r"source \.venv/bin/activate$", "tests/test_readme.py", "source {venv_bin}/activate"),
     (r"git add ", "tests/test_readme.py", "git add data/mydata.dvc data/.gitignore && git commit"),

@@ -8,7 +8,9 @@
                                                                     params, seed-paired, as DVC experiments)
 
 Exit codes as the pipeline's stages: 0 done, 2 bad input (one message naming the file or
-option), 130 / 143 interrupted; nothing is written unless the whole command succeeds.
+option), 130 / 143 interrupted; nothing is written unless the whole command succeeds. `entromix
+predict` exits 3 when it wrote its CSV but some files could not be read (each has a row with the
+reason in its `error` column; `--bad-images error` stops with 2 instead, writing nothing).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
         "--bad-images",
         choices=["skip", "error"],
         default="skip",
-        help="unreadable files: report and skip them (default), or stop before writing anything",
+        help="unreadable files: give them a row with the reason in `error` and exit 3 (default), or stop "
+        "before writing anything (exit 2)",
     )
     predict.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -280,10 +283,11 @@ def run_exp_show(args: argparse.Namespace) -> None:
     sys.stdout.write(to_markdown(rows_from_exp_show(shown), args.filter))
 
 
-def run_predict(args: argparse.Namespace) -> None:
+def run_predict(args: argparse.Namespace) -> int:
+    """Classify, write the CSV, print the summary; the exit code: 0, or 3 when some files were unreadable."""
     # the model's modules (torch) are imported here, not at the top: `entromix compare` needs none of them
     from entromix.common.device import describe, resolve_device
-    from entromix.prediction.predict import find_images, predict_files
+    from entromix.prediction.predict import EXIT_SOME_UNREADABLE, find_images, predict_files
     from entromix.training.checkpoints import load_trained_model
 
     device = resolve_device(args.device, "--device")
@@ -300,13 +304,20 @@ def run_predict(args: argparse.Namespace) -> None:
     with atomic_path(args.out) as tmp:
         result.frame.round(6).to_csv(tmp, index=False, encoding="utf-8")
     for path, reason in result.skipped:
-        print(f"entromix predict: skipped {path}: {reason}", file=sys.stderr)
-    counts = result.frame["label"].value_counts().to_dict()
+        print(f"entromix predict: unreadable {path}: {reason}", file=sys.stderr)
     print(
-        f"entromix predict: wrote {args.out}: {len(result.frame)} image(s) ({counts}) at threshold "
-        f"{result.threshold:.4f}, {result.threshold_source}; {len(result.skipped)} skipped",
+        f"entromix predict: wrote {args.out}: {result.summary()}; at threshold {result.threshold:.4f}, "
+        f"{result.threshold_source}",
         file=sys.stderr,
     )
+    if result.skipped:
+        print(
+            f"entromix predict: {len(result.skipped)} of {len(files)} file(s) could not be read (their rows give "
+            f"the reason in the error column); exit code {EXIT_SOME_UNREADABLE}",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_UNREADABLE
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> None:
@@ -333,7 +344,14 @@ def main(argv: list[str] | None = None) -> None:
         "review": run_review,
         "exp-show": run_exp_show,
     }[args.command]
-    run_stage(args.command, lambda: action(args), report_to_stderr=args.command in ("compare", "review", "exp-show"))
+    outcome: dict[str, int | None] = {}
+    run_stage(
+        args.command,
+        lambda: outcome.update(code=action(args)),
+        report_to_stderr=args.command in ("compare", "review", "exp-show"),
+    )
+    if outcome.get("code"):  # the command finished but has something to report (predict: unreadable files)
+        sys.exit(outcome["code"])
 
 
 if __name__ == "__main__":

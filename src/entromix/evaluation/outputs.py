@@ -24,6 +24,7 @@ from entromix.evaluation.figures import (
     plot_training_curves,
 )
 from entromix.evaluation.model_card import model_card
+from entromix.evaluation.ood import OodDetector
 from entromix.evaluation.report import calibration_table, curves
 from entromix.scoring.jsd_plots import jsd_groups, plot_jsd_distribution
 
@@ -82,15 +83,20 @@ def prediction_table(
     return frame.reset_index(drop=True)
 
 
-def deploy_checkpoint(checkpoint: dict, threshold: float, target_sensitivity: float, metrics: dict) -> dict:
+def deploy_checkpoint(
+    checkpoint: dict, threshold: float, target_sensitivity: float, metrics: dict, ood: OodDetector | None = None
+) -> dict:
     """The evaluated checkpoint with its operating point: what ``entromix predict`` and ``export`` use.
 
     ``threshold``: P(malignant) at or above which an image is called malignant, tuned on val for
     ``target_sensitivity``; ``metrics``: evaluate.json, whose val sensitivity at that threshold
-    and test summary go along."""
+    and test summary go along; ``ood``: the out-of-distribution detector (``entromix.evaluation.ood``),
+    stored under ``ood`` as tensors and numbers."""
     test = metrics["evaluate"]["test"]
+    extra = {"ood": ood.to_checkpoint()} if ood is not None else {}
     return {
         **checkpoint,
+        **extra,
         "threshold": {
             "value": float(threshold),
             "target_sensitivity": float(target_sensitivity),

@@ -50,6 +50,10 @@ class EvaluateConfig:
     gallery_sample: int  # synthetic gallery: a seeded random sample of the rest of each side
     gradcam_errors: int  # Grad-CAM: test errors shown, false negatives first; 0 = none
     gradcam_correct: int  # Grad-CAM: correctly called test images shown beside them
+    # the out-of-distribution flag (entromix.evaluation.ood): its distance, the features it measures
+    ood_score: Literal["mahalanobis", "knn"] = "mahalanobis"
+    ood_features: Literal["stages", "penultimate"] = "stages"
+    ood_quantile: float = 0.975  # the OOD threshold: this quantile of the val images' distances
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_sensitivity < 1.0:
@@ -60,6 +64,14 @@ class EvaluateConfig:
             raise ParamsError(f"evaluate.bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
         if self.calibration_bins < 2:
             raise ParamsError(f"evaluate.calibration_bins must be >= 2, got {self.calibration_bins}.")
+        if self.ood_score not in ("mahalanobis", "knn"):
+            raise ParamsError(f"evaluate.ood_score is {self.ood_score!r}; choose mahalanobis or knn.")
+        if self.ood_features not in ("stages", "penultimate"):
+            raise ParamsError(f"evaluate.ood_features is {self.ood_features!r}; choose stages or penultimate.")
+        if not 0.5 <= self.ood_quantile < 1.0:
+            raise ParamsError(
+                f"evaluate.ood_quantile must be in [0.5, 1) (0.975 flags ~2.5% of val), got {self.ood_quantile}."
+            )
         for key in ("gallery_per_side", "gallery_sample", "gradcam_errors", "gradcam_correct"):
             if not 0 <= getattr(self, key) <= 64:
                 raise ParamsError(f"evaluate.{key} must be in 0..64 (images in a figure), got {getattr(self, key)}.")

@@ -4,12 +4,21 @@ The exported graph takes float32 (B, 3, S, S) images in [0, 1], RGB, already res
 ``S = image_size`` as the JSON beside it says (decode, orient, RGB, resize to ``stored_size`` with
 ``resize_mode``, then bilinear to ``image_size``), and returns (B, C) class probabilities:
 normalisation, the model and ``softmax(logits / temperature)`` are inside. The JSON also gives the
-label names and the tuned threshold on P(label 1).
+label names and the tuned threshold on P(label 1). The decoding is not in the graph: use
+``entromix.prediction.preprocess.load_images(files, "<model>.json")``, predict's own decode path
+(JPEG draft decoding and Pillow's ``reducing_gap=3.0`` resize included; a plain bilinear resize
+moves P(malignant) by ~0.02). The OOD statistics are not exported (predict computes the flag).
+
+TorchScript is deprecated in torch 2.14: ``torch.jit.trace`` warns on every call. Export says so
+once in its own words instead of repeating torch's three FutureWarnings; ``torch.jit.load`` on the
+user's side still warns. Prefer ONNX.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -54,9 +63,14 @@ def preprocessing_description(trained: TrainedModel, fmt: ExportFormat) -> dict:
                 "decode the file, apply its EXIF orientation, convert to RGB (first frame of a stack); "
                 f"16-bit grayscale to 8 bits by {pre.get('intensity', 'fixed16')} (entromix.data.images)",
                 f"resize to {pre['stored_size']}x{pre['stored_size']} ({pre['resize_mode']}; antialiased)",
-                f"resize to {pre['image_size']}x{pre['image_size']} (bilinear) when different",
+                f"resize to {pre['image_size']}x{pre['image_size']} (bilinear, antialiased: torch's interpolate) "
+                "when different",
                 "scale to [0, 1] and order as (batch, channel, height, width)",
+                "all of the above: entromix.prediction.preprocess.load_images(files, this_json), predict's own "
+                "code (JPEGs use libjpeg draft decoding, Pillow resizes with reducing_gap=3.0)",
             ],
+            "reference_preprocessing": "entromix.prediction.preprocess.load_images",
+            "image_size": int(pre["image_size"]),
             "stored_size": int(pre["stored_size"]),
             "resize_mode": pre["resize_mode"],
             "intensity": pre.get("intensity", "fixed16"),
@@ -99,7 +113,13 @@ def export_model(trained: TrainedModel, fmt: ExportFormat, out: Path) -> tuple[P
             )
             program.save(str(tmp))
         else:
-            with torch.no_grad():
+            print(
+                "entromix export: TorchScript is deprecated in torch 2.14 (torch.jit.trace and torch.jit.load warn); "
+                "prefer --format onnx",
+                file=sys.stderr,
+            )
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", r"`torch\.jit\.trace(_method)?` is deprecated", FutureWarning)
                 scripted = torch.jit.trace(wrapped, example)
             scripted.save(str(tmp))
     with atomic_path(description) as tmp:
