@@ -65,7 +65,7 @@ def main() -> None:
             "preprocess": preprocess,
         }
         trained = TrainedModel(model=model, checkpoint=ckpt, device=device, channels_last=channels_last)
-        files = find_images([tmp])
+        files, _ = find_images([tmp])
         start = time.perf_counter()
         images, kept, _ = read_images(files, preprocess, "error", progress=False)
         read_s = time.perf_counter() - start

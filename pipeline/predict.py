@@ -23,7 +23,7 @@ from entromix.common.errors import ParamsError
 from entromix.common.labels import label_space_of_checkpoint
 from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
-from entromix.data.images import IMAGE_EXTENSIONS, images_in
+from entromix.data.images import IMAGE_EXTENSIONS, inputs_in
 from entromix.training.checkpoints import load_checkpoint
 
 MODEL = Path("models/deploy/model.pt")
@@ -55,7 +55,7 @@ def main() -> None:
     if not folder.is_dir():
         raise ParamsError(f"predict.input_dir: {folder} is not a folder. Create it or point the key at your images.")
     device = resolve_device(config.device, "predict.device")
-    files = images_in(folder)
+    files, refused = inputs_in(folder)  # folders named like images and links out of the folder: a row, not read
     if not files:
         positive_title = label_space_of_checkpoint(load_checkpoint(MODEL)).positive_title
         frame = pd.DataFrame(columns=["path", f"p_{positive_title}", "prediction", "label", *EXTRA_COLUMNS])
@@ -66,7 +66,9 @@ def main() -> None:
 
         trained = load_trained_model(MODEL, None, device)
         print(f"entromix predict: {len(files)} file(s) in {folder} with {MODEL}; device {describe(device)}")
-        result = predict_files(trained, files, None, config.per_class, config.uncertainty, config.bad_images)
+        result = predict_files(
+            trained, files, None, config.per_class, config.uncertainty, config.bad_images, refused=refused
+        )
         for path, reason in result.skipped:
             print(f"entromix predict: unreadable {path}: {reason} (a row with the reason in `error`)")
         frame = result.frame

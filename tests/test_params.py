@@ -1,5 +1,7 @@
 """params.yaml sections are validated key by key before any work."""
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -85,19 +87,58 @@ def test_load_params_errors(tmp_path):
         load_params(bad)
 
 
-def test_project_params_yaml_is_valid():
-    """The shipped params.yaml builds every section this code knows."""
-    from pathlib import Path
+def as_params(config) -> dict:
+    """A config dataclass as the plain mapping params.yaml would hold (tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def stage_config_classes() -> dict[str, type]:
+    """Each section of params.yaml and the class its stage builds it with (pipeline/*.py)."""
+    import importlib.util
 
     from entromix.demo import DemoConfig
+    from entromix.evaluation.report import EvaluateConfig
+    from entromix.scoring.out_of_fold import ScoreConfig
+    from entromix.training.curriculum import CurriculumConfig
+    from entromix.training.loop import TrainConfig
 
+    spec = importlib.util.spec_from_file_location("pipeline_predict", Path(__file__).parents[1] / "pipeline/predict.py")
+    predict = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict)
+    return {
+        "demo": DemoConfig,
+        "ingest": IngestConfig,
+        "score": ScoreConfig,
+        "curriculum": CurriculumConfig,
+        "train": TrainConfig,
+        "evaluate": EvaluateConfig,
+        "predict": predict.PredictConfig,
+    }
+
+
+def test_project_params_yaml_is_valid():
+    """The shipped params.yaml builds every section its stages read, each into its typed config
+    holding exactly the values the file gives (nothing dropped, defaulted or coerced to another value)."""
     params = load_params(Path(__file__).parents[1] / "params.yaml")
-    section(params, "ingest", IngestConfig)
-    section(params, "demo", DemoConfig)
+    classes = stage_config_classes()
+    assert sorted(params) == sorted(classes)
+    for name, cls in classes.items():
+        config = section(params, name, cls)
+        assert isinstance(config, cls), f"{name}: built {type(config).__name__}, not {cls.__name__}"
+        assert as_params(config) == params[name], f"params.yaml's {name} section is not what {cls.__name__} holds"
 
 
 def test_conftest_config_helper_is_valid():
-    assert ingest_config("x").image_size == 16
+    """conftest.ingest_config builds what the ingest section of params.yaml could hold: the same
+    keys, and the params loader reads its values back unchanged; what the loader refuses, it refuses."""
+    helper = ingest_config("x")
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    assert sorted(as_params(helper)) == sorted(params["ingest"])
+    assert section({"ingest": as_params(helper)}, "ingest", IngestConfig) == helper
+    with pytest.raises(ParamsError, match="between 16 and 1024"):
+        ingest_config("x", image_size=8)
+    with pytest.raises(ParamsError, match="not in ingest.labels"):
+        ingest_config("x", class_map={"Benign": "benign", "Pre": "premalignant"})
 
 
 def test_a_key_with_several_kinds_of_value_says_which_kinds():

@@ -55,7 +55,7 @@ def test_a_folder_is_walked_and_extra_columns_are_added(project):
     proc = cli(project, "predict", "data/real", "--out", "all.csv", "--quiet", "--per-class", "--uncertainty", "tta")
     assert proc.returncode == 0, proc.stderr
     preds = pd.read_csv(project / "all.csv")
-    assert len(preds) == len(find_images([project / "data/real"]))
+    assert len(preds) == len(find_images([project / "data/real"])[0])
     assert np.allclose(preds["p_benign"] + preds["p_malignant"], 1.0, atol=2e-6)
     assert (preds["tta_std"] >= 0).all() and preds["tta_std"].max() > 0
     no_dropout = cli(project, "predict", "data/real", "--out", "x.csv", "--quiet", "--uncertainty", "mc-dropout")

@@ -74,9 +74,42 @@ def test_unknown_keys_are_refused(tmp_path):
         apply_profile(load_params(PROJECT / "params.yaml"), load_profile(typo), typo)
 
 
+def record_the_training_run(monkeypatch) -> dict[str, list]:
+    """Spies on the train loop: the optimiser it makes, the input shapes its model trains on, the
+    keys of its final layer, and the augmentation settings of every training batch."""
+    import entromix.modeling.fit as fit_module
+    import entromix.training.loop as loop_module
+
+    seen: dict[str, list] = {"optimizers": [], "train_inputs": [], "fc": [], "augment": []}
+    make_optimizer, build_model, augment = loop_module.make_optimizer, loop_module.build_model, fit_module.augment
+
+    def optimizer_spy(*args, **kwargs):
+        seen["optimizers"].append(make_optimizer(*args, **kwargs))
+        return seen["optimizers"][-1]
+
+    def build_spy(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        seen["fc"].append(tuple(model.fc.weight.shape))
+        model.register_forward_pre_hook(
+            lambda m, a: seen["train_inputs"].append(tuple(a[0].shape)) if m.training else None
+        )
+        return model
+
+    def augment_spy(*args, **kwargs):
+        seen["augment"].append((kwargs.get("color_jitter"), kwargs.get("rotate90")))
+        return augment(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "make_optimizer", optimizer_spy)
+    monkeypatch.setattr(loop_module, "build_model", build_spy)
+    monkeypatch.setattr(fit_module, "augment", augment_spy)
+    return seen
+
+
 @pytest.mark.slow
-def test_reference_profile_trains(tmp_path):
-    """The profile's own model, image size, optimiser and augmentation, shortened to 2 epochs."""
+def test_reference_profile_trains(monkeypatch):
+    """The profile's own model, image size, optimiser and augmentation, shortened to 2 epochs: each
+    one is what the loop used (a ResNet-50 head on 224 px batches, SGD with the profile's weight
+    decay, colour jitter 0.2 without quarter turns), not only a finite loss."""
     params = reference_params()
     config = replace(section(params, "train", TrainConfig), epochs=2, device="cpu")
     curriculum = replace(section(params, "curriculum", CurriculumConfig), warmup_epochs=1)
@@ -92,10 +125,18 @@ def test_reference_profile_trains(tmp_path):
     )
     val_labels = np.array([0, 1, 0, 1])
     val = rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    seen = record_the_training_run(monkeypatch)
     result = train_curriculum(config, curriculum, table, val, val_labels, torch.device("cpu"), log=lambda s: None)
     assert len(result.history) == 2 and result.history[1]["tau"] == pytest.approx(1.0)
     assert result.history[0]["lr"] == pytest.approx(0.0007)  # no LR warmup in the reference recipe
     assert np.isfinite(result.history[-1]["train_loss"])
+    # each member of params.yaml's ensemble a ResNet-50 (2048 features, bottleneck blocks)
+    assert seen["fc"] == [(2, 2048)] * config.ensemble
+    assert any(key.endswith("layer1.0.conv3.weight") for key in result.last_state)
+    assert seen["train_inputs"] and {shape[1:] for shape in seen["train_inputs"]} == {(3, 224, 224)}
+    (optim,) = seen["optimizers"]
+    assert isinstance(optim, torch.optim.SGD) and optim.param_groups[0]["weight_decay"] == 0.0005
+    assert seen["augment"] and set(seen["augment"]) == {(0.2, False)}
 
 
 def test_smoke_profile_loads_validates_and_is_small():

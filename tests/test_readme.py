@@ -9,6 +9,7 @@ housekeeping or shell set-up (``git add``, ``source .venv/bin/activate``) are li
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -191,3 +192,53 @@ def test_make_test_runs_a_worker_per_core_or_in_process():
     assert all(r.returncode == 0 for r in run.values()), [r.stderr for r in run.values()]
     assert "-m pytest -n auto --dist loadfile tests/test_stage.py" in run[""].stdout
     assert "-m pytest -n 0 --dist loadfile tests/test_stage.py" in run["0"].stdout
+
+
+def readme_results_check(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "readme_results.py"), "--check", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def results_copy(tmp_path: Path) -> Path:
+    """README.md and the files its results section is generated from, copied under tmp_path."""
+    for rel in (
+        "README.md",
+        "metrics/score.json",
+        "metrics/train.json",
+        "metrics/evaluate.json",
+        "models/train/run.json",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes((ROOT / rel).read_bytes())
+    return tmp_path
+
+
+def test_the_readme_results_section_matches_the_committed_metrics():
+    """Every figure between the results markers is what scripts/readme_results.py writes from metrics/*.json."""
+    result = readme_results_check(ROOT)
+    assert result.returncode == 0, result.stderr or result.stdout
+
+
+def test_the_results_check_fails_on_a_stale_figure_or_stale_metrics(tmp_path):
+    root = results_copy(tmp_path)
+    assert readme_results_check(root).returncode == 0
+    readme = (root / "README.md").read_text()
+    start, end = readme.index("<!-- results:start -->"), readme.index("<!-- results:end -->")
+    figure = re.search(r"ROC-AUC (\d\.\d{3})", readme[start:end])
+    assert figure, "the results section has no ROC-AUC figure"
+    stale = f"ROC-AUC {float(figure.group(1)) - 0.01:.3f}"
+    (root / "README.md").write_text(readme[:start] + readme[start:end].replace(figure.group(0), stale) + readme[end:])
+    result = readme_results_check(root)
+    assert result.returncode == 1 and "results section is out of date" in result.stderr, result.stderr
+    # the README as committed, but metrics that moved since: also out of date
+    (root / "README.md").write_text(readme)
+    path = root / "metrics" / "evaluate.json"
+    metrics = json.loads(path.read_text())
+    metrics["evaluate"]["test"]["brier"] += 0.01
+    path.write_text(json.dumps(metrics))
+    result = readme_results_check(root)
+    assert result.returncode == 1 and "results section is out of date" in result.stderr, result.stderr

@@ -258,17 +258,77 @@ def test_a_scorer_that_learned_nothing_is_a_loud_warning():
     assert learned.temperature < 10 and not [line for line in lines if "WARNING" in line]
 
 
+def record_the_score_stage(monkeypatch) -> dict[str, list]:
+    """Spies on what the score stage does: the fold models it builds, the ``rotate90`` it passes to
+    the augmentation, and every (logits, targets, class weights, value) of its cross-entropy."""
+    import entromix.modeling.fit as fit_module
+    import entromix.scoring.out_of_fold as oof_module
+
+    seen: dict[str, list] = {"models": [], "rotate90": [], "losses": []}
+    build, augment = oof_module.build_model, fit_module.augment
+
+    def build_model_spy(*args, **kwargs):
+        seen["models"].append(build(*args, **kwargs))
+        return seen["models"][-1]
+
+    def augment_spy(*args, **kwargs):
+        seen["rotate90"].append(kwargs.get("rotate90"))
+        return augment(*args, **kwargs)
+
+    class RecordedCrossEntropy(torch.nn.CrossEntropyLoss):
+        def forward(self, logits, target):
+            value = super().forward(logits, target)
+            seen["losses"].append((logits.detach(), target, self.weight, value.detach()))
+            return value
+
+    monkeypatch.setattr(oof_module, "build_model", build_model_spy)
+    monkeypatch.setattr(fit_module, "augment", augment_spy)
+    monkeypatch.setattr(fit_module.nn, "CrossEntropyLoss", RecordedCrossEntropy)
+    return seen
+
+
+def eight_orientation_logits(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the mean logits over the 8 orientations, the logits of the image as it is), computed here."""
+    from entromix.modeling.augment import normalize, to_float
+
+    x = normalize(to_float(torch.from_numpy(images), 32))
+    turns = [torch.rot90(x, q, dims=(2, 3)) for q in range(4)]
+    model.eval()
+    with torch.no_grad():
+        views = torch.stack([model(v) for v in turns + [torch.flip(t, dims=(3,)) for t in turns]])
+        return views.mean(0).numpy(), model(x).numpy()
+
+
 @pytest.mark.slow  # trains a network for more than one epoch
-def test_tta_and_min_steps_run_in_the_score_stage():
+def test_tta_min_steps_rotate90_label_smoothing_and_warmup_each_act_in_the_score_stage(monkeypatch):
+    """Each setting shows in what the stage did, so switching any one off fails here: TTA in the
+    held-out logits, min_steps in the images per epoch, warmup in the first step's LR, rotate90 in
+    the augmentation call and label smoothing in the loss value."""
     images, manifest = toy_data()
+    seen = record_the_score_stage(monkeypatch)
+    epochs = []
+    cfg = config(tta=True, min_steps=8, rotate90=True, label_smoothing=0.1, lr_warmup_epochs=1)
     result = score_training_images(
-        config(tta=True, min_steps=8, rotate90=True, label_smoothing=0.1, lr_warmup_epochs=1),
-        images,
-        manifest,
-        CPU,
-        log=lambda s: None,
+        cfg, images, manifest, CPU, log=lambda s: None, on_epoch=lambda k, e, stats: epochs.append(stats)
     )
     assert result.dataset["jsd_score"].between(0, 1).all() and len(result.dataset) == 30
+    # min_steps: 8 full batches of 8 in the one epoch of each fold (about 12 images, 2 batches, without it)
+    assert [s.images for s in epochs] == [8 * cfg.batch_size] * cfg.folds
+    # warmup over the 8 steps (7: one is left for the decay): the first step runs at lr / 7, not lr
+    assert [s.lr for s in epochs] == pytest.approx([cfg.lr / 7] * cfg.folds)
+    assert seen["rotate90"] and all(r is True for r in seen["rotate90"])
+    logits, target, weight, value = seen["losses"][0]
+    smoothed = torch.nn.functional.cross_entropy(logits, target, weight=weight, label_smoothing=0.1)
+    plain = torch.nn.functional.cross_entropy(logits, target, weight=weight)
+    assert float(value) == pytest.approx(float(smoothed), abs=1e-6) and abs(float(smoothed - plain)) > 1e-3
+    # TTA: the held-out logits are each fold model's mean over the eight orientations
+    fold = result.dataset["fold"].to_numpy()[: len(result.oof_logits)]
+    real_ids = result.dataset["id"].to_numpy()[: len(result.oof_logits)]
+    assert len(seen["models"]) == cfg.folds
+    for k, model in enumerate(seen["models"]):
+        tta, as_is = eight_orientation_logits(model, images[real_ids[fold == k]])
+        assert np.allclose(result.oof_logits[fold == k], tta, atol=1e-4), f"fold {k}: not the TTA logits"
+        assert not np.allclose(tta, as_is, atol=1e-3)
 
 
 @pytest.mark.slow  # trains a network for more than one epoch

@@ -108,18 +108,68 @@ def test_unlabelled_rows_stay_shut_until_labelled_and_real_only_shuts_the_synthe
     assert (table.labels[only.unlabelled] == 1).all()
 
 
+def record_self_training(monkeypatch) -> list[dict]:
+    """Per training epoch: the pseudo-labelling applied before it (None before the first) and the
+    (rows, targets) of each of its loss calls, recorded from the loop's own calls."""
+    import entromix.training.loop as loop_module
+    from entromix.training.loss import EntroMixLoss
+
+    epochs: list[dict] = []
+    last: list = [None]
+    train_epoch, forward, apply = loop_module.train_epoch, EntroMixLoss.forward, SyntheticPool.apply_pseudo_labels
+
+    def apply_spy(self, labelled):
+        last[0] = labelled
+        return apply(self, labelled)
+
+    def train_epoch_spy(model, batches, images, loss_fn, *args, **kwargs):
+        epochs.append({"labelled": last[0], "rows": [], "targets": []})
+
+        def recording(logits, idx):
+            epochs[-1]["rows"].append(idx.cpu())
+            return loss_fn(logits, idx)
+
+        return train_epoch(model, batches, images, recording, *args, **kwargs)
+
+    def forward_spy(self, logits, targets, *args, **kwargs):
+        epochs[-1]["targets"].append(targets.cpu())
+        return forward(self, logits, targets, *args, **kwargs)
+
+    monkeypatch.setattr(SyntheticPool, "apply_pseudo_labels", apply_spy)
+    monkeypatch.setattr(loop_module, "train_epoch", train_epoch_spy)
+    monkeypatch.setattr(EntroMixLoss, "forward", forward_spy)
+    return epochs
+
+
 @pytest.mark.slow  # trains a network for more than one epoch
-def test_self_training_labels_the_pool_after_warmup_and_reports_it():
+def test_self_training_labels_the_pool_after_warmup_and_reports_it(monkeypatch):
+    """After warmup the model labels the pool; the accepted images enter the batches and the loss
+    trains them on their pseudo-labels (not the table's placeholder 0), most of which are right."""
     table, val_x, val_y = with_unlabelled_rows()
+    first_unlabelled = int(np.flatnonzero(table.unlabelled)[0])
+    epochs = record_self_training(monkeypatch)
     curriculum = make_curriculum(strategy="real_only", pseudo_labels=True, pseudo_threshold=0.6, jsd_end=0.311)
     result = train_curriculum(make_config(epochs=4), curriculum, table, val_x, val_y, CPU, log=lambda s: None)
     h = result.history
     assert [r["pseudo_accepted"] for r in h[:2]] == [0, 0]  # warmup: nothing labelled yet
     assert h[-1]["pseudo_accepted"] > 0 and h[-1]["admitted_pseudo"] > 0
     assert all(r["eligible_synthetic"] == 0 for r in h)  # real_only: the synthetic pool stays out
+    assert len(epochs) == 4 and [e["labelled"] is None for e in epochs] == [True, True, False, False]
+    for epoch, seen in enumerate(epochs):
+        rows, targets = torch.cat(seen["rows"]).numpy(), torch.cat(seen["targets"]).numpy()
+        pseudo = rows >= first_unlabelled
+        assert pseudo.any() == (epoch >= 2), f"epoch {epoch + 1}: pseudo-labelled rows in the batches {rows[pseudo]}"
+        if seen["labelled"] is not None:  # each one trained on its pseudo-label, and only if accepted
+            at = rows[pseudo] - first_unlabelled
+            assert seen["labelled"].accepted[at].all(), f"epoch {epoch + 1}: an image not accepted was trained on"
+            assert (targets[pseudo] == seen["labelled"].labels[at]).all(), (
+                f"epoch {epoch + 1}: targets {targets[pseudo]}, pseudo-labels {seen['labelled'].labels[at]}"
+            )
     summary = train_metrics(result, make_config(epochs=4), curriculum)["train"]["pseudo_labels"]
     assert summary["pool"] == 12 and summary["accepted_final_with_known_label"] == summary["accepted_final"]
-    assert 0 <= summary["used_correct"] <= summary["used"] <= 12
+    placed = np.unique(np.concatenate([torch.cat(e["rows"]).numpy() for e in epochs]))
+    assert summary["used"] == (placed >= first_unlabelled).sum()
+    assert summary["used_correct"] > summary["used"] / 2, summary  # the blobs are learnable: most labels right
     assert {"pseudo_accepted", "eligible_pseudo", "admitted_pseudo"} <= set(history_frame(h).columns)
 
 

@@ -203,10 +203,31 @@ def test_mix_class_weights_count_the_admitted_synthetic_images(data):
 
 
 @pytest.mark.slow  # trains a network for more than one epoch
-def test_class_weights_modes_train(data):
-    for mode in ("mix", "none"):
-        result = run(data, make_curriculum(jsd_end=0.5), make_config(epochs=3, class_weights=mode))
-        assert np.isfinite([r["train_loss"] for r in result.history]).all()
+def test_class_weights_modes_reach_the_loss(data, monkeypatch):
+    """The class weights the loss uses, epoch by epoch: ``none`` all ones; ``mix`` the real counts
+    (48 / (2 * 36), 48 / (2 * 12)) while nothing is admitted (warmup), then n / (2 n_c) over the
+    epoch's batches once synthetic malignant images are in: the malignant weight falls."""
+    from entromix.training.loss import EntroMixLoss
+
+    used: list[list[float]] = []  # each change of the weights the loss was called with
+    forward = EntroMixLoss.forward
+
+    def recording_forward(self, *args, **kwargs):
+        if not used or used[-1] != self.class_weights.tolist():
+            used.append(self.class_weights.tolist())
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(EntroMixLoss, "forward", recording_forward)
+    result = run(data, make_curriculum(jsd_end=0.5), make_config(epochs=3, class_weights="none"))
+    assert np.isfinite([r["train_loss"] for r in result.history]).all() and used == [[1.0, 1.0]]
+    used.clear()
+    result = run(data, make_curriculum(jsd_end=0.5), make_config(epochs=3, class_weights="mix"))
+    assert np.isfinite([r["train_loss"] for r in result.history]).all()
+    assert [r["admitted_synthetic"] for r in result.history] == [0, 0, 9]
+    assert len(used) == 2 and used[0] == pytest.approx([48 / 72, 48 / 24]), used
+    benign, malignant = used[1]
+    assert malignant < 2.0 and benign > 48 / 72, used  # 9 synthetic malignant in the batches
+    assert 1 / (2 * benign) + 1 / (2 * malignant) == pytest.approx(1.0)  # n_0 / n + n_1 / n
 
 
 @pytest.mark.slow  # trains a network for more than one epoch

@@ -70,3 +70,30 @@ def test_evaluate_refuses_a_training_checkpoint_that_carries_code(project, tmp_p
     assert "models/train/" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists()
     assert (project / "metrics/evaluate.json").read_bytes() == before  # the last good outputs stay
+
+
+def test_an_inbox_of_strange_entries_gives_a_row_per_entry_with_the_reason(project, tmp_path):
+    """A link out of the folder, a decompression bomb, a 0-byte file and a folder named x.png: each a
+    row with its reason (the link's target is never read), the good image classified, exit 3."""
+    import pandas as pd
+    from PIL import Image
+
+    inbox, outside = project / "strange", tmp_path / "outside"
+    inbox.mkdir()
+    outside.mkdir()
+    good = sorted((project / "data/real").rglob("*.png"))[0]
+    (inbox / "good.png").write_bytes(good.read_bytes())
+    (outside / "secret.png").write_bytes(good.read_bytes())
+    (inbox / "link.png").symlink_to(outside / "secret.png")
+    Image.new("L", (20_000, 20_000)).save(inbox / "bomb.png")  # 400 Mpixel in about 400 KB
+    (inbox / "empty.png").write_bytes(b"")
+    (inbox / "x.png").mkdir()
+    proc = cli_in_process(project, "predict", "strange", "--out", "strange.csv", "--quiet")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    rows = pd.read_csv(project / "strange.csv", keep_default_na=False).set_index("path")
+    reasons = {Path(p).name: r for p, r in rows["error"].items()}
+    assert reasons["good.png"] == "" and rows.loc["strange/good.png", "label"] in ("benign", "malignant")
+    assert "symbolic link out of strange" in reasons["link.png"]
+    assert "decompression bomb" in reasons["bomb.png"]
+    assert "empty file (0 bytes)" in reasons["empty.png"]
+    assert "a folder named like an image file" in reasons["x.png"]

@@ -292,14 +292,21 @@ def run_predict(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device, "--device")
     trained = load_trained_model(args.model, None, device)
-    files = find_images(args.inputs)
+    files, refused = find_images(args.inputs)
     print(
         f"entromix predict: {len(files)} file(s) with {args.model} ({trained.checkpoint['model_name']}, "
         f"labels {', '.join(map(str, trained.checkpoint['labels']))}); device {describe(device)}",
         file=sys.stderr,
     )
     result = predict_files(
-        trained, files, args.threshold, args.per_class, args.uncertainty, args.bad_images, progress=not args.quiet
+        trained,
+        files,
+        args.threshold,
+        args.per_class,
+        args.uncertainty,
+        args.bad_images,
+        progress=not args.quiet,
+        refused=refused,
     )
     with atomic_path(args.out) as tmp:
         result.frame.round(6).to_csv(tmp, index=False, encoding="utf-8")

@@ -188,3 +188,27 @@ def images_in(folder: Path) -> list[Path]:
         and p.suffix.lower() in IMAGE_EXTENSIONS
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
+
+
+def inputs_in(folder: Path) -> tuple[list[Path], dict[str, str]]:
+    """Every entry under ``folder`` named like an image (hidden ones skipped), sorted, and those that
+    are not read, with why: a folder named like an image file, and a symbolic link that leads out of
+    ``folder`` (or nowhere). Each still gets its row in the predictions, with the reason."""
+    root = folder.resolve()
+    entries, refused = [], {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).parts
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or any(part.startswith(".") for part in relative):
+            continue
+        if path.is_symlink() or any(p.is_symlink() for p in list(path.parents)[: len(relative) - 1]):
+            target = path.resolve()
+            if not target.exists():
+                refused[str(path)] = "a symbolic link to nothing (dangling): not read"
+            elif root not in target.parents:
+                refused[str(path)] = f"a symbolic link out of {folder} (to {target}): not read"
+        if path.is_dir() and not path.is_symlink():
+            refused[str(path)] = "a folder named like an image file, not an image: not read"
+        elif path.is_dir():
+            continue
+        entries.append(path)
+    return entries, refused

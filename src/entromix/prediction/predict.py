@@ -37,9 +37,9 @@ import torch
 from tqdm import tqdm
 
 from entromix.common.device import autocast
-from entromix.common.progress import Eta
 from entromix.common.errors import DataError, listing
-from entromix.data.images import IMAGE_EXTENSIONS, images_in
+from entromix.common.progress import Eta
+from entromix.data.images import IMAGE_EXTENSIONS, inputs_in
 from entromix.evaluation.ood import OodDetector, capture_features
 from entromix.modeling.fit import dihedral_views, predict_logits, prepare_batch
 from entromix.prediction.preprocess import settings, stored_pixels
@@ -82,20 +82,24 @@ class Predictions:
         return f"{len(classified)} image(s) ({counts}); {ood}; {len(self.skipped)} unreadable"
 
 
-def find_images(inputs: list[str | Path]) -> list[Path]:
-    """The image files named by ``inputs``: files as given, folders walked (:func:`images_in`).
-    A path that does not exist, or no image at all, is a DataError."""
+def find_images(inputs: list[str | Path]) -> tuple[list[Path], dict[str, str]]:
+    """The image files named by ``inputs``: files as given, folders walked (:func:`inputs_in`), and
+    the entries of those folders that are not read, with why. A path that does not exist, or no
+    image at all, is a DataError."""
     found: list[Path] = []
+    refused: dict[str, str] = {}
     for item in map(Path, inputs):
         if item.is_file():
             found.append(item)
         elif item.is_dir():
-            found += images_in(item)
+            entries, not_read = inputs_in(item)
+            found += entries
+            refused |= not_read
         else:
             raise DataError(f"{item}: no such file or folder. Name image files or folders of images.")
     if not found:
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, inputs))}.")
-    return found
+    return found, refused
 
 
 def read_images(
@@ -207,8 +211,10 @@ def predict_files(
     uncertainty: Uncertainty = "none",
     bad_images: BadImages = "skip",
     progress: bool = True,
+    refused: dict[str, str] | None = None,
 ) -> Predictions:
-    """One row per file, in the order given: ``path``, ``p_<positive label>`` (with several positive
+    """One row per file, in the order given (``refused``: files not to read, with why: a row each
+    with the reason, as an unreadable file's): ``path``, ``p_<positive label>`` (with several positive
     labels, ``p_early+pre+pro``: their summed probability), ``prediction`` (0/1) and ``label`` at the
     threshold (the checkpoint's tuned one unless ``threshold`` is given, else 0.5), ``p_<label>``
     for every class with ``per_class``, ``<uncertainty>_std`` with ``uncertainty``, then
@@ -218,7 +224,9 @@ def predict_files(
     cut, source = _threshold(ckpt, threshold)
     detector = OodDetector.from_checkpoint(ckpt["ood"], "the checkpoint") if ckpt.get("ood") is not None else None
     kind = detector.features if detector is not None else None
-    probs, spread, features, kept, skipped = _classify_in_chunks(trained, files, uncertainty, bad_images, progress, kind)
+    probs, spread, features, kept, skipped = _classify_in_chunks(
+        trained, files, uncertainty, bad_images, progress, kind, refused or {}
+    )
     space = trained.label_space
     positive = space.positive_probability(probs)  # the summed probability of the positive labels
     frame = pd.DataFrame({"path": [str(p) for p in kept], f"p_{space.positive_title}": positive})
@@ -250,6 +258,7 @@ def _classify_in_chunks(
     bad_images: BadImages,
     progress: bool,
     features: str | None,
+    refused: dict[str, str],
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray], list[Path], list[tuple[str, str]]]:
     """:func:`read_images` then :func:`classify`, :data:`PREDICT_CHUNK` files at a time, so memory
     does not grow with the number of files (issue 36), with a progress line and an ETA per chunk when
@@ -260,9 +269,12 @@ def _classify_in_chunks(
     eta = Eta(len(files))
     for start in chunks:
         part = files[start : start + PREDICT_CHUNK]
-        images, part_kept, part_skipped = read_images(part, trained.checkpoint["preprocess"], "skip", progress)
+        readable = [p for p in part if str(p) not in refused]
+        images, part_kept, part_skipped = read_images(readable, trained.checkpoint["preprocess"], "skip", progress)
         kept += part_kept
-        skipped += part_skipped
+        position = {str(p): i for i, p in enumerate(part)}  # the rows of the unread files keep the input order
+        not_read = part_skipped + [(str(p), refused[str(p)]) for p in part if str(p) in refused]
+        skipped += sorted(not_read, key=lambda item: position[item[0]])
         if not (skipped and bad_images == "error"):
             p, s, f = classify(trained, images, uncertainty, progress=progress, features=features)
             probs.append(p)
