@@ -217,6 +217,10 @@ def worker_env(jobs: int, environ: dict[str, str] | None = None, cores: int | No
     return env
 
 
+#: seconds after starting workers before the review counts them again (a new worker takes a while to register)
+WORKER_GRACE_S = 120
+
+
 def start_workers(jobs: int, cwd: Path) -> None:
     subprocess.run(
         ["dvc", "queue", "start", "-j", str(jobs)],
@@ -268,6 +272,7 @@ def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=p
         f"review: {total} experiments ({len(plan.seeds)} seeds x baseline and change); "
         f"{total - len(pending)} already run, {len(pending)} queued; {jobs} worker(s)"
     )
+    started = time.monotonic()
     if pending:
         start_workers(jobs, cwd)
     last = ""
@@ -307,9 +312,16 @@ def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=p
             last = line
         if done == total:
             break
-        active = _active_workers(cwd)
-        if any(states.get(n) == "Queued" for n in pending) and active < jobs:
-            start_workers(jobs - active, cwd)  # a worker that exited early (seen with DVC 3.x) is replaced
+        # a worker that exited early (seen with DVC 3.x) is replaced, but only when fewer than JOBS run
+        # and none was started for WORKER_GRACE_S: a new worker registers slowly on a loaded machine, and
+        # counting the workers alone once started 5 for -j 2 (2026-12-07, the demo review)
+        running = sum(states.get(n) == "Running" for n in pending)
+        waiting = any(states.get(n) == "Queued" for n in pending)
+        if waiting and running < jobs and time.monotonic() - started > WORKER_GRACE_S:
+            active = _active_workers(cwd)
+            if active < jobs:
+                start_workers(jobs - active, cwd)
+                started = time.monotonic()
     return time.monotonic() - start
 
 
