@@ -179,17 +179,6 @@ def decode_image(
     return DecodedImage(pixels=pixels, width=width, height=height, mode=mode, peak=peak)
 
 
-def images_in(folder: Path) -> list[Path]:
-    """The files with an image extension under ``folder``, sorted; hidden entries are skipped."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-
-
 def inputs_in(folder: Path) -> tuple[list[Path], dict[str, str]]:
     """Every entry under ``folder`` named like an image (hidden ones skipped), sorted, and those that
     are not read, with why: a folder named like an image file, and a symbolic link that leads out of

@@ -118,13 +118,19 @@ def read_images(
             kept.append(path)
         except DataError as exc:
             skipped.append((str(path), str(exc).removeprefix(f"{path}: ")))
-    if skipped and bad_images == "error":
+    if bad_images == "error":
+        _refuse_unreadable(skipped)
+    return (np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)), kept, skipped
+
+
+def _refuse_unreadable(skipped: list[tuple[str, str]]) -> None:
+    """``bad_images: error``: stop before anything is written, naming every unreadable file."""
+    if skipped:
         raise DataError(
             f"{len(skipped)} file(s) cannot be read: "
             + listing([f"{p}: {r}" for p, r in skipped])
             + ". Remove or fix them, or pass --bad-images skip to classify the rest."
         )
-    return (np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)), kept, skipped
 
 
 def class_probabilities(
@@ -282,12 +288,8 @@ def _classify_in_chunks(
             found.append(f)
         if len(chunks) > 1:
             print(f"entromix predict: {eta.step(len(part))} ({len(skipped)} unreadable so far)", file=sys.stderr)
-    if skipped and bad_images == "error":
-        raise DataError(
-            f"{len(skipped)} file(s) cannot be read: "
-            + listing([f"{p}: {r}" for p, r in skipped])
-            + ". Remove or fix them, or pass --bad-images skip to classify the rest."
-        )
+    if bad_images == "error":
+        _refuse_unreadable(skipped)
     names = sorted({name for f in found for name in f})  # a chunk of unreadable files only has none
     features_all = {name: np.concatenate([f[name] for f in found if name in f], axis=1) for name in names}
     return np.concatenate(probs), (np.concatenate(spread) if spread else None), features_all, kept, skipped

@@ -208,11 +208,6 @@ class FoldStore:
             log(f"entromix score: deleted {', '.join(names)} in {self.directory}, not used: {why}")
         return self.finished
 
-    def remove(self) -> None:
-        """Delete the folder: the stage's outputs are written, nothing is left to resume."""
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
 
 def _model_list(ks: list[int], folds: int) -> str:
     """``folds 1-2``, ``fold 3``, ``folds 1, 3-4``, ``the aum model`` (k == folds)."""
