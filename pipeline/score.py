@@ -128,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("score", main)
+    run_stage("score", main, live_outputs=(LIVE,))

@@ -36,6 +36,7 @@ from entromix.common.params import load_params, section, to_dict
 from entromix.common.provenance import git_revision, versions
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared
+from entromix.common.torch_files import save_torch_file
 from entromix.training.curriculum import CurriculumConfig
 from entromix.training.loop import TrainConfig, train_curriculum
 from entromix.training.report import (
@@ -150,7 +151,7 @@ def main() -> None:
             (best, result.best_state, result.best_val),
             (last, result.last_state, result.history[-1]),
         ):
-            torch.save(checkpoint_payload(state, row, config, prepared.labels, prepared.config, made_by), path)
+            save_torch_file(checkpoint_payload(state, row, config, prepared.labels, prepared.config, made_by), path)
         history.to_csv(history_csv, index=False)
         metrics_json.write_text(json_text(train_metrics(result, config, curriculum, tiers)))
         run_json.write_text(json_text(run))
@@ -159,4 +160,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("train", main)
+    run_stage("train", main, live_outputs=(HISTORY, LIVE))

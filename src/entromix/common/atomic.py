@@ -3,7 +3,13 @@
 Every output is written to a temporary file in the same directory and moved into place with
 ``os.replace`` (atomic on POSIX when source and target share a file system). A failed write
 deletes its temporary file; one left by a process killed mid-write (SIGKILL cannot be caught) is
-deleted by the next write of the same output.
+deleted by the next write of the same output (.gitignore and .dvcignore keep such leftovers out of
+git and out of a folder output's hash). A path that is already one of these temporaries (a
+figure drawn into a set's temporary) is written directly: the set's rename is the atomic step.
+
+Files a stage rewrites while it runs, so that the run can be followed (the DVCLive logs, the
+training history), are taken back to what they were when the run fails or is interrupted
+(:func:`restored_on_failure`), so a failed run leaves every output of the previous one.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,13 +99,59 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
         for tmp in tmps:
             os.chmod(tmp, mode)
         for tmp, path in zip(tmps, paths):
-            os.replace(tmp, path)
+            if tmp != Path(path):
+                os.replace(tmp, path)
+
+
+def _files_under(paths: tuple[Path, ...]) -> dict[Path, bytes]:
+    found: dict[Path, bytes] = {}
+    for path in paths:
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path] if path.is_file() else []
+        found.update({p: p.read_bytes() for p in files if not is_temporary(p)})
+    return found
+
+
+@contextlib.contextmanager
+def restored_on_failure(*paths: str | Path) -> Iterator[None]:
+    """Files and folders that the block rewrites as it goes (a live log), put back as they were
+    when it does not finish: an exception, Ctrl-C or SIGTERM (a ``BaseException``). What they
+    held is read into memory on entry (a live log is a few KiB); files the block added are
+    deleted, changed or deleted ones written back atomically. A process killed with SIGKILL
+    cannot restore anything: its run-in-progress files stay, whole (each was written atomically),
+    DVC sees the stage's outputs changed, and the next run replaces them."""
+    roots = tuple(Path(p) for p in paths)
+    before = _files_under(roots)
+    try:
+        yield
+    except BaseException:
+        try:
+            for path in set(_files_under(roots)) - set(before):
+                path.unlink()
+            for path, data in before.items():
+                if not path.is_file() or path.read_bytes() != data:
+                    with atomic_path(path) as tmp:
+                        tmp.write_bytes(data)
+        except OSError as exc:  # the failure itself (a full disk, say) is what the user must see
+            print(f"entromix: could not put back the previous {', '.join(map(str, roots))}: {exc}", file=sys.stderr)
+        raise
+
+
+TEMPORARY_NAME = re.compile(r"\..+\.[^.]+\.tmp")
+
+
+def is_temporary(path: str | Path) -> bool:
+    """Whether ``path`` is named as this module's temporary files are (``.x.csv.ab12cd.tmp``)."""
+    return TEMPORARY_NAME.fullmatch(Path(path).name) is not None
 
 
 @contextlib.contextmanager
 def _temporary(path: Path) -> Iterator[Path]:
     """A temporary file beside ``path`` (stale ones of killed writers removed), deleted on exit
-    unless it was renamed."""
+    unless it was renamed; ``path`` itself when it is such a temporary already (the caller's set
+    renames it)."""
+    if is_temporary(path):
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         stale.unlink(missing_ok=True)

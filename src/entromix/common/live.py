@@ -4,10 +4,11 @@
 A :class:`LiveLog` wraps ``dvclive.Live`` in a folder that the stage declares in dvc.yaml
 (``dvclive/<stage>/``): ``metrics.json`` holds the latest value of each series and its ``step``
 (a ``metrics:`` entry), ``plots/metrics/<name>.tsv`` one row per step (``step``, value; the
-top-level ``plots:`` section draws them). DVCLive writes no dvc.yaml of its own
+top-level ``plots:`` section draws them). Every file is replaced atomically (a temporary file and
+a rename: ``entromix.common.atomic``), so neither a ``dvc plots show`` mid-run nor a process
+killed mid-write ever sees a half-written row. DVCLive writes no dvc.yaml of its own
 (``dvcyaml=None``) and saves no experiment (``save_dvc_exp=False``): dvc.yaml declares the files,
-and ``dvc exp run`` records them with the rest of the stage's outputs. ``metrics.json`` is
-replaced atomically, so a ``dvc exp show`` that reads it mid-write sees the previous step.
+and ``dvc exp run`` records them with the rest of the stage's outputs.
 
 Timings (``images_per_s``, ``scorer_images_per_s``: :data:`SERIES_ONLY`) are logged as series but
 kept out of ``metrics.json``: that file is a committed metric (``cache: false``) that ``dvc metrics
@@ -29,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dvclive import Live
+from scmrepo.exceptions import SCMError
 
 from entromix.common.atomic import atomic_path, write_json
 from entromix.common.errors import DataError
@@ -62,9 +64,22 @@ class _AtomicLive(Live):
         self.summary["step"] = self.step
         write_json(self.metrics_file, self.summary)
 
+    def _init_dvc(self) -> None:
+        """DVCLive 3.49 asks git for HEAD before it checks that there is one: in a repository with
+        no commit yet (``git init``, then ``dvc repro``) that raises. Nothing here needs DVC's
+        experiment machinery (no experiment saved, no dvc.yaml written), so log without it."""
+        try:
+            super()._init_dvc()
+        except SCMError:
+            self._dvc_repo = None
+
 
 class LiveLog:
     """One stage's DVCLive log in ``directory``: :meth:`log` one step's values, :meth:`close` at the end.
+
+    DVCLive keeps the summary; the series files (``plots/metrics/<name>.tsv``, DVCLive's format:
+    tab-separated ``step`` and value) are written here, each rewritten whole through a temporary
+    file at every step (DVCLive appends to them in place).
 
     Args:
         resume_rows: the values of the steps a resumed run continues from (step ``i`` is
@@ -73,6 +88,7 @@ class LiveLog:
 
     def __init__(self, directory: str | Path, resume_rows: Sequence[Mapping[str, Value]] = ()) -> None:
         self.directory = Path(directory)
+        self._series: dict[str, list[tuple[int, float | int]]] = {}
         try:
             if resume_rows:
                 self._drop_unreadable_summary()
@@ -96,10 +112,12 @@ class LiveLog:
                 value = _value(raw)
                 if value is None:
                     self.live.summary.pop(name, None)
-                else:
-                    self.live.log_metric(name, value)
-                    if name in SERIES_ONLY:
-                        self.live.summary.pop(name, None)
+                    continue
+                self.live.log_metric(name, value, plot=False)
+                if name in SERIES_ONLY:
+                    self.live.summary.pop(name, None)
+                self._series.setdefault(name, []).append((step, value))
+                self._write_series(name)
             self.live.next_step()
         except OSError as exc:
             raise _unwritable(self.directory, exc) from exc
@@ -118,17 +136,20 @@ class LiveLog:
         except (ValueError, UnicodeDecodeError):
             path.unlink()
 
+    def _write_series(self, name: str) -> None:
+        lines = [f"step\t{name}"] + [f"{step}\t{value}" for step, value in self._series[name]]
+        with atomic_path(Path(self.live.plots_dir) / "metrics" / f"{name}.tsv") as tmp:
+            tmp.write_text(os.linesep.join(lines) + os.linesep, encoding="utf-8")
+
     def _rewrite(self, rows: Sequence[Mapping[str, Value]]) -> None:
-        """Each series from ``rows`` (in DVCLive's format: tab-separated ``step`` and value), then
-        the summary of the last row; the next :meth:`log` continues at step ``len(rows)``."""
-        folder = Path(self.live.plots_dir) / "metrics"
+        """Each series from ``rows``, then the summary of the last row; the next :meth:`log`
+        continues at step ``len(rows)``."""
         names = list(dict.fromkeys(name for row in rows for name in row))
         for name in names:
-            lines = [f"step\t{name}"] + [
-                f"{step}\t{_value(row.get(name))}" for step, row in enumerate(rows) if _value(row.get(name)) is not None
+            self._series[name] = [
+                (step, _value(row.get(name))) for step, row in enumerate(rows) if _value(row.get(name)) is not None
             ]
-            with atomic_path(folder / f"{name}.tsv") as tmp:
-                tmp.write_text(os.linesep.join(lines) + os.linesep, encoding="utf-8")
+            self._write_series(name)
         last = {name: _value(value) for name, value in rows[-1].items()}
         self.live.summary = {
             name: value for name, value in last.items() if value is not None and name not in SERIES_ONLY

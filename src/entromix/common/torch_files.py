@@ -1,5 +1,6 @@
 """Reading PyTorch files the user gives us (pretrained weights, checkpoints) with errors that say
-what the file is, not what torch's unpickler tripped over.
+what the file is, not what torch's unpickler tripped over; and writing ours byte-reproducibly
+(:func:`save_torch_file`).
 
 Every load is ``torch.load(weights_only=True)``: a file can hold tensors, numbers and strings, never
 code. Before that, the common wrong files are recognised by their first bytes:
@@ -21,6 +22,15 @@ import torch
 from entromix.common.errors import DataError, EntromixError
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+
+
+def save_torch_file(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj)`` into ``path`` through a file object. Saved by name, torch names the zip's
+    top folder after the file, here a temporary of ``entromix.common.atomic`` with a random name,
+    so two runs that save the same tensors would write different bytes (and DVC would take a rerun
+    for a change); through a file object the folder is always ``archive``."""
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def _looks_like_text(head: bytes) -> bool:

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.errors import DataError
 from entromix.common.labels import LabelSpace
 from entromix.common.stage_io import missing_input
+from entromix.common.torch_files import save_torch_file
 from entromix.evaluation.figures import (
     plot_calibration,
     plot_confusion,
@@ -149,7 +149,7 @@ def write_outputs(
             write_predictions(val_predictions, val_csv)
         for draw, picture_png in zip(pictures.values(), rest[len(TABLES) + len(FIGURES) :]):
             draw(picture_png)
-        torch.save(deploy, model_pt)
+        save_torch_file(deploy, model_pt)
         card_md.write_text(card, encoding="utf-8")
         table_paths, fig = dict(zip(TABLES, rest[: len(TABLES)])), dict(zip(FIGURES, rest[len(TABLES) :]))
         write_predictions(predictions, predictions_csv)

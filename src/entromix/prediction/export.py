@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from entromix.common.atomic import atomic_path, json_text
+from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.labels import label_space_of_checkpoint
 from entromix.training.checkpoints import TrainedModel
 
@@ -99,7 +99,9 @@ def export_model(trained: TrainedModel, fmt: ExportFormat, out: Path) -> tuple[P
     example = torch.rand(2, 3, size, size)
     out = Path(out)
     description = out.with_name(out.name + ".json")
-    with atomic_path(out) as tmp:
+    # the model and its description are replaced as a set: a run killed between the two never leaves
+    # a new model beside the description of the previous one
+    with atomic_paths(out, description) as (tmp, description_tmp):
         if fmt == "onnx":
             batch = torch.export.Dim("batch", min=1)
             program = torch.onnx.export(
@@ -121,9 +123,9 @@ def export_model(trained: TrainedModel, fmt: ExportFormat, out: Path) -> tuple[P
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", r"`torch\.jit\.trace(_method)?` is deprecated", FutureWarning)
                 scripted = torch.jit.trace(wrapped, example)
-            scripted.save(str(tmp))
-    with atomic_path(description) as tmp:
-        Path(tmp).write_text(json_text(preprocessing_description(trained, fmt)))
+            with open(tmp, "wb") as fh:  # a file object: the archive's folder is not the temporary's random name
+                torch.jit.save(scripted, fh)
+        description_tmp.write_text(json_text(preprocessing_description(trained, fmt)))
     return out, description
 
 

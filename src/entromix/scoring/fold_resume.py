@@ -46,6 +46,7 @@ import torch
 
 from entromix.common.atomic import atomic_path
 from entromix.common.device import describe
+from entromix.common.torch_files import save_torch_file
 from entromix.modeling.fit import EpochStats
 
 FORMAT = "entromix-score-model"
@@ -168,7 +169,7 @@ class FoldStore:
             "sha256": arrays_sha256(arrays),
         }
         with atomic_path(self.path(k)) as tmp:
-            torch.save(payload, tmp)
+            save_torch_file(payload, tmp)
 
     def load(self, path: Path, k: int) -> tuple[dict[str, np.ndarray] | None, str]:
         """The arrays in ``path`` if it is model ``k`` of this run, whole; else (None, why)."""

@@ -36,12 +36,12 @@ import torch
 from entromix.common.atomic import atomic_path
 from entromix.common.errors import DataError
 from entromix.common.labels import LabelSpace, label_space_of_checkpoint
-from entromix.common.torch_files import load_torch_file
+from entromix.common.torch_files import load_torch_file, save_torch_file
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        save_torch_file(payload, tmp)
 
 
 CHECKPOINT_FORMAT = "entromix-checkpoint"
