@@ -64,6 +64,22 @@ class _AtomicLive(Live):
         self.summary["step"] = self.step
         write_json(self.metrics_file, self.summary)
 
+    def next_step(self) -> None:
+        """DVCLive's, less its signal for the VS Code extension (``mark_dvclive_step_completed``):
+        that file is written into the main repository's ``.dvc/tmp/exps/run`` by every experiment
+        the queue runs at once, and one experiment's clean-up deletes it under another's feet
+        (FileNotFoundError, a failed experiment)."""
+        if self._step is None:
+            self._step = 0
+        self.sync()
+        self.step += 1
+
+    def end(self) -> None:
+        try:
+            super().end()
+        except FileNotFoundError:  # its last step, the clean-up of that signal file, raced another process
+            pass
+
     def _init_dvc(self) -> None:
         """DVCLive 3.49 asks git for HEAD before it checks that there is one: in a repository with
         no commit yet (``git init``, then ``dvc repro``) that raises. Nothing here needs DVC's

@@ -121,10 +121,11 @@ def export_model(trained: TrainedModel, fmt: ExportFormat, out: Path) -> tuple[P
                 file=sys.stderr,
             )
             with torch.no_grad(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", r"`torch\.jit\.trace(_method)?` is deprecated", FutureWarning)
+                pattern = r"`torch\.jit\.(trace(_method)?|save)` is deprecated"
+                warnings.filterwarnings("ignore", pattern, FutureWarning)
                 scripted = torch.jit.trace(wrapped, example)
-            with open(tmp, "wb") as fh:  # a file object: the archive's folder is not the temporary's random name
-                torch.jit.save(scripted, fh)
+                with open(tmp, "wb") as fh:  # a file object: the archive's folder is not the temporary's random name
+                    torch.jit.save(scripted, fh)
         description_tmp.write_text(json_text(preprocessing_description(trained, fmt)))
     return out, description
 
