@@ -44,7 +44,9 @@ def generate(root: Path, n: int, size: int, fmt: str, seed: int = 0) -> None:
 
 def child(root: str, image_size: int, workers: int) -> None:
     """Run ingest once in this (fresh) process and print its timings as JSON."""
-    from entromix.data.prepare import IngestConfig, SplitFractions, decode_images, plan_ingest
+    from entromix.data.decode import decode_images
+    from entromix.data.ingest_config import IngestConfig, SplitFractions
+    from entromix.data.prepare import plan_ingest
 
     config = IngestConfig(
         data_root=root,

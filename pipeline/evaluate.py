@@ -59,10 +59,7 @@ def main() -> None:
     prepared = load_prepared(PREPARED)
     dataset = load_dataset(DATASET, prepared)
     trained = load_trained_model(MODELS / f"{config.checkpoint}.pt", prepared.labels, device)
-    for path in (MODELS / "run.json", HISTORY):
-        if not path.is_file():
-            raise missing_input(path, "train")
-    run = read_train_run(MODELS / "run.json")
+    run = _read_train_run()
     ingest_metrics = read_ingest_metrics(INGEST_METRICS) | {"identity": prepared.identity()}  # for the model card
     manifest, images = prepared.manifest, prepared.images
     real = manifest[manifest["is_syn"] == 0]
@@ -76,17 +73,9 @@ def main() -> None:
     space = trained.label_space
     val_probs = trained.probabilities(images[val["id"].to_numpy()])
     test_probs = trained.probabilities(images[test["id"].to_numpy()])
-    p_val = trained.malignant_probability(None, val_probs)  # the binary view: summed positive probability
-    predictions = prediction_table(test, trained.malignant_probability(None, test_probs), space, test_probs)
-    val_predictions = prediction_table(val, p_val, space, val_probs)
-    metrics, tuned = evaluation_report(space.binary_targets(val["label"].to_numpy()), p_val, predictions, config)
-    metrics["evaluate"]["evaluated_epoch"] = int(ckpt["epoch"]) + 1
-    multiclass = None
-    if space.num_classes > 2:
-        multiclass = round_floats(multiclass_metrics(test["label"].to_numpy(), test_probs, list(space.names)), 4)
-        metrics["evaluate"]["test"]["multiclass"] = multiclass
-    for frame in (predictions, val_predictions):
-        frame["prediction"] = (frame["probability"] >= tuned.threshold).astype(int)
+    predictions, val_predictions, metrics, tuned, multiclass = _evaluate(
+        config, trained, space, val, test, val_probs, test_probs
+    )
     print(f"entromix evaluate: {tuned.note}")
     for warning in tuned.warnings():
         print(f"entromix evaluate: WARNING: {warning}")
@@ -123,6 +112,31 @@ def main() -> None:
     )
     for line in summary_lines(metrics, space):
         print(line)
+
+
+def _read_train_run() -> dict:
+    """The train stage's run settings, after checking that its run.json and history were written."""
+    for path in (MODELS / "run.json", HISTORY):
+        if not path.is_file():
+            raise missing_input(path, "train")
+    return read_train_run(MODELS / "run.json")
+
+
+def _evaluate(config, trained, space, val: pd.DataFrame, test: pd.DataFrame, val_probs, test_probs) -> tuple:
+    """Tune the threshold on val and measure test: (test predictions, val predictions, metrics, the
+    tuned threshold, the multi-class metrics or None), predictions made at the tuned threshold."""
+    p_val = trained.malignant_probability(None, val_probs)  # the binary view: summed positive probability
+    predictions = prediction_table(test, trained.malignant_probability(None, test_probs), space, test_probs)
+    val_predictions = prediction_table(val, p_val, space, val_probs)
+    metrics, tuned = evaluation_report(space.binary_targets(val["label"].to_numpy()), p_val, predictions, config)
+    metrics["evaluate"]["evaluated_epoch"] = int(trained.checkpoint["epoch"]) + 1
+    multiclass = None
+    if space.num_classes > 2:
+        multiclass = round_floats(multiclass_metrics(test["label"].to_numpy(), test_probs, list(space.names)), 4)
+        metrics["evaluate"]["test"]["multiclass"] = multiclass
+    for frame in (predictions, val_predictions):
+        frame["prediction"] = (frame["probability"] >= tuned.threshold).astype(int)
+    return predictions, val_predictions, metrics, tuned, multiclass
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.params import load_params, section, to_dict
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import CHECKSUMS_NAME, prepared_checksums
-from entromix.data.prepare import IngestConfig, decode_images, ingest_metrics, plan_ingest
+from entromix.data.decode import decode_images
+from entromix.data.ingest_config import IngestConfig
+from entromix.data.ingest_metrics import ingest_metrics
+from entromix.data.prepare import plan_ingest
 
 OUT = Path("data/prepared")
 METRICS = Path("metrics/ingest.json")

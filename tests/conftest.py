@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from entromix.data.prepare import IngestConfig, SplitFractions
+from entromix.data.ingest_config import IngestConfig, SplitFractions
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 40), fmt: str | None = None) -> Path:

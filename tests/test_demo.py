@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from entromix.common.errors import DataError, ParamsError
-from entromix.demo import DemoConfig, cells, generate_demo, save_preview_grid
+from entromix.demo import DemoConfig, cells, degradations, generate_demo, save_preview_grid, stain
 
 TINY = DemoConfig(
     seed=3,
@@ -127,7 +127,7 @@ def test_quality_csv_covers_synthetic_once_and_hides_tiers(tiny):
     for r in rows:
         details[r["tier"]].add(r["detail"])
     assert details["good"] == {"realistic"} and details["hallucinated"] == {"benign_cell"}
-    assert details["degraded"] <= set(cells.DEGRADATIONS)
+    assert details["degraded"] <= set(degradations.DEGRADATIONS)
     for name in names:
         assert not any(t in name for t in ("good", "degraded", "hallucinated", "benign", "blur"))
     tiers = [r["tier"] for r in rows]
@@ -159,7 +159,7 @@ def test_classes_differ_as_designed():
     area = {
         kind: np.mean(
             [
-                _nucleus_area(cells.render_field(rng(i, k), 64, kind, cells.sample_stain(rng(i, k + 9))))
+                _nucleus_area(cells.render_field(rng(i, k), 64, kind, stain.sample_stain(rng(i, k + 9))))
                 for i in range(40)
             ]
         )
@@ -236,9 +236,9 @@ def test_foreign_files_are_refused_not_deleted(tmp_path):
 
 def test_degradations_change_the_image():
     rng = np.random.default_rng(0)
-    clean = cells.draw_field(np.random.default_rng(5), 48, "lymphoblast", cells.Stain())
-    for kind in cells.DEGRADATIONS:
-        spoilt = cells.degrade(clean, rng, kind)
+    clean = cells.draw_field(np.random.default_rng(5), 48, "lymphoblast", stain.Stain())
+    for kind in degradations.DEGRADATIONS:
+        spoilt = degradations.degrade(clean, rng, kind)
         assert spoilt.shape == clean.shape and spoilt.dtype == np.float32
         assert np.abs(spoilt - clean).mean() > 0.01, kind
 

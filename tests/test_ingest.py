@@ -10,8 +10,10 @@ from PIL import Image
 
 from entromix.common.errors import DataError
 from entromix.common.image_store import open_images
+from entromix.data.decode import decode_images
 from entromix.data.images import decode_image
-from entromix.data.prepare import MANIFEST_COLUMNS, decode_images, ingest_metrics, plan_ingest
+from entromix.data.ingest_metrics import ingest_metrics
+from entromix.data.prepare import MANIFEST_COLUMNS, plan_ingest
 
 
 def run(config, tmp_path):
@@ -321,7 +323,7 @@ def test_ingest_intensity_fixed12_uses_the_whole_8_bit_range_and_fixed16_warns(t
 
 
 def test_intensity_warning_names_the_setting():
-    from entromix.data.prepare import intensity_warning
+    from entromix.data.decode import intensity_warning
 
     assert intensity_warning("fixed16", []) is None
     assert intensity_warning("fixed16", [60000, 4095]) is None

@@ -10,7 +10,7 @@ from conftest import ingest_config
 
 from entromix.common.errors import ParamsError
 from entromix.common.params import load_params, section
-from entromix.data.prepare import IngestConfig, SplitFractions
+from entromix.data.ingest_config import IngestConfig, SplitFractions
 
 GOOD = {
     "data_root": "data/demo",

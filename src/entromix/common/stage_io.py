@@ -106,16 +106,7 @@ def load_prepared(root: str | Path = PREPARED, verify: bool = True) -> Prepared:
         raise DataError(
             f"{root}: checksums.json or ingest_config.json is damaged ({type(exc).__name__}: {exc}). {RERUN_INGEST}"
         ) from None
-    try:
-        images = np.load(images_path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(
-            f"{images_path}: not a complete .npy image array ({exc}); the file is truncated or damaged. {RERUN_INGEST}"
-        ) from None
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise DataError(
-            f"{images_path}: expected a (N, H, W, 3) uint8 array, found {images.shape} {images.dtype}. {RERUN_INGEST}"
-        )
+    images = _open_images(images_path)
     manifest = _read_csv(manifest_path, RERUN_INGEST)
     absent = [c for c in MANIFEST_REQUIRED if c not in manifest.columns]
     if absent:
@@ -132,18 +123,7 @@ def load_prepared(root: str | Path = PREPARED, verify: bool = True) -> Prepared:
             f"array row i). {RERUN_INGEST}"
         )
     if verify:
-        if list(images.shape) != list(recorded_images.get("shape", [])) or file_sha256(
-            images_path
-        ) != recorded_images.get("sha256"):
-            raise DataError(
-                f"{images_path}: its contents differ from what ingest recorded in {root / CHECKSUMS_NAME} "
-                f"(the file was changed or comes from another run). {RERUN_INGEST}"
-            )
-        if file_sha256(manifest_path) != recorded_manifest.get("sha256"):
-            raise DataError(
-                f"{manifest_path}: its contents differ from what ingest recorded in {root / CHECKSUMS_NAME} "
-                f"(the file was edited or comes from another run). {RERUN_INGEST}"
-            )
+        _verify_checksums(root, images, recorded_images, recorded_manifest)
     manifest["label"] = pd.to_numeric(manifest["label"], errors="coerce")
     manifest["is_syn"] = pd.to_numeric(manifest["is_syn"], errors="coerce")
     tiers = _read_csv(root / "synthetic_tiers.csv", RERUN_INGEST)
@@ -155,6 +135,39 @@ def load_prepared(root: str | Path = PREPARED, verify: bool = True) -> Prepared:
         config=config,
         manifest_sha256=str(recorded_manifest.get("sha256", "")),
     )
+
+
+def _open_images(images_path: Path) -> np.ndarray:
+    """Memory-map ingest's image array; a truncated file or one of another shape is a :class:`DataError`."""
+    try:
+        images = np.load(images_path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(
+            f"{images_path}: not a complete .npy image array ({exc}); the file is truncated or damaged. {RERUN_INGEST}"
+        ) from None
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise DataError(
+            f"{images_path}: expected a (N, H, W, 3) uint8 array, found {images.shape} {images.dtype}. {RERUN_INGEST}"
+        )
+    return images
+
+
+def _verify_checksums(root: Path, images: np.ndarray, recorded_images: dict, recorded_manifest: dict) -> None:
+    """Compare images.npy and manifest.csv under ``root`` with what ingest recorded for them in
+    checksums.json: a changed file, or one from another run, is a :class:`DataError`."""
+    images_path, manifest_path = root / "images.npy", root / "manifest.csv"
+    if list(images.shape) != list(recorded_images.get("shape", [])) or file_sha256(images_path) != recorded_images.get(
+        "sha256"
+    ):
+        raise DataError(
+            f"{images_path}: its contents differ from what ingest recorded in {root / CHECKSUMS_NAME} "
+            f"(the file was changed or comes from another run). {RERUN_INGEST}"
+        )
+    if file_sha256(manifest_path) != recorded_manifest.get("sha256"):
+        raise DataError(
+            f"{manifest_path}: its contents differ from what ingest recorded in {root / CHECKSUMS_NAME} "
+            f"(the file was edited or comes from another run). {RERUN_INGEST}"
+        )
 
 
 def _read_csv(path: Path, fix: str) -> pd.DataFrame:

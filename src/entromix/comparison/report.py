@@ -114,36 +114,11 @@ def compare_seeds(
     When it was measured on the same test set, a single pair's differences are set against it: a
     difference within 2 sd of a difference of two seeds (2 x sqrt(2) x sd) is "within seed spread",
     not a finding, whatever the test images' interval says."""
-    for i, (a, b) in enumerate(pairs, 1):
-        sa, sb = a.seeds(), b.seeds()
-        if len(pairs) > 1 and sa != sb:
-            raise DataError(
-                f"pair {i} is not paired: {a.label} has seeds {sa or 'unknown'} and {b.label} has {sb or 'unknown'} "
-                f"({', '.join(SEED_KEYS)}). List A and B in the same seed order, e.g. "
-                "'entromix compare exp-a-s0,exp-a-s1 exp-b-s0,exp-b-s1' or a {seed} pattern with --seeds."
-            )
-    seen = [tuple(sorted(a.seeds().items())) for a, _ in pairs]
-    if len(pairs) > 1 and len(set(seen)) < len(seen):
-        repeated = [dict(s) for s in seen if seen.count(s) > 1][0]
-        raise DataError(
-            f"two pairs have the same seeds {repeated or '(none recorded)'}: they are not independent replicates. "
-            "Give each pair its own train.seed / score.seed."
-        )
+    _check_seed_pairing(pairs)
     results = [compare_pair(a, b, settings) for a, b in pairs]
     applied = None
     if spread is not None and len(pairs) == 1:
-        from entromix.comparison.review import test_set_id
-
-        if spread.get("test_set") == test_set_id(pairs[0][0]):
-            applied = spread
-            for name, row in results[0]["metrics"].items():
-                sd = (spread["metrics"].get(name) or {}).get("sd")
-                if sd is None:
-                    continue
-                row["seed_sd"] = sd
-                row["within_seed_spread"] = bool(abs(row["difference"]) <= 2 * np.sqrt(2) * sd)
-                if row["verdict"] != "within noise" and row["within_seed_spread"]:
-                    row["verdict"] = "within seed spread"
+        applied = _apply_seed_spread(results[0], pairs[0][0], spread)
     summary = {}
     for name in METRICS:
         diffs = np.array([r["metrics"][name]["difference"] for r in results])
@@ -165,6 +140,45 @@ def compare_seeds(
         else {k: applied[k] for k in ("n", "experiments", "recorded", "test_images") if k in applied},
         "settings": {"resamples": settings.resamples, "seed": settings.seed, "level": settings.level},
     }
+
+
+def _check_seed_pairing(pairs: list[tuple[Revision, Revision]]) -> None:
+    """With several pairs, each must share its seeds (A and B) and no two pairs the same ones."""
+    for i, (a, b) in enumerate(pairs, 1):
+        sa, sb = a.seeds(), b.seeds()
+        if len(pairs) > 1 and sa != sb:
+            raise DataError(
+                f"pair {i} is not paired: {a.label} has seeds {sa or 'unknown'} and {b.label} has {sb or 'unknown'} "
+                f"({', '.join(SEED_KEYS)}). List A and B in the same seed order, e.g. "
+                "'entromix compare exp-a-s0,exp-a-s1 exp-b-s0,exp-b-s1' or a {seed} pattern with --seeds."
+            )
+    seen = [tuple(sorted(a.seeds().items())) for a, _ in pairs]
+    if len(pairs) > 1 and len(set(seen)) < len(seen):
+        repeated = [dict(s) for s in seen if seen.count(s) > 1][0]
+        raise DataError(
+            f"two pairs have the same seeds {repeated or '(none recorded)'}: they are not independent replicates. "
+            "Give each pair its own train.seed / score.seed."
+        )
+
+
+def _apply_seed_spread(result: dict, a: Revision, spread: dict) -> dict | None:
+    """Set a single pair's differences (``result``, changed in place) against a recorded seed spread
+    measured on the same test set as ``a``; return the spread applied, or None when it was measured
+    on another test set."""
+    # imported here: review imports this module
+    from entromix.comparison.review import test_set_id
+
+    if spread.get("test_set") != test_set_id(a):
+        return None
+    for name, row in result["metrics"].items():
+        sd = (spread["metrics"].get(name) or {}).get("sd")
+        if sd is None:
+            continue
+        row["seed_sd"] = sd
+        row["within_seed_spread"] = bool(abs(row["difference"]) <= 2 * np.sqrt(2) * sd)
+        if row["verdict"] != "within noise" and row["within_seed_spread"]:
+            row["verdict"] = "within seed spread"
+    return spread
 
 
 # ---------------------------------------------------------------- Markdown (for a PR comment)

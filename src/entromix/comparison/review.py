@@ -249,12 +249,9 @@ def progress_line(done: int, running: int, total: int, elapsed: float, pending_a
     return f"review: {done}/{total} done, {running} running; {format_seconds(elapsed)} elapsed, {eta}"
 
 
-def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=print) -> float:
-    """Queue what is missing, run it with ``jobs`` workers, wait; returns the wall seconds. A failed
-    experiment of the review is a DataError naming it and the command that shows its log."""
-    start = time.monotonic()
-    log("review: queueing (dvc exp run --queue snapshots the workspace: leave its files alone until the next line)")
-    done_before = existing_experiments(cwd)
+def _queue_missing(plan: ReviewPlan, cwd: Path, done_before: set[str]) -> list[str]:
+    """Queue the review's experiments not run before it (``done_before``) and not already queued or
+    running; returns the names still to wait for, in plan order."""
     states = queue_states(cwd)
     pending = []
     for cmd, name in zip(plan.commands(), plan.names):
@@ -267,6 +264,35 @@ def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=p
             dvc(["queue", "remove", name], cwd)
         dvc(cmd, cwd)
         pending.append(name)
+    return pending
+
+
+def _stop_on_failure(pending: list[str], states: dict[str, str], cwd: Path) -> None:
+    """When an experiment of the review failed, take its other runs out of the queue and raise a
+    DataError naming it and the command that shows its log."""
+    failed = [n for n in pending if states.get(n) == "Failed"]
+    if failed:
+        # the review stops here; its other runs would have no comparison to go into
+        running = [n for n in pending if states.get(n) == "Running"]
+        queued = [n for n in pending if states.get(n) == "Queued"]
+        if queued:
+            dvc(["queue", "remove", *queued], cwd)
+        if running:
+            dvc(["queue", "kill", *running], cwd)
+        raise DataError(
+            f"experiment(s) {listing(failed)} failed, so the review has no result for them. See why with "
+            f"`dvc queue logs {failed[0]}`; fix the cause (a bad -S value is the usual one), then rerun the "
+            "review: what finished is reused."
+        )
+
+
+def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=print) -> float:
+    """Queue what is missing, run it with ``jobs`` workers, wait; returns the wall seconds. A failed
+    experiment of the review is a DataError naming it and the command that shows its log."""
+    start = time.monotonic()
+    log("review: queueing (dvc exp run --queue snapshots the workspace: leave its files alone until the next line)")
+    done_before = existing_experiments(cwd)
+    pending = _queue_missing(plan, cwd, done_before)
     total = len(plan.names)
     log(
         f"review: {total} experiments ({len(plan.seeds)} seeds x baseline and change); "
@@ -283,20 +309,7 @@ def run_plan(plan: ReviewPlan, cwd: Path, jobs: int, poll_s: float = 10.0, log=p
         # finished: before the review, or Success in the queue (not `dvc exp list`, which lists the
         # experiments of the current commit only: a commit made meanwhile would hide them)
         finished = done_before | {n for n in pending if states.get(n) == "Success"}
-        failed = [n for n in pending if states.get(n) == "Failed"]
-        if failed:
-            # the review stops here; its other runs would have no comparison to go into
-            running = [n for n in pending if states.get(n) == "Running"]
-            queued = [n for n in pending if states.get(n) == "Queued"]
-            if queued:
-                dvc(["queue", "remove", *queued], cwd)
-            if running:
-                dvc(["queue", "kill", *running], cwd)
-            raise DataError(
-                f"experiment(s) {listing(failed)} failed, so the review has no result for them. See why with "
-                f"`dvc queue logs {failed[0]}`; fix the cause (a bad -S value is the usual one), then rerun the "
-                "review: what finished is reused."
-            )
+        _stop_on_failure(pending, states, cwd)
         gone = [n for n in pending if n not in states and n not in finished]
         if gone and gone == vanished:  # two polls in a row: removed or killed from outside the review
             raise DataError(

@@ -1,7 +1,8 @@
 """Built-in demo data: procedurally drawn blood smears (lymphocytes vs lymphoblasts) in patients,
 plus a synthetic pool of good, degraded and hallucinated images with its ground-truth tiers.
 
-``cells`` draws one image (pure numpy); ``generate`` writes the dataset and its CSVs.
+``cells`` draws one image (pure numpy) under a ``stain`` and, for the degraded tier, spoils it
+with ``degradations``; ``generate`` writes the dataset and its CSVs.
 May import: ``entromix.common``.
 """
 

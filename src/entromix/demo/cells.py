@@ -32,40 +32,27 @@ nucleoli, outline).
 Edges are anti-aliased: a shape's coverage is ``clip((r(theta) - rho) / w + 0.5, 0, 1)`` with
 ``rho, theta`` the polar coordinates of the pixel centre, ``r(theta)`` the outline radius and ``w``
 the edge width in pixels. Each shape is evaluated only in its bounding box.
+
+The stain (colours, optical densities) is :mod:`entromix.demo.stain`; the damage of the synthetic
+"degraded" tier is :mod:`entromix.demo.degradations`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import fft, ndimage
+from scipy import ndimage
+
+from entromix.demo.degradations import degrade
+from entromix.demo.stain import Stain
 
 #: cell kinds the renderer draws
 LYMPHOCYTE = "lymphocyte"
 LYMPHOBLAST = "lymphoblast"
 CELL_KINDS = (LYMPHOCYTE, LYMPHOBLAST)
-
-#: image degradations of the synthetic "degraded" tier (one per image)
-DEGRADATIONS = ("blur", "noise", "off_stain", "jpeg")
-
-# Transmitted colour (RGB in (0, 1]) of each component at full coverage under the median stain,
-# read off Wright-Giemsa smears. OD = -ln(colour) relative to the plasma layer underneath.
-_BASE_COLOURS = {
-    "plasma": (0.95, 0.91, 0.93),
-    "rbc": (0.90, 0.63, 0.67),
-    "cyto_mature": (0.76, 0.83, 0.96),  # thin pale-blue rim
-    "cyto_blast": (0.72, 0.77, 0.94),  # basophilic, a little deeper blue
-    "nucleus_mature": (0.33, 0.18, 0.50),  # dense, dark purple
-    "nucleus_blast": (0.56, 0.44, 0.76),  # open chromatin, lighter purple
-    "nucleolus": (0.80, 0.78, 0.95),  # pale, bluish
-    "platelet": (0.55, 0.38, 0.70),
-}
-# Stain "groups": Giemsa's basic dye (blue/purple: nuclei, cytoplasm, platelets) and acid dye
-# (eosin: red cells) vary independently between labs and patients.
-_BASIC = ("cyto_mature", "cyto_blast", "nucleus_mature", "nucleus_blast", "nucleolus", "platelet")
 
 # Geometry in units of the image side S, so a field looks the same at any resolution.
 _RBC_RADIUS = 0.09  # median red-cell radius / S (about 9 px at 96 px)
@@ -73,71 +60,6 @@ _LYMPHOCYTE_RADIUS = (1.05, 1.5)  # x red-cell radius: "about a red cell or a bi
 _LYMPHOBLAST_RADIUS = (1.45, 2.3)  # x red-cell radius: 1.5-2x the lymphocyte, overlap 1.45-1.5
 # Chromatin maturity (0 = blast, 1 = mature; see _paint_white_cell), with a gap between classes.
 _MATURITY = {LYMPHOCYTE: (0.6, 1.0), LYMPHOBLAST: (0.0, 0.45)}
-
-
-@dataclass(frozen=True)
-class Stain:
-    """One stain and illumination setting; ``Stain()`` is the median stain.
-
-    ``palette()`` maps it to optical densities: for every component
-    ``od' = strength * group_gain * R(hue) @ (m + saturation * (od - m))`` with ``m`` the mean of
-    ``od`` over RGB (so saturation scales the colour, not the darkness) and ``R`` a rotation about
-    the grey axis (1, 1, 1) (a hue shift in OD space). ``group_gain`` is ``basic_gain`` for the
-    blue/purple components and ``eosin_gain`` for red cells.
-    """
-
-    hue_deg: float = 0.0  # rotation about the grey axis in OD space
-    saturation: float = 1.0
-    basic_gain: float = 1.0  # strength of the blue/purple dye (nuclei, cytoplasm)
-    eosin_gain: float = 1.0  # strength of the pink dye (red cells)
-    strength: float = 1.0  # overall staining density (smear thickness)
-    brightness: float = 1.0  # lamp gain
-    white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)  # camera per-channel gain
-
-    def jitter(self, rng: np.random.Generator, scale: float = 1.0) -> Stain:
-        """Same stain with small per-image changes (slide position, focus, exposure)."""
-        d = rng.uniform(-1.0, 1.0, 9) * scale  # (9,): one draw per setting, fixed order
-        return replace(
-            self,
-            hue_deg=self.hue_deg + 3.0 * d[0],
-            saturation=self.saturation * (1.0 + 0.05 * d[1]),
-            basic_gain=self.basic_gain * (1.0 + 0.05 * d[2]),
-            eosin_gain=self.eosin_gain * (1.0 + 0.05 * d[3]),
-            strength=self.strength * (1.0 + 0.04 * d[4]),
-            brightness=self.brightness * (1.0 + 0.04 * d[5]),
-            white_balance=tuple(float(w * (1.0 + 0.015 * e)) for w, e in zip(self.white_balance, d[6:])),
-        )
-
-    def palette(self) -> dict[str, np.ndarray]:
-        """Optical density (3,) float32 of every component under this stain."""
-        rot = _grey_axis_rotation(math.radians(self.hue_deg))
-        out = {}
-        for name, colour in _BASE_COLOURS.items():
-            od = -np.log(np.asarray(colour, dtype=np.float64))
-            if name != "plasma":
-                od = od - (-np.log(np.asarray(_BASE_COLOURS["plasma"])))  # on top of plasma
-            m = od.mean()
-            od = rot @ (m + self.saturation * (od - m))
-            gain = self.basic_gain if name in _BASIC else self.eosin_gain if name == "rbc" else 1.0
-            out[name] = np.clip(od * gain * self.strength, 0.0, None).astype(np.float32)
-        return out
-
-
-def sample_stain(rng: np.random.Generator) -> Stain:
-    """A random stain as one patient's slide (or one synthetic image) would have it.
-
-    Ranges are wide enough that colour alone does not identify a patient's class, narrow enough
-    that the dark mature nucleus stays darker than the open blast nucleus under most stains.
-    """
-    return Stain(
-        hue_deg=float(rng.uniform(-14.0, 14.0)),
-        saturation=float(rng.uniform(0.8, 1.25)),
-        basic_gain=float(rng.uniform(0.82, 1.2)),
-        eosin_gain=float(rng.uniform(0.7, 1.25)),
-        strength=float(rng.uniform(0.9, 1.1)),
-        brightness=float(rng.uniform(0.92, 1.06)),
-        white_balance=tuple(float(v) for v in rng.uniform(0.96, 1.04, 3)),
-    )
 
 
 def render_field(
@@ -149,8 +71,8 @@ def render_field(
 ) -> np.ndarray:
     """Draw one field: ``(size, size, 3)`` uint8 RGB with a ``cell`` near the centre.
 
-    ``degradation`` (one of :data:`DEGRADATIONS`) spoils the finished image as a weak generator
-    would; ``None`` leaves it realistic.
+    ``degradation`` (one of :data:`entromix.demo.degradations.DEGRADATIONS`) spoils the finished
+    image as a weak generator would; ``None`` leaves it realistic.
     """
     if cell not in CELL_KINDS:
         raise ValueError(f"cell must be one of {CELL_KINDS}, got {cell!r}")
@@ -199,36 +121,6 @@ def draw_field(rng: np.random.Generator, size: int, cell: str, stain: Stain) -> 
     img = ndimage.gaussian_filter(img, sigma=(0.45 * s / 96, 0.45 * s / 96, 0), mode="nearest")
     img = img + rng.normal(0.0, rng.uniform(0.005, 0.014), img.shape).astype(np.float32)
     return np.clip(img, 0.0, 1.0).astype(np.float32)
-
-
-def degrade(img: np.ndarray, rng: np.random.Generator, kind: str) -> np.ndarray:
-    """Spoil a float ``(H, W, 3)`` image in [0, 1] the way a weak generator does.
-
-    * ``blur``: gaussian blur, sigma 1.6-3.0 px at 96 px (nuclear detail gone);
-    * ``noise``: additive gaussian noise, sigma 0.08-0.16;
-    * ``off_stain``: hue rotated by 50-130 degrees in OD space and saturation changed (a stain no
-      lab produces: green, orange or grey cells);
-    * ``jpeg``: 8x8 block DCT quantised at JPEG quality 4-12 with 2x chroma subsampling (blocking
-      and ringing), computed in numpy so the bytes do not depend on the installed libjpeg.
-    """
-    size = img.shape[0]
-    if kind == "blur":
-        sigma = rng.uniform(1.6, 3.0) * size / 96
-        out = ndimage.gaussian_filter(img, sigma=(sigma, sigma, 0), mode="nearest")
-    elif kind == "noise":
-        out = img + rng.normal(0.0, rng.uniform(0.08, 0.16), img.shape).astype(np.float32)
-    elif kind == "off_stain":
-        od = -np.log(np.clip(img, 1.0 / 255, 1.0))  # (H, W, 3)
-        rot = _grey_axis_rotation(math.radians(rng.choice([-1, 1]) * rng.uniform(50, 130)))
-        sat = rng.choice([rng.uniform(0.25, 0.55), rng.uniform(1.6, 2.2)])
-        m = od.mean(axis=-1, keepdims=True)
-        od = (m + sat * (od - m)) @ rot.T.astype(np.float32)
-        out = np.exp(-np.clip(od, 0.0, None))
-    elif kind == "jpeg":
-        out = _jpeg_like(img, quality=int(rng.integers(4, 13)))
-    else:
-        raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {kind!r}")
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -417,76 +309,3 @@ def _smooth_noise(rng, size, cells):
     """Low-frequency noise (S, S), zero mean, unit-ish amplitude: a (cells+1)^2 grid, cubic-upsampled."""
     coarse = rng.standard_normal((cells + 1, cells + 1)).astype(np.float32)
     return ndimage.zoom(coarse, size / (cells + 1), order=3, mode="nearest")[:size, :size]
-
-
-def _grey_axis_rotation(angle: float) -> np.ndarray:
-    """3x3 rotation by ``angle`` about the grey axis (1, 1, 1)/sqrt(3) (Rodrigues' formula)."""
-    k = np.full(3, 1 / math.sqrt(3))
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(angle) * kx + (1 - math.cos(angle)) * (kx @ kx)
-
-
-# --------------------------------------------------------------------------------------------
-# JPEG-like artefacts
-
-# The standard JPEG quantisation tables (ITU-T T.81, Annex K), for quality 50.
-_Q_LUMA = np.array(
-    [
-        [16, 11, 10, 16, 24, 40, 51, 61],
-        [12, 12, 14, 19, 26, 58, 60, 55],
-        [14, 13, 16, 24, 40, 57, 69, 56],
-        [14, 17, 22, 29, 51, 87, 80, 62],
-        [18, 22, 37, 56, 68, 109, 103, 77],
-        [24, 35, 55, 64, 81, 104, 113, 92],
-        [49, 64, 78, 87, 103, 121, 120, 101],
-        [72, 92, 95, 98, 112, 100, 103, 99],
-    ],
-    dtype=np.float32,
-)
-_Q_CHROMA = np.full((8, 8), 99, dtype=np.float32)
-_Q_CHROMA[:4, :4] = [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]]
-
-
-def _jpeg_like(img: np.ndarray, quality: int) -> np.ndarray:
-    """JPEG's lossy core on a float (H, W, 3) image: YCbCr, 4:2:0 chroma, 8x8 DCT quantisation.
-
-    Tables scale as libjpeg does: ``q = floor((Q50 * s + 50) / 100)`` with ``s = 5000 / quality``
-    below quality 50. Entropy coding is lossless and skipped.
-    """
-    h, w, _ = img.shape
-    rgb = img.astype(np.float32) * 255.0
-    m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32)
-    ycc = rgb @ m.T  # (H, W, 3): Y, Cb - 128, Cr - 128
-    scale = 5000.0 / quality if quality < 50 else 200.0 - 2 * quality
-    tables = [np.maximum(np.floor((q * scale + 50) / 100), 1) for q in (_Q_LUMA, _Q_CHROMA, _Q_CHROMA)]
-    out = np.empty_like(ycc)
-    for c in range(3):
-        plane = ycc[..., c] - (128.0 if c == 0 else 0.0)
-        sub = 2 if c else 1  # 4:2:0: chroma at half resolution
-        if sub == 2:
-            plane = _block_mean(plane, 2)
-        plane = _quantise_blocks(plane, tables[c])
-        if sub == 2:
-            plane = np.repeat(np.repeat(plane, 2, 0), 2, 1)[:h, :w]
-        out[..., c] = plane + (128.0 if c == 0 else 0.0)
-    rgb = out @ np.linalg.inv(m).T.astype(np.float32)
-    return rgb / 255.0
-
-
-def _block_mean(plane, k):
-    h, w = plane.shape
-    ph, pw = -h % k, -w % k
-    p = np.pad(plane, ((0, ph), (0, pw)), mode="edge")
-    return p.reshape(p.shape[0] // k, k, p.shape[1] // k, k).mean(axis=(1, 3))
-
-
-def _quantise_blocks(plane, table):
-    """8x8 orthonormal DCT-II (equal to JPEG's), round(coef / table) * table, inverse DCT."""
-    h, w = plane.shape
-    p = np.pad(plane, ((0, -h % 8), (0, -w % 8)), mode="edge")
-    bh, bw = p.shape[0] // 8, p.shape[1] // 8
-    blocks = p.reshape(bh, 8, bw, 8).transpose(0, 2, 1, 3)  # (bh, bw, 8, 8)
-    coef = fft.dctn(blocks, axes=(-2, -1), norm="ortho")
-    coef = np.round(coef / table) * table
-    back = fft.idctn(coef, axes=(-2, -1), norm="ortho")
-    return back.transpose(0, 2, 1, 3).reshape(p.shape)[:h, :w]

@@ -42,14 +42,9 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from entromix.common.errors import DataError, ParamsError
-from entromix.demo.cells import (
-    DEGRADATIONS,
-    LYMPHOBLAST,
-    LYMPHOCYTE,
-    Stain,
-    render_field,
-    sample_stain,
-)
+from entromix.demo.cells import LYMPHOBLAST, LYMPHOCYTE, render_field
+from entromix.demo.degradations import DEGRADATIONS
+from entromix.demo.stain import Stain, sample_stain
 
 #: class folder names (benign, malignant); map lymphocyte -> 0, lymphoblast -> 1
 BENIGN_CLASS = LYMPHOCYTE

@@ -130,12 +130,7 @@ def write_outputs(
     pictures = pictures or {}
     y, p = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     m = metrics["evaluate"]["test"]
-    roc, pr = curves(y, p)
-    calibration = calibration_table(y, p, calibration_bins)
-    confusion = pd.DataFrame(
-        {"actual": [labels[i] for i in y], "predicted": [labels[i] for i in predictions["prediction"]]}
-    )
-    tables = dict(zip(TABLES, (roc, pr, confusion, calibration)))
+    tables = _plot_tables(y, p, predictions["prediction"], labels, calibration_bins)
     card = model_card(deploy, ingest, run, history, metrics["evaluate"], predictions)
     targets = [paths["predictions"], paths["metrics"], paths["model"], paths["card"]]
     targets += [paths["plots"] / f"{n}.csv" for n in TABLES]
@@ -156,20 +151,46 @@ def write_outputs(
         metrics_json.write_text(json_text(metrics))
         for name, frame in tables.items():
             frame.round(6).to_csv(table_paths[name], index=False)
-        plot_roc(roc, m["roc_auc"], {"threshold 0.5": m["at_050"], "tuned": m["at_tuned"]}, fig["roc"])
-        plot_pr(pr, m["pr_auc"], float(y.mean()) if len(y) else 0.0, fig["pr"])
-        plot_confusion(m["at_tuned"], labels, fig["confusion"])
-        plot_calibration(calibration, m["brier"], fig["calibration"])
-        plot_training_curves(history, run.get("best_epoch"), fig["training_curves"])
-        plot_curriculum(history, int((dataset["is_syn"] == 1).sum()), fig["curriculum"])
-        cur = run["curriculum"]
-        plot_jsd_distribution(
-            jsd_groups(dataset, tiers), fig["jsd_admission"], {"jsd_start": cur["jsd_start"], "jsd_end": cur["jsd_end"]}
-        )
+        _draw_figures(fig, tables, m, y, labels, history, run, dataset, tiers)
     # the outputs persist (dvc.yaml: a failed run keeps the last good ones), so a figure this run does
     # not draw (a multi-class confusion matrix after a binary run) must not linger in the folder
     for stale in sorted(set(Path(paths["figures"]).glob("*.png")) - {Path(t) for t in targets}):
         stale.unlink()
+
+
+def _plot_tables(
+    y: np.ndarray, p: np.ndarray, predicted: pd.Series, labels: list[str], calibration_bins: int
+) -> dict[str, pd.DataFrame]:
+    """The plot series of the test predictions, by :data:`TABLES` name: ROC, PR, confusion, calibration."""
+    roc, pr = curves(y, p)
+    calibration = calibration_table(y, p, calibration_bins)
+    confusion = pd.DataFrame({"actual": [labels[i] for i in y], "predicted": [labels[i] for i in predicted]})
+    return dict(zip(TABLES, (roc, pr, confusion, calibration)))
+
+
+def _draw_figures(
+    fig: dict[str, Path],
+    tables: dict[str, pd.DataFrame],
+    m: dict,
+    y: np.ndarray,
+    labels: list[str],
+    history: pd.DataFrame,
+    run: dict[str, Any],
+    dataset: pd.DataFrame,
+    tiers: pd.DataFrame | None,
+) -> None:
+    """Draw the :data:`FIGURES` into ``fig`` (name -> PNG path); ``m``: evaluate.json's test section."""
+    roc, pr, calibration = tables["roc"], tables["pr"], tables["calibration"]
+    plot_roc(roc, m["roc_auc"], {"threshold 0.5": m["at_050"], "tuned": m["at_tuned"]}, fig["roc"])
+    plot_pr(pr, m["pr_auc"], float(y.mean()) if len(y) else 0.0, fig["pr"])
+    plot_confusion(m["at_tuned"], labels, fig["confusion"])
+    plot_calibration(calibration, m["brier"], fig["calibration"])
+    plot_training_curves(history, run.get("best_epoch"), fig["training_curves"])
+    plot_curriculum(history, int((dataset["is_syn"] == 1).sum()), fig["curriculum"])
+    cur = run["curriculum"]
+    plot_jsd_distribution(
+        jsd_groups(dataset, tiers), fig["jsd_admission"], {"jsd_start": cur["jsd_start"], "jsd_end": cur["jsd_end"]}
+    )
 
 
 def write_predictions(predictions: pd.DataFrame, path: Path) -> None:
