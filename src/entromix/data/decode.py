@@ -63,9 +63,7 @@ def decode_images(plan: IngestPlan, array_path: str | Path, atomic: bool = True)
         results = ordered_map(_decode_one, items, resolve_workers(config.workers), "decoding")
         for path, (pixels, width, height, mode, peak, error) in zip(paths, results):
             if pixels is None:
-                raise DataError(
-                    f"{path}: cannot decode this image ({error}). Replace or remove the file and re-run."
-                )
+                raise DataError(f"{path}: cannot decode this image ({error}). Replace or remove the file and re-run.")
             writer.append(pixels)
             widths.append(width)
             heights.append(height)

@@ -21,9 +21,10 @@ another encoding is refused up front, with the name as Python shows it and how t
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 from entromix.common.errors import DataError
 from entromix.data.images import IMAGE_EXTENSIONS
@@ -93,11 +94,14 @@ def resolve_inside(path: Path, boundary: Path) -> Path:
     try:
         real = path.resolve(strict=True)
     except FileNotFoundError:
-        raise DataError(f"{path}: symbolic link to {os.readlink(path) if path.is_symlink() else path}, which does not "
-                        "exist (a dangling link). Fix the link, or remove it.") from None
+        raise DataError(
+            f"{path}: symbolic link to {os.readlink(path) if path.is_symlink() else path}, which does not "
+            "exist (a dangling link). Fix the link, or remove it."
+        ) from None
     except (RuntimeError, OSError) as exc:  # ELOOP: RuntimeError("Symlink loop") or OSError(errno 40)
-        raise DataError(f"{path}: symbolic link loop ({exc}). Replace the link with the file it should point to, "
-                        "or remove it.") from None
+        raise DataError(
+            f"{path}: symbolic link loop ({exc}). Replace the link with the file it should point to, or remove it."
+        ) from None
     if not real.is_relative_to(boundary):
         raise DataError(
             f"{path}: symlink points outside the data root ({real}; the data root is {boundary}). Copy the "
@@ -164,8 +168,7 @@ def discover_images(
     top_dirs, top_files = _list_dirs(root)
     if not top_dirs:
         raise DataError(
-            f"{root}: {what} holds no folders. Expected <root>/<class>/<image> or "
-            "<root>/<split>/<class>/<image>."
+            f"{root}: {what} holds no folders. Expected <root>/<class>/<image> or <root>/<split>/<class>/<image>."
         )
 
     class_dirs = _class_folders(root, chosen, top_dirs, top_files)
@@ -185,9 +188,12 @@ def discover_images(
         report.excluded = excluded
         folders.append(report)
     if not images:
-        raise DataError(f"{root}: {what} has images only in class folders that ingest.class_map excludes (null). "
-                        "Map at least one folder to a label.")
+        raise DataError(
+            f"{root}: {what} has images only in class folders that ingest.class_map excludes (null). "
+            "Map at least one folder to a label."
+        )
     return Discovery(root=root, layout=chosen, images=images, folders=folders, ignored_top_level=top_files)
+
 
 def discover_unlabelled(root: str | Path, boundary: str | Path | None = None) -> Discovery:
     """Every image under ``root`` (any sub-folders; folder names mean nothing), as unlabelled
@@ -205,7 +211,9 @@ def discover_unlabelled(root: str | Path, boundary: str | Path | None = None) ->
     return Discovery(root=root, layout="flat", images=images, folders=[folder])
 
 
-def _class_folders(root: Path, layout: str, top_dirs: list[str], top_files: list[str]) -> list[tuple[str, str | None, Path]]:
+def _class_folders(
+    root: Path, layout: str, top_dirs: list[str], top_files: list[str]
+) -> list[tuple[str, str | None, Path]]:
     """(class name, split or None, folder) of every class folder; files beside the split folders are
     added to ``top_files`` (reported, not read)."""
     if layout != "split":
@@ -215,7 +223,9 @@ def _class_folders(root: Path, layout: str, top_dirs: list[str], top_files: list
     for d in top_dirs:
         split = SPLIT_ALIASES[d.lower()]
         if split in seen_splits:
-            raise DataError(f"{root}: folders '{seen_splits[split]}' and '{d}' both mean the {split} split. Merge them.")
+            raise DataError(
+                f"{root}: folders '{seen_splits[split]}' and '{d}' both mean the {split} split. Merge them."
+            )
         seen_splits[split] = d
         sub_dirs, sub_files = _list_dirs(root / d)
         top_files += [f"{d}/{f}" for f in sub_files]
@@ -223,8 +233,9 @@ def _class_folders(root: Path, layout: str, top_dirs: list[str], top_files: list
     return class_dirs
 
 
-def _walk_class_folder(root: Path, class_name: str, split: str | None, class_dir: Path, resolved_root: Path,
-                       images: list[FoundImage]) -> FolderReport:
+def _walk_class_folder(
+    root: Path, class_name: str, split: str | None, class_dir: Path, resolved_root: Path, images: list[FoundImage]
+) -> FolderReport:
     """Append the images under ``class_dir`` to ``images`` (sorted walk, links followed but kept
     inside ``resolved_root``, loops refused) and report what the folder held."""
     report = FolderReport(folder=class_dir.relative_to(root).as_posix())
@@ -232,8 +243,10 @@ def _walk_class_folder(root: Path, class_name: str, split: str | None, class_dir
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         here = resolve_inside(Path(dirpath), resolved_root)
         if here in visited:
-            raise DataError(f"{dirpath}: a folder link leads back to {here}, which is already listed (a link "
-                            "loop). Remove the link.")
+            raise DataError(
+                f"{dirpath}: a folder link leads back to {here}, which is already listed (a link "
+                "loop). Remove the link."
+            )
         visited.add(here)
         for name in dirnames + filenames:
             check_utf8_name(Path(dirpath) / name)
@@ -254,4 +267,3 @@ def _walk_class_folder(root: Path, class_name: str, split: str | None, class_dir
             "Add images or remove the empty folder."
         )
     return report
-

@@ -9,9 +9,8 @@ that mapping.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
-
 
 from entromix.common.errors import DataError, listing
 from entromix.data.user_csv import read_user_csv
@@ -32,8 +31,7 @@ def read_groups(csv_path: str | Path, image_paths: Sequence[str]) -> list[str]:
     conflicting = conflicting[conflicting > 1]
     if len(conflicting):
         raise DataError(
-            f"{csv_path}: image(s) mapped to more than one group: {listing(conflicting.index)}. "
-            "Keep one row per image."
+            f"{csv_path}: image(s) mapped to more than one group: {listing(conflicting.index)}. Keep one row per image."
         )
     mapping = dict(zip(table["path"], table["group"]))
     known = set(image_paths)

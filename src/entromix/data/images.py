@@ -140,8 +140,10 @@ def check_image_file(path: str | Path, max_pixels: int, min_side: int) -> str | 
         with Image.open(path) as img:
             width, height = img.size
             if width * height > max_pixels:
-                return (f"{width}x{height} = {width * height:,} pixels is above ingest.max_pixels ({max_pixels:,}): "
-                        "a decompression bomb, or a whole-slide image that needs tiling first")
+                return (
+                    f"{width}x{height} = {width * height:,} pixels is above ingest.max_pixels ({max_pixels:,}): "
+                    "a decompression bomb, or a whole-slide image that needs tiling first"
+                )
             if min(width, height) < min_side:
                 return f"{width}x{height} px is smaller than ingest.min_image_size ({min_side} px)"
             fmt = img.format
@@ -152,8 +154,10 @@ def check_image_file(path: str | Path, max_pixels: int, min_side: int) -> str | 
                     img.draft(img.mode, (1, 1))  # the smallest DCT scale: every byte read, few pixels made
                 img.load()
     except Image.DecompressionBombError as exc:  # Pillow's own guard fires in open(), before ours
-        return (f"above ingest.max_pixels ({max_pixels:,}) and Pillow's limit: a decompression bomb, or a "
-                f"whole-slide image that needs tiling first ({exc})")
+        return (
+            f"above ingest.max_pixels ({max_pixels:,}) and Pillow's limit: a decompression bomb, or a "
+            f"whole-slide image that needs tiling first ({exc})"
+        )
     except Exception as exc:  # noqa: BLE001 - any failure means the file is not a usable image
         return f"not a readable image ({type(exc).__name__}: {exc})"
     return None

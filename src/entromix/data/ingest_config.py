@@ -36,7 +36,9 @@ class SplitFractions:
                 "(for example train 0.6, val 0.2, test 0.2)."
             )
         if self.train <= 0 or self.val <= 0:
-            raise ParamsError("ingest.split.train and ingest.split.val must be > 0: training and model selection need both.")
+            raise ParamsError(
+                "ingest.split.train and ingest.split.val must be > 0: training and model selection need both."
+            )
 
     def as_dict(self) -> dict[str, float]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -80,8 +82,10 @@ class IngestConfig:
                 f"({', '.join(self.labels)}). Use one of those label names."
             )
         if not any(v is not None for v in self.class_map.values()):
-            raise ParamsError("ingest.class_map maps no folder to a label: map each class folder name to a label "
-                              "(null leaves a folder out).")
+            raise ParamsError(
+                "ingest.class_map maps no folder to a label: map each class folder name to a label "
+                "(null leaves a folder out)."
+            )
         if not 16 <= self.image_size <= 1024:
             raise ParamsError(f"ingest.image_size must be between 16 and 1024 px, got {self.image_size}.")
         if self.workers < 0:
@@ -93,7 +97,9 @@ class IngestConfig:
                 "or a list of them (the limit is then their total, for example [early, pre, pro])."
             )
         if self.scarce_train_images is not None and self.scarce_train_images < 1:
-            raise ParamsError(f"ingest.scarce_train_images must be null (keep all) or >= 1, got {self.scarce_train_images}.")
+            raise ParamsError(
+                f"ingest.scarce_train_images must be null (keep all) or >= 1, got {self.scarce_train_images}."
+            )
         if self.max_pixels < 1 or self.min_image_size < 1:
             raise ParamsError("ingest.max_pixels and ingest.min_image_size must be >= 1.")
         for key in ("real_dir", "synthetic_dir", "unlabelled_dir", "groups_csv", "tiers_csv"):

@@ -60,8 +60,11 @@ def ingest_metrics(plan: IngestPlan) -> dict:
                 "across_splits": int((dropped["reason"] == "across_splits").sum()),
             },
             "groups": int(real["group"].replace("", np.nan).nunique()),
-            "scarce": {"label": config.scarce_label, "limit": config.scarce_train_images,
-                       "dropped": int(plan.scarce_dropped)},
+            "scarce": {
+                "label": config.scarce_label,
+                "limit": config.scarce_train_images,
+                "dropped": int(plan.scarce_dropped),
+            },
             "bad_images_skipped": int(len(plan.skipped)),  # which and why: data/prepared/skipped.csv
             "ignored_files": sum(f["ignored_files"] for f in folders.values())
             + sum(len(d.ignored_top_level) for d in plan.discoveries.values()),

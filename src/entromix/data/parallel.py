@@ -9,7 +9,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -35,9 +36,7 @@ def _default_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
 
 
-def ordered_map(
-    fn: Callable[[A], R], items: Sequence[A], workers: int, desc: str, chunksize: int = 16
-) -> Iterator[R]:
+def ordered_map(fn: Callable[[A], R], items: Sequence[A], workers: int, desc: str, chunksize: int = 16) -> Iterator[R]:
     """Yield ``fn(item)`` for every item, in order, computed by ``workers`` processes."""
     bar = tqdm(total=len(items), desc=desc, unit="img", disable=None, dynamic_ncols=True)
     try:

@@ -30,8 +30,18 @@ from entromix.data.splits import grouped_split, stratified_split
 from entromix.data.tiers import TIER_COLUMNS, read_tiers
 
 MANIFEST_COLUMNS = [
-    "id", "path", "sha256", "class", "label", "split", "is_syn", "source",
-    "group", "orig_width", "orig_height", "orig_mode",
+    "id",
+    "path",
+    "sha256",
+    "class",
+    "label",
+    "split",
+    "is_syn",
+    "source",
+    "group",
+    "orig_width",
+    "orig_height",
+    "orig_mode",
 ]
 
 
@@ -56,7 +66,9 @@ def _check_one(item: tuple[str, int, int]) -> str | None:
     return check_image_file(path, max_pixels, min_side)
 
 
-def _refuse_bad_images(files: pd.DataFrame, roots: dict[str, str], config: IngestConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _refuse_bad_images(
+    files: pd.DataFrame, roots: dict[str, str], config: IngestConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every file's header before any heavy work; stop with a list, or drop and report them."""
     paths = [str(Path(roots[s]) / p) for s, p in zip(files["source"], files["path"])]
     items = [(p, config.max_pixels, config.min_image_size) for p in paths]
@@ -65,10 +77,14 @@ def _refuse_bad_images(files: pd.DataFrame, roots: dict[str, str], config: Inges
     skipped = files.loc[bad, ["path", "source", "class"]].assign(reason=[r for r in reasons if r is not None])
     skipped["source"] = skipped["source"].map(roots)
     if bad.any() and config.bad_images == "error":
-        lines = [f"  {Path(src) / p}: {why}" for src, p, why in zip(skipped["source"], skipped["path"], skipped["reason"])]
+        lines = [
+            f"  {Path(src) / p}: {why}" for src, p, why in zip(skipped["source"], skipped["path"], skipped["reason"])
+        ]
         shown = "\n".join(lines[:20]) + (f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else "")
-        raise DataError(f"{len(lines)} file(s) cannot be ingested:\n{shown}\nReplace or remove them, or set "
-                        "ingest.bad_images: skip to leave them out (listed in data/prepared/skipped.csv).")
+        raise DataError(
+            f"{len(lines)} file(s) cannot be ingested:\n{shown}\nReplace or remove them, or set "
+            "ingest.bad_images: skip to leave them out (listed in data/prepared/skipped.csv)."
+        )
     return files.loc[~bad].reset_index(drop=True), skipped.reset_index(drop=True)[SKIPPED_COLUMNS]
 
 
@@ -91,8 +107,11 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
     """List, hash, deduplicate and split; raise :class:`DataError` before any decoding."""
     real_root = config.path("real_dir")
     discoveries, files = _discover_files(config)
-    roots = {"real": str(real_root), "synthetic": str(config.path("synthetic_dir")),
-             "unlabelled": str(config.path("unlabelled_dir"))}
+    roots = {
+        "real": str(real_root),
+        "synthetic": str(config.path("synthetic_dir")),
+        "unlabelled": str(config.path("unlabelled_dir")),
+    }
     files, skipped = _refuse_bad_images(files, roots, config)
 
     files["group"] = ""
@@ -107,9 +126,14 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
     kept = kept.copy()
     _assign_real_splits(kept, discoveries["real"].layout, config)
 
-    kept, scarce_dropped = limit_real_training(kept, [config.labels.index(n) for n in config.scarce_labels],
-                                               config.scarce_train_images, config.scarce_seed,
-                                               "+".join(config.scarce_labels), hide=config.scarce_unlabelled)
+    kept, scarce_dropped = limit_real_training(
+        kept,
+        [config.labels.index(n) for n in config.scarce_labels],
+        config.scarce_train_images,
+        config.scarce_seed,
+        "+".join(config.scarce_labels),
+        hide=config.scarce_unlabelled,
+    )
     _check_every_label_in_every_split(kept[~kept["is_syn"].astype(bool)], config, real_root)
     manifest = _manifest_in_order(kept, roots)
     duplicates["source"] = duplicates["source"].map(roots)
@@ -117,8 +141,15 @@ def plan_ingest(config: IngestConfig) -> IngestPlan:
     tiers = pd.DataFrame(columns=TIER_COLUMNS)
     if config.tiers_csv is not None and config.synthetic_dir is not None:
         tiers = read_tiers(config.path("tiers_csv"), manifest[manifest["is_syn"] == 1])
-    return IngestPlan(config=config, manifest=manifest, duplicates=duplicates, skipped=skipped, tiers=tiers,
-                      scarce_dropped=scarce_dropped, discoveries=discoveries)
+    return IngestPlan(
+        config=config,
+        manifest=manifest,
+        duplicates=duplicates,
+        skipped=skipped,
+        tiers=tiers,
+        scarce_dropped=scarce_dropped,
+        discoveries=discoveries,
+    )
 
 
 def _discover_files(config: IngestConfig) -> tuple[dict[str, Discovery], pd.DataFrame]:
@@ -127,13 +158,23 @@ def _discover_files(config: IngestConfig) -> tuple[dict[str, Discovery], pd.Data
     Synthetic images found under val/ or test/ are refused here, before any file is opened:
     they are for training only.
     """
-    real = discover_images(config.path("real_dir"), config.class_map, config.layout,
-                           "the real-images folder (ingest.real_dir)", boundary=config.data_root)
+    real = discover_images(
+        config.path("real_dir"),
+        config.class_map,
+        config.layout,
+        "the real-images folder (ingest.real_dir)",
+        boundary=config.data_root,
+    )
     tables = [_file_table(real, "real", config, is_syn=False)]
     discoveries = {"real": real}
     if config.synthetic_dir is not None:
-        syn = discover_images(config.path("synthetic_dir"), config.class_map, config.layout,
-                              "the synthetic-images folder (ingest.synthetic_dir)", boundary=config.data_root)
+        syn = discover_images(
+            config.path("synthetic_dir"),
+            config.class_map,
+            config.layout,
+            "the synthetic-images folder (ingest.synthetic_dir)",
+            boundary=config.data_root,
+        )
         held_out = sorted({img.split for img in syn.images} - {None, "train"})
         if held_out:
             raise DataError(
@@ -191,11 +232,13 @@ def _check_every_label_in_every_split(real: pd.DataFrame, config: IngestConfig, 
         for index, label in enumerate(config.labels):
             if index not in present:
                 folders = sorted(c for c, name in config.class_map.items() if name == label)
-                missing.append(f"{split}: no real '{label}' image (class folders mapped to it: "
-                               f"{', '.join(folders) or 'none'})")
+                missing.append(
+                    f"{split}: no real '{label}' image (class folders mapped to it: {', '.join(folders) or 'none'})"
+                )
     if missing:
         raise DataError(
-            f"{real_root}: the real images do not cover every label in every split:\n  " + "\n  ".join(missing)
+            f"{real_root}: the real images do not cover every label in every split:\n  "
+            + "\n  ".join(missing)
             + "\nEvery label in ingest.labels needs real images in train, val and test (synthetic images do not "
             "count: they are never validated or tested on). Add real images of the missing label(s), check "
             "ingest.class_map, or, for the flat layout, raise the small split fractions in ingest.split."

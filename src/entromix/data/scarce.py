@@ -40,7 +40,9 @@ def limit_real_training(
     """
     if keep is None:
         return files, 0
-    candidates = files.index[(~files["is_syn"].astype(bool)) & (files["split"] == "train") & files["label"].isin(labels)]
+    candidates = files.index[
+        (~files["is_syn"].astype(bool)) & (files["split"] == "train") & files["label"].isin(labels)
+    ]
     if len(candidates) < keep:
         raise DataError(
             f"ingest.scarce_train_images is {keep} but there are only {len(candidates)} real training images "

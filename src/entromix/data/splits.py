@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -20,9 +20,7 @@ from entromix.common.errors import DataError
 from entromix.common.rounding import largest_remainder
 
 
-def stratified_split(
-    strata: Sequence[str], fractions: Mapping[str, float], seed: int
-) -> np.ndarray:
+def stratified_split(strata: Sequence[str], fractions: Mapping[str, float], seed: int) -> np.ndarray:
     """Assign each item to a split, keeping each stratum's share in every split.
 
     Args:
