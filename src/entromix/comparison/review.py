@@ -23,6 +23,7 @@ difference that two seeds of one configuration also show is not read as a findin
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -275,10 +276,10 @@ def _stop_on_failure(pending: list[str], states: dict[str, str], cwd: Path) -> N
         # the review stops here; its other runs would have no comparison to go into
         running = [n for n in pending if states.get(n) == "Running"]
         queued = [n for n in pending if states.get(n) == "Queued"]
-        if queued:
-            dvc(["queue", "remove", *queued], cwd)
-        if running:
-            dvc(["queue", "kill", *running], cwd)
+        for command, names in (("remove", queued), ("kill", running)):
+            for name in names:  # best effort, one by one: a run may end between the status read and here
+                with contextlib.suppress(DataError):
+                    dvc(["queue", command, name], cwd)
         raise DataError(
             f"experiment(s) {listing(failed)} failed, so the review has no result for them. See why with "
             f"`dvc queue logs {failed[0]}`; fix the cause (a bad -S value is the usual one), then rerun the "
