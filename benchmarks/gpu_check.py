@@ -23,7 +23,7 @@ Steps (each a subprocess with its own time limit, so one hang does not eat the d
    the machine has 2 GPUs; with one, skipped with a note.
 
 ``--dry-run`` runs the same steps with ``device: cpu``, ResNet-18 at 32 px and the tiny pipeline of
-the tests (tests/test_benchmarks.py runs it), so the script is known to work before a GPU is lent.
+the tests (tests/test_gpu_check.py runs it), so the script is known to work before a GPU is lent.
 
 On the lent device machine (see docs/install.md, "Checking a GPU machine"): carry ``.venv`` built from
 requirements.lock (PyPI's CUDA build of torch) and run from the repository root:
@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("src", "pipeline", "profiles", "inbox", "dvc.yaml", "params.yaml", "pyproject.toml")
 STAGES = ("demo", "ingest", "score", "train", "evaluate", "predict")
 
-#: the tiny pipeline of tests/test_pipeline_e2e.py (as tests/test_benchmarks.py's TINY_PIPELINE)
+#: the tiny pipeline of tests/test_pipeline_e2e.py (as tests/test_bench_stability.py's TINY_PIPELINE)
 TINY = {
     "demo": {"image_size": 48, "n_benign": 24, "n_malignant": 12, "syn_good": 4, "syn_degraded": 2,
              "syn_hallucinated": 2, "split": {"train": 0.375, "val": 0.125, "test": 0.5}},

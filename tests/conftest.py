@@ -129,7 +129,11 @@ def finished_project(tmp_path_factory) -> Path:
 # worker, and the many short files fill the gaps, instead of a long file starting last and the run
 # waiting for it. The order within a file is kept (the end-to-end tests build on each other).
 LONGEST_FIRST = (
+    "test_kill_anywhere.py",
     "test_pipeline_e2e.py",
+    "test_parallel_experiments.py",
+    "test_bench_stability.py",
+    "test_gpu_check.py",
     "test_distributed.py",
     "test_train.py",
     "test_benchmarks.py",

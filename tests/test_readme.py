@@ -79,7 +79,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     (r"entromix exp-show", "tests/test_review.py", 'cli_in_process(repo, "exp-show"'),
     (r"make install$", ".ci/run", "make test"),  # make test installs .venv first (its prerequisite)
     # the GPU check: its dry run on the CPU; the real run needs a CUDA machine (BENCHMARKS.md, "GPU")
-    (r"\.venv/bin/python benchmarks/gpu_check\.py ", "tests/test_benchmarks.py", '"gpu_check.py"), "--dry-run"'),
+    (r"\.venv/bin/python benchmarks/gpu_check\.py ", "tests/test_gpu_check.py", '"gpu_check.py"), "--dry-run"'),
     (r"python scripts/run_experiments\.py ", "tests/test_experiments.py", '"run_experiments.py"'),
     (r"python scripts/ood_report\.py ", "tests/test_ood.py", '"ood_report.py"'),
     # the user's own shell and git steps around the commands above
