@@ -26,8 +26,9 @@ import torch
 
 from entromix.common.device import describe, resolve_device
 from entromix.common.distributed import gather_to_main, init_world, shutdown, torchrun_command
+from entromix.training.config import TrainConfig
 from entromix.training.curriculum import CurriculumConfig
-from entromix.training.loop import TrainConfig, train_curriculum
+from entromix.training.loop import train_curriculum
 from entromix.training.table import TrainingTable
 
 

@@ -27,8 +27,9 @@ from entromix.common.device import autocast, describe, resolve_device
 from entromix.modeling.augment import normalize
 from entromix.modeling.fit import make_optimizer, uses_channels_last
 from entromix.modeling.models import build_model
+from entromix.training.config import TrainConfig
 from entromix.training.curriculum import CurriculumConfig
-from entromix.training.loop import TrainConfig, train_curriculum
+from entromix.training.loop import train_curriculum
 from entromix.training.table import TrainingTable
 
 

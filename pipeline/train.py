@@ -26,19 +26,28 @@ import platform
 import sys
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.device import describe, resolve_device
-from entromix.common.distributed import init_world, launch, needs_launch, shutdown, stop_quietly_when_a_peer_dies
+from entromix.common.distributed import (
+    World,
+    init_world,
+    launch,
+    needs_launch,
+    shutdown,
+    stop_quietly_when_a_peer_dies,
+)
 from entromix.common.live import LiveLog
 from entromix.common.params import load_params, section, to_dict
 from entromix.common.provenance import git_revision, versions
 from entromix.common.stage import run_stage, stage_args
-from entromix.common.stage_io import DATASET, PREPARED, load_dataset, load_prepared
+from entromix.common.stage_io import DATASET, PREPARED, Prepared, load_dataset, load_prepared
 from entromix.common.torch_files import save_torch_file
+from entromix.training.config import TrainConfig
 from entromix.training.curriculum import CurriculumConfig
-from entromix.training.loop import TrainConfig, train_curriculum
+from entromix.training.loop import train_curriculum
 from entromix.training.report import (
     best_epoch_line,
     checkpoint_payload,
@@ -46,8 +55,9 @@ from entromix.training.report import (
     live_values,
     train_metrics,
 )
+from entromix.training.result import TrainResult
 from entromix.training.resume import run_fingerprint
-from entromix.training.table import synthetic_tiers, training_table, with_tiers, with_unlabelled
+from entromix.training.table import TrainingTable, synthetic_tiers, training_table, with_tiers, with_unlabelled
 
 MODELS = Path("models/train")
 HISTORY = Path("plots/train/history.csv")
@@ -98,15 +108,7 @@ def main() -> None:
     world, device = init_world(device)
     if not world.is_main:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - rank 0 reports; errors still reach stderr
-    print(
-        f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
-        f"warmup), {config.optimizer} lr {config.lr}; strategy {curriculum.strategy}; {table.n_real} real + "
-        f"{table.n_synthetic} synthetic"
-        + (f" + {table.n_unlabelled} unlabelled (self-training)" if table.n_unlabelled else "")
-        + f" training images, {len(val)} real val; {curriculum.gate} gate, "
-        f"tau {curriculum.jsd_start} -> {curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}"
-        + (f" x {world.size} processes" if world.distributed else "")
-    )
+    print(_banner(config, curriculum, table, len(val), device, world))
     inputs = [DATASET, PREPARED / "manifest.csv"] + [p for p in [PREPARED / "synthetic_tiers.csv"] if p.exists()]
     outputs = EpochOutputs()  # rank 0 only: train_curriculum calls it there
     with stop_quietly_when_a_peer_dies(world, "train"):
@@ -128,6 +130,40 @@ def main() -> None:
     if not world.is_main:
         shutdown(world)
         return
+    _save(result, config, curriculum, prepared, tiers, device, world)
+    shutdown(world)
+
+
+def _banner(
+    config: TrainConfig,
+    curriculum: CurriculumConfig,
+    table: TrainingTable,
+    n_val: int,
+    device: torch.device,
+    world: World,
+) -> str:
+    """The stage's first line: the model, the schedule, the data and the device."""
+    return (
+        f"entromix train: {config.model} at {config.image_size}px, {config.epochs} epochs ({curriculum.warmup_epochs} "
+        f"warmup), {config.optimizer} lr {config.lr}; strategy {curriculum.strategy}; {table.n_real} real + "
+        f"{table.n_synthetic} synthetic"
+        + (f" + {table.n_unlabelled} unlabelled (self-training)" if table.n_unlabelled else "")
+        + f" training images, {n_val} real val; {curriculum.gate} gate, "
+        f"tau {curriculum.jsd_start} -> {curriculum.jsd_end} bits ({curriculum.pacing}); device {describe(device)}"
+        + (f" x {world.size} processes" if world.distributed else "")
+    )
+
+
+def _save(
+    result: TrainResult,
+    config: TrainConfig,
+    curriculum: CurriculumConfig,
+    prepared: Prepared,
+    tiers: pd.Series | None,
+    device: torch.device,
+    world: World,
+) -> None:
+    """Rank 0's outputs, written as one set: best.pt, last.pt, history.csv, metrics and run.json."""
     history = history_frame(result.history)
     run = {
         "curriculum": to_dict(curriculum),
@@ -156,7 +192,6 @@ def main() -> None:
         metrics_json.write_text(json_text(train_metrics(result, config, curriculum, tiers)))
         run_json.write_text(json_text(run))
     print(best_epoch_line(result, config, history))
-    shutdown(world)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_every_stage_config_accepts_the_same_devices():
 
     from entromix.evaluation.report import EvaluateConfig
     from entromix.scoring.out_of_fold import ScoreConfig
-    from entromix.training.loop import TrainConfig
+    from entromix.training.config import TrainConfig
 
     for config in (ScoreConfig, TrainConfig, EvaluateConfig):
         assert typing.get_args(typing.get_type_hints(config)["device"]) == dev.DEVICE_NAMES

@@ -99,8 +99,8 @@ def stage_config_classes() -> dict[str, type]:
     from entromix.demo import DemoConfig
     from entromix.evaluation.report import EvaluateConfig
     from entromix.scoring.out_of_fold import ScoreConfig
+    from entromix.training.config import TrainConfig
     from entromix.training.curriculum import CurriculumConfig
-    from entromix.training.loop import TrainConfig
 
     spec = importlib.util.spec_from_file_location("pipeline_predict", Path(__file__).parents[1] / "pipeline/predict.py")
     predict = importlib.util.module_from_spec(spec)
@@ -142,7 +142,7 @@ def test_conftest_config_helper_is_valid():
 
 
 def test_a_key_with_several_kinds_of_value_says_which_kinds():
-    from entromix.training.loop import TrainConfig
+    from entromix.training.config import TrainConfig
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     params["train"]["class_weights"] = "balanced"

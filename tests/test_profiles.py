@@ -14,8 +14,9 @@ from entromix.common.params import load_params, section
 from entromix.common.profiles import apply_profile, load_profile, set_args
 from entromix.data.ingest_config import IngestConfig
 from entromix.scoring.out_of_fold import ScoreConfig
+from entromix.training.config import TrainConfig
 from entromix.training.curriculum import CurriculumConfig
-from entromix.training.loop import TrainConfig, train_curriculum
+from entromix.training.loop import train_curriculum
 from entromix.training.table import TrainingTable
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -78,10 +79,10 @@ def record_the_training_run(monkeypatch) -> dict[str, list]:
     """Spies on the train loop: the optimiser it makes, the input shapes its model trains on, the
     keys of its final layer, and the augmentation settings of every training batch."""
     import entromix.modeling.fit as fit_module
-    import entromix.training.loop as loop_module
+    import entromix.training.run as run_module
 
     seen: dict[str, list] = {"optimizers": [], "train_inputs": [], "fc": [], "augment": []}
-    make_optimizer, build_model, augment = loop_module.make_optimizer, loop_module.build_model, fit_module.augment
+    make_optimizer, build_model, augment = run_module.make_optimizer, run_module.build_model, fit_module.augment
 
     def optimizer_spy(*args, **kwargs):
         seen["optimizers"].append(make_optimizer(*args, **kwargs))
@@ -99,8 +100,8 @@ def record_the_training_run(monkeypatch) -> dict[str, list]:
         seen["augment"].append((kwargs.get("color_jitter"), kwargs.get("rotate90")))
         return augment(*args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "make_optimizer", optimizer_spy)
-    monkeypatch.setattr(loop_module, "build_model", build_spy)
+    monkeypatch.setattr(run_module, "make_optimizer", optimizer_spy)
+    monkeypatch.setattr(run_module, "build_model", build_spy)
     monkeypatch.setattr(fit_module, "augment", augment_spy)
     return seen
 

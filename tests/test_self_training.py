@@ -111,12 +111,12 @@ def test_unlabelled_rows_stay_shut_until_labelled_and_real_only_shuts_the_synthe
 def record_self_training(monkeypatch) -> list[dict]:
     """Per training epoch: the pseudo-labelling applied before it (None before the first) and the
     (rows, targets) of each of its loss calls, recorded from the loop's own calls."""
-    import entromix.training.loop as loop_module
+    import entromix.training.epoch as epoch_module
     from entromix.training.loss import EntroMixLoss
 
     epochs: list[dict] = []
     last: list = [None]
-    train_epoch, forward, apply = loop_module.train_epoch, EntroMixLoss.forward, SyntheticPool.apply_pseudo_labels
+    train_epoch, forward, apply = epoch_module.train_epoch, EntroMixLoss.forward, SyntheticPool.apply_pseudo_labels
 
     def apply_spy(self, labelled):
         last[0] = labelled
@@ -136,7 +136,7 @@ def record_self_training(monkeypatch) -> list[dict]:
         return forward(self, logits, targets, *args, **kwargs)
 
     monkeypatch.setattr(SyntheticPool, "apply_pseudo_labels", apply_spy)
-    monkeypatch.setattr(loop_module, "train_epoch", train_epoch_spy)
+    monkeypatch.setattr(epoch_module, "train_epoch", train_epoch_spy)
     monkeypatch.setattr(EntroMixLoss, "forward", forward_spy)
     return epochs
 

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from entromix.common.errors import DataError, ParamsError
+from entromix.training.config import TrainConfig
 from entromix.training.curriculum import CurriculumConfig
-from entromix.training.loop import TrainConfig, selectable, train_curriculum
+from entromix.training.loop import train_curriculum
 from entromix.training.report import HISTORY_COLUMNS, history_frame, train_metrics
+from entromix.training.selection import selectable
 from entromix.training.table import TrainingTable, training_table
 
 CPU = torch.device("cpu")
@@ -465,7 +467,7 @@ def test_training_stopped_by_a_signal_mid_run_resumes_to_the_same_result(data, b
 
 
 def test_stops_early_counts_epochs_since_the_best():
-    from entromix.training.loop import stops_early
+    from entromix.training.selection import stops_early
 
     history = [{"epoch": e} for e in range(5)]
     assert not stops_early(history, {"epoch": 2}, None)  # off

@@ -33,7 +33,7 @@ gate (``entromix.training.pseudo_labels``). They follow the curriculum's schedul
 strategies; with ``real_only`` they are the only gated images (no synthetic image enters).
 
 ``rescore_every = k > 0`` (``curriculum`` only) replaces the synthetic scores with the current
-model's every ``k`` epochs from the end of warmup (``entromix.training.loop``).
+model's every ``k`` epochs from the end of warmup (``entromix.training.epoch``).
 
 The JSD is in bits and, with a one-hot target, a monotone function of the scorer's
 probability for the labelled class (``entromix.scoring.jsd``): ``tau`` admits exactly the synthetic

@@ -15,7 +15,8 @@ from entromix.training.curriculum import CurriculumConfig
 from entromix.training.synthetic_pool import synthetic_by_tier
 
 if TYPE_CHECKING:
-    from entromix.training.loop import TrainConfig, TrainResult
+    from entromix.training.config import TrainConfig
+    from entromix.training.result import TrainResult
 
 HISTORY_COLUMNS = [
     "epoch",
