@@ -204,33 +204,69 @@ def train_epoch(
         idx_dev = idx.to(device)
         batch = images[idx.to(images.device)].to(device, non_blocking=True)  # (B, H, W, 3) uint8
         x = prep(batch) if n_members == 1 else [prep(batch) for _ in range(n_members)]  # (B, 3, S, S) each
-        with autocast(device):
-            logits = model(x).float()
-            if logits.dim() == 3:  # (K, B, C): an ensemble's members, each trained on its own loss
-                loss = loss_fn(logits.flatten(0, 1), idx_dev.repeat(n_members))
-                logits = mean_probability_logits(logits)
-            else:
-                loss = loss_fn(logits, idx_dev)
+        loss, logits = _forward_loss(model, x, idx_dev, loss_fn, n_members, device)
         if targets is not None:
-            if is_positive is None:
-                is_positive = torch.zeros(logits.shape[1], dtype=torch.bool, device=device)
-                is_positive[list(positive)] = True
-            actual = is_positive[targets[idx_dev]]
-            counts += torch.stack([actual.sum(), (actual & is_positive[logits.detach().argmax(1)]).sum()])
+            batch_counts, is_positive = _positive_counts(logits.detach(), targets[idx_dev], positive, is_positive)
+            counts += batch_counts
         if on_batch is not None:
             on_batch(idx, logits.detach())
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        sched.step()  # per step: warmup, then cosine
-        if average is not None:
-            average.update()
+        _step(loss, optim, sched, average)
         loss_sum += loss.detach()
         n_batches += 1
         n_images += len(idx)
     mean = float(loss_sum) / max(1, n_batches)  # float() synchronises the device
     positives, true_positives = (int(c) for c in counts.cpu())
     return EpochStats(mean, n_images, time.perf_counter() - start, lr, positives, true_positives)
+
+
+def _forward_loss(
+    model: nn.Module,
+    x: torch.Tensor | list[torch.Tensor],
+    idx: torch.Tensor,
+    loss_fn: LossFn,
+    n_members: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the batch loss, the logits (B, C)) of one forward pass under autocast: an ensemble's
+    members each get their own loss (K batches of the same rows) and the logits are their mean
+    probability's."""
+    with autocast(device):
+        logits = model(x).float()
+        if logits.dim() == 3:  # (K, B, C): an ensemble's members, each trained on its own loss
+            loss = loss_fn(logits.flatten(0, 1), idx.repeat(n_members))
+            logits = mean_probability_logits(logits)
+        else:
+            loss = loss_fn(logits, idx)
+    return loss, logits
+
+
+def _positive_counts(
+    logits: torch.Tensor, labels: torch.Tensor, positive: Sequence[int], is_positive: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the batch's images of a positive label, of them predicted (argmax) as a positive label) as
+    one int64 (2,) tensor on the device, so that the epoch adds them up without a sync per step;
+    and the bool (K,) mask of the positive labels (made from the logits' width on the first call)."""
+    if is_positive is None:
+        is_positive = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+        is_positive[list(positive)] = True
+    actual = is_positive[labels]
+    return torch.stack([actual.sum(), (actual & is_positive[logits.argmax(1)]).sum()]), is_positive
+
+
+def _step(
+    loss: torch.Tensor,
+    optim: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    average: WeightAverage | None,
+) -> None:
+    """One optimiser step on ``loss``, the per-step LR schedule (warmup, then cosine) and the
+    weights' moving average."""
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    sched.step()
+    if average is not None:
+        average.update()
 
 
 def fit_classifier(
@@ -279,29 +315,32 @@ def fit_classifier(
         model = model.to(memory_format=torch.channels_last)
     average = WeightAverage(model, half_life_steps(settings.ema_half_life, num_batches))
     targets = labels.to(device)
+
+    def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return criterion(logits, targets[idx])
+
     for epoch in range(settings.epochs):
-        if num_batches == natural:
-            order = torch.randperm(n, generator=order_gen)
-        else:  # a lengthened epoch: num_batches full batches, images drawn again in fresh orders
-            order = epoch_order(n, num_batches * settings.batch_size, order_gen)
-        batches = [b for b in order.split(settings.batch_size) if len(b) >= 2]  # BatchNorm needs 2 images
+        batches = _epoch_batches(n, natural, num_batches, settings.batch_size, order_gen)
         stats = train_epoch(
-            model,
-            batches,
-            images,
-            lambda logits, idx: criterion(logits, targets[idx]),
-            optim,
-            sched,
-            prep,
-            device,
-            on_batch,
-            targets,
-            positive,
-            average,
+            model, batches, images, loss_fn, optim, sched, prep, device, on_batch, targets, positive, average
         )
         if on_epoch is not None:
             on_epoch(epoch, stats)
     return average.module
+
+
+def _epoch_batches(
+    n: int, natural: int, num_batches: int, batch_size: int, order_gen: torch.Generator
+) -> list[torch.Tensor]:
+    """One epoch's batches of row indices into ``range(n)``, in order: a fresh permutation, or
+    for a lengthened epoch (``num_batches`` > ``natural``) that many full batches, the images drawn
+    again in fresh orders (:func:`epoch_order`). A last batch of one image is dropped: BatchNorm
+    needs two."""
+    if num_batches == natural:
+        order = torch.randperm(n, generator=order_gen)
+    else:
+        order = epoch_order(n, num_batches * batch_size, order_gen)
+    return [b for b in order.split(batch_size) if len(b) >= 2]
 
 
 def predict_logits(
