@@ -28,9 +28,10 @@ from torch import nn
 from entromix.common.device import autocast, generator
 from entromix.common.distributed import unwrap
 from entromix.modeling.augment import augment, normalize, to_float
-from entromix.modeling.ensemble import mean_probability_logits, members
+from entromix.modeling.ensemble import members
 from entromix.modeling.lr_schedule import warmup_cosine
 from entromix.modeling.models import CNN_MODELS
+from entromix.modeling.train_step import LossFn, forward_loss, optimiser_step, positive_counts
 from entromix.modeling.weight_average import WeightAverage, half_life_steps
 
 Optimizer = Literal["adamw", "sgd"]
@@ -156,9 +157,6 @@ class EpochStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, C), row indices (B,) on the device) -> loss
-
-
 def train_epoch(
     model: nn.Module,
     batches: Iterable[torch.Tensor],
@@ -204,69 +202,19 @@ def train_epoch(
         idx_dev = idx.to(device)
         batch = images[idx.to(images.device)].to(device, non_blocking=True)  # (B, H, W, 3) uint8
         x = prep(batch) if n_members == 1 else [prep(batch) for _ in range(n_members)]  # (B, 3, S, S) each
-        loss, logits = _forward_loss(model, x, idx_dev, loss_fn, n_members, device)
+        loss, logits = forward_loss(model, x, idx_dev, loss_fn, n_members, device)
         if targets is not None:
-            batch_counts, is_positive = _positive_counts(logits.detach(), targets[idx_dev], positive, is_positive)
+            batch_counts, is_positive = positive_counts(logits.detach(), targets[idx_dev], positive, is_positive)
             counts += batch_counts
         if on_batch is not None:
             on_batch(idx, logits.detach())
-        _step(loss, optim, sched, average)
+        optimiser_step(loss, optim, sched, average)
         loss_sum += loss.detach()
         n_batches += 1
         n_images += len(idx)
     mean = float(loss_sum) / max(1, n_batches)  # float() synchronises the device
     positives, true_positives = (int(c) for c in counts.cpu())
     return EpochStats(mean, n_images, time.perf_counter() - start, lr, positives, true_positives)
-
-
-def _forward_loss(
-    model: nn.Module,
-    x: torch.Tensor | list[torch.Tensor],
-    idx: torch.Tensor,
-    loss_fn: LossFn,
-    n_members: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the batch loss, the logits (B, C)) of one forward pass under autocast: an ensemble's
-    members each get their own loss (K batches of the same rows) and the logits are their mean
-    probability's."""
-    with autocast(device):
-        logits = model(x).float()
-        if logits.dim() == 3:  # (K, B, C): an ensemble's members, each trained on its own loss
-            loss = loss_fn(logits.flatten(0, 1), idx.repeat(n_members))
-            logits = mean_probability_logits(logits)
-        else:
-            loss = loss_fn(logits, idx)
-    return loss, logits
-
-
-def _positive_counts(
-    logits: torch.Tensor, labels: torch.Tensor, positive: Sequence[int], is_positive: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the batch's images of a positive label, of them predicted (argmax) as a positive label) as
-    one int64 (2,) tensor on the device, so that the epoch adds them up without a sync per step;
-    and the bool (K,) mask of the positive labels (made from the logits' width on the first call)."""
-    if is_positive is None:
-        is_positive = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
-        is_positive[list(positive)] = True
-    actual = is_positive[labels]
-    return torch.stack([actual.sum(), (actual & is_positive[logits.argmax(1)]).sum()]), is_positive
-
-
-def _step(
-    loss: torch.Tensor,
-    optim: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    average: WeightAverage | None,
-) -> None:
-    """One optimiser step on ``loss``, the per-step LR schedule (warmup, then cosine) and the
-    weights' moving average."""
-    optim.zero_grad(set_to_none=True)
-    loss.backward()
-    optim.step()
-    sched.step()
-    if average is not None:
-        average.update()
 
 
 def fit_classifier(
