@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-import entromix.scoring.out_of_fold as out_of_fold
+import entromix.scoring.folds as folds
 from entromix.common.device import describe, resolve_device
+from entromix.scoring.config import ScoreConfig
+from entromix.scoring.out_of_fold import score_training_images
 
 
 def toy_set(n_real: int, n_syn: int, size: int, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
@@ -58,7 +60,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    config = out_of_fold.ScoreConfig(
+    config = ScoreConfig(
         model="resnet18",
         pretrained_weights=None,
         image_size=args.size,
@@ -87,14 +89,12 @@ def main() -> None:
     images, manifest = toy_set(args.n_real, args.n_syn, args.size)
 
     timings = {"reference_forward_s": 0.0, "feature_scoring_s": 0.0}
-    predict, score = out_of_fold.predict_logits_and_features, out_of_fold.fold_feature_scores
-    calls = {"n": 0}
+    predict, score = folds.fold_predictor(config, device), folds.fold_feature_scores
 
-    def timed_predict(*a, **kw):
+    def timed_predict(k, part, model, images):
         start = time.perf_counter()
-        out = predict(*a, **kw)
-        calls["n"] += 1
-        if calls["n"] % 3 == 0:  # per fold: held-out, synthetic, then the reference (own training images)
+        out = predict(k, part, model, images)
+        if part == "reference":  # the forward pass over the fold model's own training images
             timings["reference_forward_s"] += time.perf_counter() - start
         return out
 
@@ -104,9 +104,9 @@ def main() -> None:
         timings["feature_scoring_s"] += time.perf_counter() - start
         return out
 
-    out_of_fold.predict_logits_and_features, out_of_fold.fold_feature_scores = timed_predict, timed_score
+    folds.fold_feature_scores = timed_score  # the feature scoring has no hook of its own: timed in place
     start = time.perf_counter()
-    result = out_of_fold.score_training_images(config, images, manifest, device, log=lambda s: None)
+    result = score_training_images(config, images, manifest, device, log=lambda s: None, predict=timed_predict)
     total = time.perf_counter() - start
     added = timings["reference_forward_s"] + timings["feature_scoring_s"]
     report = {

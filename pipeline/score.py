@@ -26,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from entromix.common.atomic import atomic_paths, json_text
 from entromix.common.device import describe, resolve_device
 from entromix.common.distributed import init_world, launch, needs_launch, shutdown, stop_quietly_when_a_peer_dies
@@ -34,9 +36,11 @@ from entromix.common.params import load_params, section
 from entromix.common.stage import run_stage, stage_args
 from entromix.common.stage_io import DATASET, PREPARED, SYNTHETIC_SCORES_CSV, load_prepared
 from entromix.modeling.fit import EpochStats
+from entromix.scoring.config import ScoreConfig
 from entromix.scoring.fold_resume import FoldStore, prune, score_fingerprint, store_directory, store_root
 from entromix.scoring.jsd_plots import jsd_groups, jsd_histogram_table, plot_jsd_distribution
-from entromix.scoring.out_of_fold import ScoreConfig, score_metrics, score_training_images
+from entromix.scoring.metrics import score_metrics
+from entromix.scoring.out_of_fold import ScoreResult, score_training_images
 
 METRICS = Path("metrics/score.json")
 PLOTS = Path("plots/score")
@@ -103,17 +107,29 @@ def main() -> None:
         shutdown(world)
         return
     metrics = score_metrics(result, tiers, label_space=prepared.label_space)
-    m = metrics["score"]
+    print_summary(metrics["score"], config.synthetic_score)
+    write_outputs(result, metrics, tiers)
+    prune(store_root())  # the finished models stay: the next run of these settings trains nothing
+    shutdown(world)
+
+
+def print_summary(m: dict, synthetic_score: str) -> None:
+    """The stage's closing lines: the scorer's out-of-fold quality, the mean JSDs and, with known
+    tiers, how well each score ranks them (``m``: metrics/score.json's ``score``)."""
     print(
         f"entromix score: out-of-fold accuracy {m['oof_accuracy']}, AUC {m['oof_auc']}, temperature "
         f"{m['temperature']}; mean JSD real {m['real_jsd_mean']}, synthetic {m['synthetic_jsd_mean']}; "
-        f"the gate sorts synthetic images by {config.synthetic_score}"
+        f"the gate sorts synthetic images by {synthetic_score}"
     )
     for name, auroc in m.get("tier_auroc_by_score", {}).items():
         print(
             f"entromix score: {name:<11} AUROC hallucinated vs good {auroc['hallucinated_vs_good']}, "
             f"degraded vs good {auroc['degraded_vs_good']}"
         )
+
+
+def write_outputs(result: ScoreResult, metrics: dict, tiers: pd.DataFrame) -> None:
+    """Every output of the stage, written as one set (entromix.common.atomic)."""
     groups = jsd_groups(result.dataset, tiers)
     paths = (DATASET, SYNTHETIC_SCORES_CSV, METRICS, PLOTS / "jsd_histogram.csv", PLOTS / "jsd_distribution.png")
     with atomic_paths(*paths) as tmp:
@@ -123,8 +139,6 @@ def main() -> None:
         metrics_json.write_text(json_text(metrics))
         jsd_histogram_table(groups).to_csv(histogram_csv, index=False)
         plot_jsd_distribution(groups, figure)
-    prune(store_root())  # the finished models stay: the next run of these settings trains nothing
-    shutdown(world)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@
     # the AUROC of every variant, hallucinated vs good and degraded vs good, mean and std over dumps:
     python scripts/feature_score_variants.py report DUMP.pkl [DUMP.pkl ...]
 
-``dump`` runs the score stage's own function (``score_training_images``) and records, for every
-fold model, the logits, the penultimate features and the spatial mean and standard deviation of
-each ResNet stage's output (``layer1`` .. ``layer4``) for its held-out real images, the synthetic
-pool and the real images it trained on. ``report`` scores the synthetic images with each variant
+``dump`` runs the score stage's own function (``score_training_images``) and records, through its
+``predict`` (``entromix.scoring.folds.FoldPredict``), for every fold model the logits, the
+penultimate features and the spatial mean and standard deviation of each ResNet stage's output
+(``layer1`` .. ``layer4``) for its held-out real images, the synthetic pool and the real images it
+trained on. ``report`` scores the synthetic images with each variant
 against the fold model's own training images (mean over the folds) and measures it on the tiers:
 
 * the stage's scores: ``ensemble`` (the JSD), ``knn``, ``mahalanobis``, ``rank_mean``;
@@ -37,10 +38,12 @@ import torch
 from scipy.special import logsumexp, softmax
 from sklearn.metrics import roc_auc_score
 
-import entromix.scoring.out_of_fold as out_of_fold
 from entromix.common.params import load_params, section
 from entromix.common.stage_io import load_prepared
+from entromix.scoring.config import ScoreConfig
 from entromix.scoring.feature_space import knn_scores, l2_normalise, mahalanobis_scores, percentile_ranks
+from entromix.scoring.folds import FOLD_PARTS, fold_predictor, make_folds
+from entromix.scoring.out_of_fold import score_training_images
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -48,10 +51,16 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 def dump(project: Path, out: Path) -> None:
     """Score ``project`` with its params.yaml and pickle every fold's logits and pooled features."""
     os.chdir(project)
-    calls: list[dict[str, np.ndarray]] = []
-    predict = out_of_fold.predict_logits_and_features
+    config = section(load_params("params.yaml"), "score", ScoreConfig, "params.yaml")
+    if not config.model.startswith("resnet"):
+        sys.exit("feature_score_variants: the per-stage features need a torchvision ResNet (score.model).")
+    device = torch.device("cpu")
+    predict = fold_predictor(config, device)  # the stage's own: logits and penultimate features
+    records: dict[tuple[int, str], dict[str, np.ndarray]] = {}
 
-    def recording_predict(model, images, **kwargs):
+    def recording_predict(k, part, model, images):
+        """The stage's prediction of fold ``k``'s ``part``, recorded with each ResNet stage's pooled
+        output from the same forward passes."""
         store: dict[str, list[np.ndarray]] = {}
         hooks = []
         for name in STAGES:
@@ -63,28 +72,26 @@ def dump(project: Path, out: Path) -> None:
 
             hooks.append(getattr(model, name).register_forward_hook(hook))
         try:
-            logits, features = predict(model, images, **kwargs)
+            logits, features = predict(k, part, model, images)
         finally:
             for hook in hooks:
                 hook.remove()
-        calls.append({"logits": logits, "pen": features, **{k: np.concatenate(v) for k, v in store.items()}})
+        records[(k, part)] = {"logits": logits, "pen": features, **{n: np.concatenate(v) for n, v in store.items()}}
         return logits, features
 
-    out_of_fold.predict_logits_and_features = recording_predict
-    config = section(load_params("params.yaml"), "score", out_of_fold.ScoreConfig, "params.yaml")
-    if not config.model.startswith("resnet"):
-        sys.exit("feature_score_variants: the per-stage features need a torchvision ResNet (score.model).")
     prepared = load_prepared(Path("data/prepared"))
-    result = out_of_fold.score_training_images(
-        config, prepared.images, prepared.manifest, torch.device("cpu"), log=lambda s: None,
-        label_space=prepared.label_space,
+    result = score_training_images(
+        config, prepared.images, prepared.manifest, device, log=lambda s: None,
+        label_space=prepared.label_space, predict=recording_predict,
     )  # fmt: skip
     manifest = prepared.manifest
     real = manifest[(manifest["is_syn"] == 0) & (manifest["split"] == "train")].reset_index(drop=True)
     syn = manifest[manifest["is_syn"] == 1]
+    # per fold: held-out, synthetic, own training images (the reference; predicted with synthetic images only)
+    calls = [records[(k, part)] for k in range(config.folds) for part in FOLD_PARTS if (k, part) in records]
     payload = {
-        "calls": calls,  # per fold: held-out, synthetic, own training images (the order _train_folds predicts)
-        "fold": out_of_fold.make_folds(real, config.folds, config.seed),
+        "calls": calls,
+        "fold": make_folds(real, config.folds, config.seed),
         "real_labels": real["label"].to_numpy(),
         "syn_labels": syn["label"].to_numpy(),
         "scores": result.synthetic_scores,

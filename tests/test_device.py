@@ -64,7 +64,7 @@ def test_every_stage_config_accepts_the_same_devices():
     import typing
 
     from entromix.evaluation.report import EvaluateConfig
-    from entromix.scoring.out_of_fold import ScoreConfig
+    from entromix.scoring.config import ScoreConfig
     from entromix.training.config import TrainConfig
 
     for config in (ScoreConfig, TrainConfig, EvaluateConfig):

@@ -98,7 +98,7 @@ def stage_config_classes() -> dict[str, type]:
 
     from entromix.demo import DemoConfig
     from entromix.evaluation.report import EvaluateConfig
-    from entromix.scoring.out_of_fold import ScoreConfig
+    from entromix.scoring.config import ScoreConfig
     from entromix.training.config import TrainConfig
     from entromix.training.curriculum import CurriculumConfig
 

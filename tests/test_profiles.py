@@ -13,7 +13,7 @@ from entromix.common.errors import ParamsError
 from entromix.common.params import load_params, section
 from entromix.common.profiles import apply_profile, load_profile, set_args
 from entromix.data.ingest_config import IngestConfig
-from entromix.scoring.out_of_fold import ScoreConfig
+from entromix.scoring.config import ScoreConfig
 from entromix.training.config import TrainConfig
 from entromix.training.curriculum import CurriculumConfig
 from entromix.training.loop import train_curriculum

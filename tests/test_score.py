@@ -12,15 +12,11 @@ from entromix.common.errors import DataError, ParamsError
 from entromix.modeling.fit import fit_classifier, predict_logits
 from entromix.modeling.models import build_model
 from entromix.scoring.calibration import fit_temperature, nll
+from entromix.scoring.config import ScoreConfig
+from entromix.scoring.folds import make_folds
 from entromix.scoring.jsd import jsd_to_onehot
-from entromix.scoring.out_of_fold import (
-    DATASET_COLUMNS,
-    ScoreConfig,
-    make_folds,
-    score_metrics,
-    score_training_images,
-    tier_auroc,
-)
+from entromix.scoring.metrics import score_metrics, tier_auroc
+from entromix.scoring.out_of_fold import DATASET_COLUMNS, score_training_images
 
 CPU = torch.device("cpu")
 
@@ -262,10 +258,10 @@ def record_the_score_stage(monkeypatch) -> dict[str, list]:
     """Spies on what the score stage does: the fold models it builds, the ``rotate90`` it passes to
     the augmentation, and every (logits, targets, class weights, value) of its cross-entropy."""
     import entromix.modeling.fit as fit_module
-    import entromix.scoring.out_of_fold as oof_module
+    import entromix.scoring.folds as folds_module
 
     seen: dict[str, list] = {"models": [], "rotate90": [], "losses": []}
-    build, augment = oof_module.build_model, fit_module.augment
+    build, augment = folds_module.build_model, fit_module.augment
 
     def build_model_spy(*args, **kwargs):
         seen["models"].append(build(*args, **kwargs))
@@ -281,7 +277,7 @@ def record_the_score_stage(monkeypatch) -> dict[str, list]:
             seen["losses"].append((logits.detach(), target, self.weight, value.detach()))
             return value
 
-    monkeypatch.setattr(oof_module, "build_model", build_model_spy)
+    monkeypatch.setattr(folds_module, "build_model", build_model_spy)
     monkeypatch.setattr(fit_module, "augment", augment_spy)
     monkeypatch.setattr(fit_module.nn, "CrossEntropyLoss", RecordedCrossEntropy)
     return seen

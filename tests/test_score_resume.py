@@ -34,8 +34,8 @@ SCORE_CHANGES = {"score": {"folds": 3, "synthetic_score": "aum"}}
 # python pipeline/score.py, except that fold 3 (k = 2) announces itself and waits to be killed
 KILLED_IN_FOLD_3 = """
 import runpy, sys, time
-import entromix.scoring.out_of_fold as oof
-fit = oof._fit_fold_model
+import entromix.scoring.folds as folds
+fit = folds._fit_fold_model
 
 def fit_or_wait(config, k, *args, **kwargs):
     if k == 2:
@@ -43,7 +43,7 @@ def fit_or_wait(config, k, *args, **kwargs):
         time.sleep(600)
     return fit(config, k, *args, **kwargs)
 
-oof._fit_fold_model = fit_or_wait
+folds._fit_fold_model = fit_or_wait
 sys.argv = [{score!r}]
 runpy.run_path({score!r}, run_name="__main__")
 """

@@ -28,9 +28,10 @@ from torch import nn
 from entromix.common.device import autocast, generator
 from entromix.common.distributed import unwrap
 from entromix.modeling.augment import augment, normalize, to_float
-from entromix.modeling.ensemble import mean_probability_logits, members
+from entromix.modeling.ensemble import members
 from entromix.modeling.lr_schedule import warmup_cosine
 from entromix.modeling.models import CNN_MODELS
+from entromix.modeling.train_step import LossFn, forward_loss, optimiser_step, positive_counts
 from entromix.modeling.weight_average import WeightAverage, half_life_steps
 
 Optimizer = Literal["adamw", "sgd"]
@@ -156,9 +157,6 @@ class EpochStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, C), row indices (B,) on the device) -> loss
-
-
 def train_epoch(
     model: nn.Module,
     batches: Iterable[torch.Tensor],
@@ -204,27 +202,13 @@ def train_epoch(
         idx_dev = idx.to(device)
         batch = images[idx.to(images.device)].to(device, non_blocking=True)  # (B, H, W, 3) uint8
         x = prep(batch) if n_members == 1 else [prep(batch) for _ in range(n_members)]  # (B, 3, S, S) each
-        with autocast(device):
-            logits = model(x).float()
-            if logits.dim() == 3:  # (K, B, C): an ensemble's members, each trained on its own loss
-                loss = loss_fn(logits.flatten(0, 1), idx_dev.repeat(n_members))
-                logits = mean_probability_logits(logits)
-            else:
-                loss = loss_fn(logits, idx_dev)
+        loss, logits = forward_loss(model, x, idx_dev, loss_fn, n_members, device)
         if targets is not None:
-            if is_positive is None:
-                is_positive = torch.zeros(logits.shape[1], dtype=torch.bool, device=device)
-                is_positive[list(positive)] = True
-            actual = is_positive[targets[idx_dev]]
-            counts += torch.stack([actual.sum(), (actual & is_positive[logits.detach().argmax(1)]).sum()])
+            batch_counts, is_positive = positive_counts(logits.detach(), targets[idx_dev], positive, is_positive)
+            counts += batch_counts
         if on_batch is not None:
             on_batch(idx, logits.detach())
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        sched.step()  # per step: warmup, then cosine
-        if average is not None:
-            average.update()
+        optimiser_step(loss, optim, sched, average)
         loss_sum += loss.detach()
         n_batches += 1
         n_images += len(idx)
@@ -279,29 +263,32 @@ def fit_classifier(
         model = model.to(memory_format=torch.channels_last)
     average = WeightAverage(model, half_life_steps(settings.ema_half_life, num_batches))
     targets = labels.to(device)
+
+    def loss_fn(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return criterion(logits, targets[idx])
+
     for epoch in range(settings.epochs):
-        if num_batches == natural:
-            order = torch.randperm(n, generator=order_gen)
-        else:  # a lengthened epoch: num_batches full batches, images drawn again in fresh orders
-            order = epoch_order(n, num_batches * settings.batch_size, order_gen)
-        batches = [b for b in order.split(settings.batch_size) if len(b) >= 2]  # BatchNorm needs 2 images
+        batches = _epoch_batches(n, natural, num_batches, settings.batch_size, order_gen)
         stats = train_epoch(
-            model,
-            batches,
-            images,
-            lambda logits, idx: criterion(logits, targets[idx]),
-            optim,
-            sched,
-            prep,
-            device,
-            on_batch,
-            targets,
-            positive,
-            average,
+            model, batches, images, loss_fn, optim, sched, prep, device, on_batch, targets, positive, average
         )
         if on_epoch is not None:
             on_epoch(epoch, stats)
     return average.module
+
+
+def _epoch_batches(
+    n: int, natural: int, num_batches: int, batch_size: int, order_gen: torch.Generator
+) -> list[torch.Tensor]:
+    """One epoch's batches of row indices into ``range(n)``, in order: a fresh permutation, or
+    for a lengthened epoch (``num_batches`` > ``natural``) that many full batches, the images drawn
+    again in fresh orders (:func:`epoch_order`). A last batch of one image is dropped: BatchNorm
+    needs two."""
+    if num_batches == natural:
+        order = torch.randperm(n, generator=order_gen)
+    else:
+        order = epoch_order(n, num_batches * batch_size, order_gen)
+    return [b for b in order.split(batch_size) if len(b) >= 2]
 
 
 def predict_logits(

@@ -7,7 +7,7 @@ AUM model's synthetic AUM, and its per-epoch stats (replayed into the live log) 
 stopped by Ctrl-C, SIGTERM or SIGKILL loses only the model it was training; the next run loads
 the finished ones and trains the rest. The outputs are byte-identical to an uninterrupted run's
 on the same machine: model ``k`` trains from its own seed (``seed * 1000 + k``,
-``entromix.scoring.out_of_fold``), never from random state that the models before it left, and
+``entromix.scoring.folds``), never from random state that the models before it left, and
 its arrays are stored exactly (float32 logits, float64 scores).
 
 The same files are the score stage's own run cache. Every output of the stage persists (dvc.yaml:
