@@ -1,5 +1,6 @@
 """The codebase's own rules, checked: every stage's DVC deps cover the code it runs, stage
-packages import one way, no function is over 80 lines, nothing outside tests/ imports tests/."""
+packages import one way, no module imports itself back through others, no module is over 400
+lines and no function over 60, nothing outside tests/ imports tests/."""
 
 from __future__ import annotations
 
@@ -134,19 +135,79 @@ def test_every_subpackage_says_what_it_holds_and_may_import():
         assert "May import" in doc, f"{init.relative_to(ROOT)}: the docstring says what may be imported"
 
 
-MAX_FUNCTION_LINES = 80
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
 
 
-def test_no_function_is_longer_than_80_lines():
+def code_files() -> list[Path]:
+    return [path for folder in (SRC, ROOT / "pipeline") for path in sorted(folder.rglob("*.py"))]
+
+
+def test_no_function_is_longer_than_60_lines():
     long = []
-    for folder in (SRC, ROOT / "pipeline"):
-        for path in sorted(folder.rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    lines = node.end_lineno - node.lineno + 1
-                    if lines > MAX_FUNCTION_LINES:
-                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    for path in code_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, "split these functions:\n" + "\n".join(long)
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = [f"{p.relative_to(ROOT)} ({n} lines)" for p in code_files() if (n := len(p.read_text().splitlines())) > 400]
+    assert not long, "split these modules:\n" + "\n".join(long)
+
+
+def runtime_imports(path: Path) -> set[Path]:
+    """The first-party module files ``path`` imports when it is imported: its module-level imports,
+    not those inside functions or under ``if TYPE_CHECKING:`` (neither runs at import time)."""
+    found = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.split(".")[0] == PACKAGE and (file := module_file(name)) is not None and file != path:
+                found.add(file)
+    return found
+
+
+def import_cycles() -> list[list[str]]:
+    """Cycles in the module-level import graph of src/entromix (depth-first search)."""
+    graph = {path: runtime_imports(path) for path in sorted((SRC / PACKAGE).rglob("*.py"))}
+    cycles, state = [], {}
+
+    def visit(node: Path, stack: list[Path]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, set())):
+            if state.get(nxt) == "open":
+                cycle = stack[stack.index(nxt) :] + [nxt]
+                cycles.append([str(p.relative_to(SRC)) for p in cycle])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_no_module_imports_itself_back_through_others():
+    assert import_cycles() == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
+    package = tmp_path / PACKAGE
+    (package / "a").mkdir(parents=True)
+    files = {"__init__": "", "a/__init__": "", "a/x": "from entromix.a import y\n", "a/y": "import entromix.a.x\n"}
+    for name, body in files.items():
+        (package / f"{name}.py").write_text(body)
+    monkeypatch.setattr(__import__(__name__), "SRC", tmp_path)
+    assert [sorted(c) for c in import_cycles()] == [sorted(["entromix/a/x.py", "entromix/a/y.py", "entromix/a/x.py"])]
 
 
 def test_nothing_outside_tests_imports_from_tests():
