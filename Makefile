@@ -137,9 +137,9 @@ figures: $(STAMP)
 	$(BIN)/python scripts/readme_results.py
 
 # Regenerate RESULTS.md, docs/figures/results_*.png and results/summary.csv from the DVC experiment
-# exports in results/ (written by scripts/run_experiments.py; see RESULTS.md for the commands).
+# exports in results/ (written by entromix sweep; see RESULTS.md for the commands).
 results: $(STAMP)
-	$(BIN)/python scripts/compare_experiments.py
+	$(BIN)/entromix results
 
 # Re-pin requirements.lock from the ranges in pyproject.toml (needs network access to PyPI).
 lock:

@@ -1,5 +1,5 @@
-"""Sweeps and their reports (experiment_results, scripts/run_experiments.py, scripts/compare_experiments.py)
-on fabricated `dvc exp show --json` exports."""
+"""Sweeps and their reports (entromix.comparison's sweeps, exports, sweep_tables, results_report;
+`entromix sweep`, `entromix results`) on fabricated `dvc exp show --json` exports."""
 
 import json
 import subprocess
@@ -9,17 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from in_process import cli_in_process
 
 from entromix.common.errors import DataError
-from experiment_results import (
-    experiment_name,
-    experiments_from_exp_show,
-    load_sweep,
-    parse_name,
-    summarise,
-    sweep_rows,
-    sweep_tables,
-)
+from entromix.comparison.exports import experiments_from_exp_show
+from entromix.comparison.sweep_tables import summarise, sweep_rows, sweep_tables
+from entromix.comparison.sweeps import experiment_name, load_sweep, parse_name
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +119,7 @@ def flat(tree: dict, prefix: str = "") -> dict:
 
 
 def api_rows(states: list[dict]) -> dict:
-    """The same experiments as scripts/run_experiments.py exports them: dvc.api.exp_show's flat rows
+    """The same experiments as `entromix sweep` exports them: dvc.api.exp_show's flat rows
     (DVC 3.67), a key two files share prefixed with its file's path, then the dependency hashes."""
     rows = [
         {"Experiment": "workspace", "rev": "workspace", "typ": "workspace", "State": None},
@@ -262,20 +257,12 @@ def test_not_an_export_is_a_clear_error():
         experiments_from_exp_show({"rev": "workspace"}, "x.json")
 
 
-def test_run_experiments_dry_run_lists_one_command_per_setting_variant_and_seed(sweep_file):
+def test_sweep_dry_run_lists_one_command_per_setting_variant_and_seed(sweep_file, tmp_path):
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT / "scripts" / "run_experiments.py"),
-            str(sweep_file),
-            "--seeds",
-            "0,1",
-            "--export",
-            "x.json",
-            "--dry-run",
-        ],
+        [sys.executable, "-m", "entromix.cli", "sweep", str(sweep_file), "--seeds", "0,1", "--dry-run"],
         capture_output=True,
         text=True,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -286,21 +273,11 @@ def test_run_experiments_dry_run_lists_one_command_per_setting_variant_and_seed(
     assert "-S ingest.scarce_train_images=null" in first
     scarce = [line for line in lines if "-n strat-capped-n10-s1 " in line][0]
     assert "-S ingest.scarce_train_images=10 -S ingest.scarce_seed=1" in scarce
-    bad = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT / "scripts" / "run_experiments.py"),
-            str(sweep_file),
-            "--variants",
-            "nope",
-            "--export",
-            "x.json",
-            "--dry-run",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode != 0 and "unknown variant(s) ['nope']" in bad.stderr
+    bad = cli_in_process(tmp_path, "sweep", str(sweep_file), "--variants", "nope", "--dry-run")
+    assert bad.returncode == 2 and "unknown variant(s) ['nope']" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("entromix sweep: error: ") and bad.stdout == ""
+    no_export = cli_in_process(tmp_path, "sweep", str(sweep_file), "--no-run")
+    assert no_export.returncode == 2 and "--export FILE is needed" in no_export.stderr
 
 
 def test_every_committed_sweep_file_loads_and_sets_only_known_params():
@@ -319,7 +296,8 @@ def test_every_committed_sweep_file_loads_and_sets_only_known_params():
 def test_list_and_mapping_values_reach_params_yaml_through_dvcs_own_override_parser(tmp_path):
     import yaml
     from dvc.utils.hydra import apply_overrides
-    from run_experiments import format_value
+
+    from entromix.comparison.sweeps import format_value
 
     path = tmp_path / "params.yaml"
     path.write_text((PROJECT / "params.yaml").read_text())
@@ -343,13 +321,13 @@ def test_list_and_mapping_values_reach_params_yaml_through_dvcs_own_override_par
     assert format_value({"a": 1, "b": [True, None]}) == "{a:1,b:[true,null]}"
 
 
-def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path, sweep_file):
+def test_results_command_writes_results_keeping_the_hand_written_part(tmp_path, sweep_file):
     results, sweeps = tmp_path / "results", tmp_path / "sweeps"
     (results / "demo").mkdir(parents=True)
     (results / "leukemia_dev").mkdir()
     sweeps.mkdir()
     (sweeps / "strategies.yaml").write_text(sweep_file.read_text())
-    (results / "demo" / "strategies.json").write_text(json.dumps(api_rows(FABRICATED)))  # run_experiments' format
+    (results / "demo" / "strategies.json").write_text(json.dumps(api_rows(FABRICATED)))  # entromix sweep's format
     (results / "leukemia_dev" / "strategies.json").write_text(json.dumps(export(FABRICATED[:3])))
     out = tmp_path / "RESULTS.md"
     out.write_text(
@@ -357,8 +335,7 @@ def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path, s
         "<!-- generated:start -->\nSTALE TABLE\n<!-- generated:end -->\n\nTail.\n"
     )
     args = [
-        sys.executable,
-        str(PROJECT / "scripts" / "compare_experiments.py"),
+        "results",
         "--results",
         str(results),
         "--sweeps",
@@ -370,8 +347,10 @@ def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path, s
         "--csv",
         str(tmp_path / "s.csv"),
     ]
-    proc = subprocess.run(args, capture_output=True, text=True)
+    proc = cli_in_process(tmp_path, *args)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("entromix results: 9 experiments, 4 rows -> ")
+    assert "\t$(BIN)/entromix results\n" in (PROJECT / "Makefile").read_text()  # make results runs this command
     text = out.read_text()
     assert text.startswith("# Results\n\nOur conclusion, written by hand.") and text.rstrip().endswith("Tail.")
     assert "STALE TABLE" not in text and "9 experiments in all." in text
@@ -379,18 +358,15 @@ def test_compare_script_writes_results_keeping_the_hand_written_part(tmp_path, s
     assert (tmp_path / "fig" / "results_strat.png").stat().st_size > 1000
     assert len(pd.read_csv(tmp_path / "s.csv")) == 4
     (results / "demo" / "unknown.json").write_text("[]")
-    missing = subprocess.run(args, capture_output=True, text=True)
-    assert missing.returncode == 2 and "no sweep file" in missing.stderr
+    missing = cli_in_process(tmp_path, *args)
+    assert missing.returncode == 2 and "no sweep file" in missing.stderr and "Traceback" not in missing.stderr
     assert np.isfinite(pd.read_csv(tmp_path / "s.csv")["test_auc_mean"]).all()
 
 
-def test_run_experiments_counts_active_queue_workers():
+def test_sweep_counts_active_queue_workers():
     """The queue watcher restarts workers while fewer than --jobs are active (DVC's workers can exit early)."""
-    import importlib.util
+    from entromix.comparison import sweep_run as module
 
-    spec = importlib.util.spec_from_file_location("run_experiments", PROJECT / "scripts" / "run_experiments.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     status = [
         "Task     Name      Created    Status",
         "55d3769  strat-a   06:34 PM   Running",

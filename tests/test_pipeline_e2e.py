@@ -380,10 +380,9 @@ def test_exp_run_with_a_curriculum_change_reruns_train_and_evaluate(repo):
     assert ran(out) == {"train", "evaluate", "predict"}, out
     history = pd.read_csv(repo / "plots/train/history.csv")
     assert history.loc[1, "tau"] == pytest.approx(0.05)
-    # the compare script reads this export (scripts/run_experiments.py: dvc.api.exp_show): one finished experiment
-    from run_experiments import export_rows
-
-    from experiment_results import experiments_from_exp_show
+    # entromix results reads this export (entromix sweep: dvc.api.exp_show): one finished experiment
+    from entromix.comparison.exports import experiments_from_exp_show
+    from entromix.comparison.sweep_run import export_rows
 
     exported = export_rows({"e2e-start"}, repo=str(repo))
     (experiment,) = experiments_from_exp_show(json.loads(json.dumps(exported)))

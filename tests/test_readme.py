@@ -34,7 +34,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     (r"make exp ", "tests/test_install.py", '"ARGS=-S curriculum.jsd_start=0.05"'),
     (r"make metrics-diff$", "tests/test_install.py", '(["metrics-diff"], ".venv/bin/dvc metrics diff")'),
     (r"make plots$", "tests/test_install.py", '(["plots"], ".venv/bin/dvc plots show")'),
-    (r"make results$", "tests/test_experiments.py", '"compare_experiments.py"'),
+    (r"make results$", "tests/test_experiments.py", '"\\t$(BIN)/entromix results\\n" in (PROJECT / "Makefile")'),
     (r"make bench$", "tests/test_benchmarks.py", '"bench_train.py"'),
     # the DVC commands, run on a tiny project in a temporary git repo
     (r"dvc repro$", "tests/test_pipeline_e2e.py", '["dvc", "repro"]'),
@@ -54,7 +54,7 @@ COVERAGE: list[tuple[str, str, str]] = [
         '"curriculum.jsd_start=0.05", "demo"',
     ),
     (r"git diff --stat$", "tests/test_params_file.py", 'sh("git", "diff", "--stat")'),
-    (r"dvc queue start ", "tests/test_experiments.py", "counts_active_queue_workers"),
+    (r"dvc queue start ", "tests/test_experiments.py", "def test_sweep_counts_active_queue_workers"),
     (r"dvc add data/mydata$", "tests/test_readme.py", "        dvc add data/mydata\n"),
     (r"dvc remote add -d shared ", "tests/test_pipeline_e2e.py", '["dvc", "remote", "add", "-d", "shared"'),
     (r"dvc push$", "tests/test_pipeline_e2e.py", '["dvc", "push"]'),
@@ -80,7 +80,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     (r"make install$", ".ci/run", "make test"),  # make test installs .venv first (its prerequisite)
     # the GPU check: its dry run on the CPU; the real run needs a CUDA machine (BENCHMARKS.md, "GPU")
     (r"\.venv/bin/python benchmarks/gpu_check\.py ", "tests/test_gpu_check.py", '"gpu_check.py"), "--dry-run"'),
-    (r"python scripts/run_experiments\.py ", "tests/test_experiments.py", '"run_experiments.py"'),
+    (r"entromix sweep ", "tests/test_experiments.py", '"-m", "entromix.cli", "sweep", str(sweep_file)'),
     (r"python scripts/ood_report\.py ", "tests/test_ood.py", '"ood_report.py"'),
     # the user's own shell and git steps around the commands above
     (r"source \.venv/bin/activate$", "tests/test_readme.py", "source {venv_bin}/activate"),

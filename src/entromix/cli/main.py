@@ -6,6 +6,9 @@
     entromix exp-show [-A] [--filter TEXT]                          (dvc exp show, the columns a review reads)
     entromix review -S key=value [-S ...] [--seeds 5] [--jobs 2]   (the change against the workspace's
                                                                     params, seed-paired, as DVC experiments)
+    entromix sweep sweeps/NAME.yaml [--settings full,10] [--seeds 0,1,2] [--variants a,b] [--jobs 2]
+                   [--export results/DATASET/NAME.json] [--no-run] [--dry-run]   (a sweep as DVC experiments)
+    entromix results [--results results] [--out RESULTS.md]     (RESULTS.md's tables from the sweep exports)
 
 Exit codes as the pipeline's stages: 0 done, 2 bad input (one message naming the file or
 option), 130 / 143 interrupted; nothing is written unless the whole command succeeds. `entromix
@@ -19,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from entromix.cli.sweeps import add_sweep_parsers, run_results, run_sweep
 from entromix.common.atomic import atomic_path
 from entromix.common.errors import DataError
 from entromix.common.stage import run_stage
@@ -62,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", choices=list(DEVICE_CHOICES))
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
     add_review_parsers(sub)
+    add_sweep_parsers(sub)
     export = sub.add_parser("export", help="write the model as ONNX or TorchScript with its preprocessing")
     export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     export.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint (default {DEFAULT_MODEL})")
@@ -350,12 +355,14 @@ def main(argv: list[str] | None = None) -> None:
         "compare": run_compare,
         "review": run_review,
         "exp-show": run_exp_show,
+        "sweep": run_sweep,
+        "results": run_results,
     }[args.command]
     outcome: dict[str, int | None] = {}
     run_stage(
         args.command,
         lambda: outcome.update(code=action(args)),
-        report_to_stderr=args.command in ("compare", "review", "exp-show"),
+        report_to_stderr=args.command in ("compare", "review", "exp-show", "sweep", "results"),
     )
     if outcome.get("code"):  # the command finished but has something to report (predict: unreadable files)
         sys.exit(outcome["code"])
