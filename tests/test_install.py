@@ -48,8 +48,16 @@ def make_dry_run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
+def script_module(name: str):
+    """A module of scripts/ (a program, not part of the package), imported from its file."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_cpu_lock_is_derived_from_the_main_lock():
-    import cpu_lock
+    cpu_lock = script_module("cpu_lock")
 
     assert (ROOT / "requirements-cpu.lock").read_text() == cpu_lock.cpu_lock(
         (ROOT / "requirements.lock").read_text()
@@ -106,7 +114,8 @@ def test_dvc_targets_call_the_environments_dvc(target, expected):
 
 def test_torch_build_line_names_the_version_and_the_size():
     import torch
-    import torch_build
+
+    torch_build = script_module("torch_build")
 
     line = torch_build.build_line()
     assert line.startswith(f"torch {torch.__version__} (")
