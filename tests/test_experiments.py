@@ -375,3 +375,37 @@ def test_sweep_counts_active_queue_workers():
     ]
     assert module.active_workers(status) == 1
     assert module.active_workers(["Task Name Created Status"]) == 0
+
+
+def test_results_check_passes_on_the_committed_results_and_fails_on_a_stale_copy(tmp_path):
+    """`entromix results --check` (issue 37): the committed RESULTS.md block and results/summary.csv
+    are what the committed exports give; a copy with one figure of the generated block changed, and
+    one with a row of the CSV dropped, are out of date (exit 1, naming the file). It writes nothing."""
+    import shutil
+
+    def check(root: Path):
+        return cli_in_process(
+            root,
+            *("results", "--check", "--results", "results", "--sweeps", "sweeps", "--out", "RESULTS.md"),
+            *("--figures", "docs/figures", "--csv", "results/summary.csv"),
+        )
+
+    committed = check(PROJECT)
+    assert committed.returncode == 0, committed.stdout + committed.stderr
+    assert "match the exports" in committed.stdout
+    root = tmp_path / "copy"
+    for name in ("results", "sweeps"):
+        shutil.copytree(PROJECT / name, root / name)
+    text = (PROJECT / "RESULTS.md").read_text()
+    head, block = text[: text.index("<!-- generated:start -->")], text[text.index("<!-- generated:start -->") :]
+    first_figure = next(t for t in block.split("|") if t.strip().startswith("0.9"))
+    (root / "RESULTS.md").write_text(head + block.replace(first_figure, " 0.123 ", 1))
+    stale = check(root)
+    assert stale.returncode == 1 and "out of date: RESULTS.md differ" in stale.stdout, stale.stdout
+    assert " 0.123 " in (root / "RESULTS.md").read_text()  # --check wrote nothing
+    (root / "RESULTS.md").write_text(text)
+    assert check(root).returncode == 0
+    csv = root / "results" / "summary.csv"
+    csv.write_text("".join(csv.read_text().splitlines(keepends=True)[:-1]))
+    stale = check(root)
+    assert stale.returncode == 1 and "results/summary.csv" in stale.stdout

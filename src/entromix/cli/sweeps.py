@@ -51,6 +51,9 @@ def add_sweep_parsers(sub) -> None:
     results.add_argument("--out", type=Path, default=Path("RESULTS.md"))
     results.add_argument("--figures", type=Path, default=Path("docs/figures"), help="where the comparison figures go")
     results.add_argument("--csv", type=Path, default=Path("results/summary.csv"), help="the summary table as CSV")
+    results.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when RESULTS.md or the CSV is out of date"
+    )
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -69,7 +72,18 @@ def run_sweep(args: argparse.Namespace) -> int:
     )
 
 
-def run_results(args: argparse.Namespace) -> None:
-    from entromix.comparison.results_report import build_results
+def run_results(args: argparse.Namespace) -> int:
+    from entromix.comparison.results_report import build_results, check_results
 
+    if args.check:
+        stale = check_results(args.results, args.sweeps, args.out, args.figures, args.csv)
+        if stale:
+            print(
+                f"entromix results: out of date: {', '.join(stale)} differ from what the exports in {args.results} "
+                "give. Run `entromix results` (make results) and commit the result."
+            )
+            return 1
+        print(f"entromix results: {args.out} and {args.csv} match the exports in {args.results}")
+        return 0
     print("entromix results: " + build_results(args.results, args.sweeps, args.out, args.figures, args.csv))
+    return 0

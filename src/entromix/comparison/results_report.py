@@ -12,6 +12,7 @@ kept; only the part between them is replaced.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -114,3 +115,24 @@ def build_results(results: Path, sweeps: Path, out: Path, figures_dir: Path, csv
     return f"{len(rows)} experiments, {len(summary)} rows -> {out}, {csv}" + (
         f", {', '.join(str(p) for p in figures.values())}" if figures else ""
     )
+
+
+def check_results(results: Path, sweeps: Path, out: Path, figures_dir: Path, csv: Path) -> list[str]:
+    """The generated files that differ from what the exports give now (``out``'s generated block,
+    the summary CSV); empty when they are up to date. Writes nothing (figures are not compared:
+    they follow from the same numbers)."""
+    exports = find_exports(results, sweeps)
+    rows = load_rows(exports)
+    summary = summarise(rows)
+    figures = {s.name: figures_dir / f"results_{s.name}.png" for _, _, s in exports if s.report == "test"}
+    stale = []
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / out.name
+        if out.exists():
+            copy.write_text(out.read_text())
+        write_report(summary, exports, len(rows), copy, figures)
+        if not out.exists() or copy.read_text() != out.read_text():
+            stale.append(str(out))
+    if not csv.exists() or csv.read_text() != summary.round(4).to_csv(index=False):
+        stale.append(str(csv))
+    return stale
