@@ -76,6 +76,9 @@ def _install() -> None:
     elif _FAULT.startswith("fail:"):
         _, nth, how = _FAULT.split(":")
         count = [0]
+        # as in a terminal: a shell starts background jobs (and so some CI runners) with SIGINT
+        # ignored, which every child inherits, and Python then installs no KeyboardInterrupt handler
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
         def replace(src, dst, *args, **kwargs):
             count[0] += 1
