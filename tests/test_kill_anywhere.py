@@ -184,7 +184,9 @@ def test_a_stage_killed_at_any_write_costs_nothing_and_the_next_repro_is_byte_id
     """For each kill point: the killed run's outputs are each the uninterrupted run's bytes or
     absent (never a partial file under an output's name), the next plain `dvc repro` finishes
     (rerunning what the kill left out of date), and every output of every stage is then
-    byte-identical to the uninterrupted run's, `dvc status` is clean and no temporary is left.
+    byte-identical to the uninterrupted run's and `dvc status` is clean; a temporary a mid-write kill
+    left beside an output the recovery did not rewrite stays out of git (git status unchanged) and
+    out of folder hashes (.dvcignore), and the next write of that output deletes it.
     Even points start from a project without this stage's outputs (a first run killed), odd ones
     from the finished project (`dvc repro -f`: a rerun killed with the previous outputs in place)."""
     reference = output_files(repo, ["demo", *STAGES])
