@@ -41,6 +41,15 @@ def is_model_name(name: str) -> bool:
     return name in MODEL_NAMES or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX))
 
 
+def check_model_and_size(section: str, model: str, image_size: int) -> None:
+    """The checks the score and train sections share: a network this module builds, at a size it takes."""
+    if not is_model_name(model):
+        names = ", ".join(MODEL_NAMES)
+        raise ParamsError(f"{section}.model is {model!r}; choose one of {names}, or timm:<architecture>.")
+    if not 16 <= image_size <= 1024:
+        raise ParamsError(f"{section}.image_size must be between 16 and 1024 px, got {image_size}.")
+
+
 CNN_MODELS = ("resnet18", "resnet50")  # channels_last helps these (CPU and CUDA)
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 from entromix.common.device import DeviceName
 from entromix.common.errors import ParamsError
 from entromix.modeling.fit import FitSettings, Optimizer
-from entromix.modeling.models import MODEL_NAMES, is_model_name
+from entromix.modeling.models import check_model_and_size
 from entromix.scoring.feature_space import FEATURE_SCORES
 
 #: ``score.synthetic_score``: the score the gate sorts synthetic images by. ``ensemble`` is the
@@ -59,12 +59,7 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if self.nproc_per_node < 1:
             raise ParamsError(f"score.nproc_per_node must be >= 1 (1: the folds in turn), got {self.nproc_per_node}.")
-        if not is_model_name(self.model):
-            raise ParamsError(
-                f"score.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}, or timm:<architecture>."
-            )
-        if not 16 <= self.image_size <= 1024:
-            raise ParamsError(f"score.image_size must be between 16 and 1024 px, got {self.image_size}.")
+        check_model_and_size("score", self.model, self.image_size)
         if self.folds < 2:
             raise ParamsError(f"score.folds must be >= 2 (out-of-fold scoring needs held-out folds), got {self.folds}.")
         for key in ("epochs", "batch_size"):

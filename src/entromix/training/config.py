@@ -10,7 +10,7 @@ from entromix.common.device import DeviceName
 from entromix.common.errors import ParamsError
 from entromix.common.labels import LabelSpace
 from entromix.modeling.fit import Optimizer
-from entromix.modeling.models import MODEL_NAMES, is_model_name
+from entromix.modeling.models import check_model_and_size
 
 SelectMetric = Literal["val_auc", "val_balanced_accuracy", "val_sensitivity", "val_accuracy", "val_loss"]
 
@@ -53,12 +53,7 @@ class TrainConfig:
     rdzv_endpoint: str  # host:port of the c10d rendezvous for several nodes (unused on one node)
 
     def __post_init__(self) -> None:
-        if not is_model_name(self.model):
-            raise ParamsError(
-                f"train.model is {self.model!r}; choose one of {', '.join(MODEL_NAMES)}, or timm:<architecture>."
-            )
-        if not 16 <= self.image_size <= 1024:
-            raise ParamsError(f"train.image_size must be between 16 and 1024 px, got {self.image_size}.")
+        check_model_and_size("train", self.model, self.image_size)
         if self.epochs < 1:
             raise ParamsError(f"train.epochs must be >= 1, got {self.epochs}.")
         if not 1 <= self.ensemble <= 32:
